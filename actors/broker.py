@@ -1,0 +1,14 @@
+"""The Dramatiq broker, on the same Redis as the hub, under the hub's namespace."""
+
+from __future__ import annotations
+
+from dramatiq.brokers.redis import RedisBroker
+
+from hub.keys import KeySpace
+from hub.settings import Settings
+
+
+def make_broker(settings: Settings) -> RedisBroker:
+    if not settings.redis_url:
+        raise ValueError("HUB_REDIS_URL is not set")
+    return RedisBroker(url=settings.redis_url, namespace=KeySpace(settings.namespace).dramatiq_namespace)

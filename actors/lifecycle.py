@@ -1,0 +1,110 @@
+"""A Dramatiq middleware that reports every hub job's lifecycle, whatever the
+actor: `active` when an attempt starts, `retrying` when a retry is scheduled,
+`completed` with the actor's result, and `failed` exactly once, when no
+retry is left.
+
+Dramatiq calls `after_*` hooks in reverse middleware order; installed before
+`Retries`, this middleware sees a failed attempt after Retries has decided
+whether to retry it. The final rejection of a message, whatever its cause
+(retries exhausted, time limit, age limit, a `throws` exception), always
+passes through `after_nack`, so that is where `failed` is published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from dramatiq import Broker, Middleware
+from dramatiq.middleware import Retries
+
+from actors import progress
+from actors.catalog import JOB_OPTION
+from hub.journal import Journal, utc_now
+from hub.settings import Settings
+
+log = logging.getLogger("actors.lifecycle")
+
+REASON_MAX = 500
+AGE_LIMIT_REASON = "the job waited in the queue longer than its age limit"
+
+
+class JobLifecycle(Middleware):
+    def __init__(self, *, redis: Any, settings: Settings) -> None:
+        self._journal = Journal(redis, settings)
+        self._redis = redis
+        self._settings = settings
+        # Why the last attempt of a message failed, until its nack.
+        self._reasons: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def install(self, broker: Broker) -> None:
+        broker.add_middleware(self, before=Retries)
+
+    def before_process_message(self, broker: Broker, message: Any) -> None:
+        job = _job_of(message)
+        if job is None:
+            return
+        attempt = int(message.options.get("retries", 0)) + 1
+        context = progress.JobContext(
+            job_id=job["id"],
+            owner=job["owner"],
+            job_type=job["type"],
+            attempt=attempt,
+            journal=self._journal,
+            redis=self._redis,
+            settings=self._settings,
+        )
+        progress._enter(context)
+        self._update(job, status="active", progress=0, attempt=attempt, startedAt=utc_now(), step="started")
+
+    def after_process_message(self, broker: Broker, message: Any, *, result: Any = None, exception: Any = None) -> None:
+        progress._leave()
+        job = _job_of(message)
+        if job is None:
+            return
+        if exception is None:
+            self._complete(job, result)
+        elif message.failed:
+            with self._lock:
+                self._reasons[message.message_id] = describe(exception)
+        else:
+            self._update(job, status="retrying", failedReason=describe(exception))
+
+    def after_skip_message(self, broker: Broker, message: Any) -> None:
+        progress._leave()
+
+    def after_nack(self, broker: Broker, message: Any) -> None:
+        job = _job_of(message)
+        if job is None:
+            return
+        with self._lock:
+            reason = self._reasons.pop(message.message_id, AGE_LIMIT_REASON)
+        self.fail(job, reason)
+
+    def fail(self, job: dict[str, str], reason: str) -> None:
+        self._update(job, status="failed", failedReason=reason, result={"error": reason}, completedAt=utc_now())
+
+    def _complete(self, job: dict[str, str], result: Any) -> None:
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError):
+            self.fail(job, "the actor returned a result that is not JSON")
+            return
+        self._update(job, status="completed", progress=100, result=result, completedAt=utc_now())
+
+    def _update(self, job: dict[str, str], **patch: Any) -> None:
+        self._journal.update(job["id"], job["owner"], job["type"], **patch)
+
+
+def _job_of(message: Any) -> dict[str, str] | None:
+    job = message.options.get(JOB_OPTION)
+    return job if isinstance(job, dict) else None
+
+
+def describe(exception: BaseException) -> str:
+    text = str(exception).strip()
+    name = exception.__class__.__name__
+    return (f"{name}: {text}" if text else name)[:REASON_MAX]

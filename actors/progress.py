@@ -1,0 +1,65 @@
+"""The progress API for actors: `report(progress, step=...)`.
+
+Any actor that runs a hub job can call it; the lifecycle middleware (not the
+actor) reports start, retries, completion and failure.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hub.journal import Journal
+from hub.keys import KeySpace
+from hub.settings import Settings
+
+_current = threading.local()
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """The hub job a worker thread is running right now."""
+
+    job_id: str
+    owner: str
+    job_type: str
+    attempt: int
+    journal: Journal
+    redis: Any
+    settings: Settings
+
+    @property
+    def keys(self) -> KeySpace:
+        return self.journal.keys
+
+    def report(self, progress: int, step: str | None = None) -> None:
+        patch: dict[str, Any] = {"status": "active", "progress": max(0, min(100, int(progress)))}
+        if step is not None:
+            patch["step"] = str(step)[:200]
+        self.journal.update(self.job_id, self.owner, self.job_type, **patch)
+
+    def pause(self, steps: float = 1.0) -> None:
+        """Waits as long as `steps` remote model calls would (HUB_JOB_STEP_SECONDS each)."""
+        time.sleep(self.settings.job_step_seconds * steps)
+
+
+def current_job() -> JobContext:
+    job: JobContext | None = getattr(_current, "job", None)
+    if job is None:
+        raise RuntimeError("not running a hub job: report() works inside an actor started by the hub")
+    return job
+
+
+def report(progress: int, step: str | None = None) -> None:
+    """Publishes the current job's progress (0..100) and, optionally, what it is doing."""
+    current_job().report(progress, step)
+
+
+def _enter(job: JobContext) -> None:
+    _current.job = job
+
+
+def _leave() -> None:
+    _current.job = None

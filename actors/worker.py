@@ -1,0 +1,79 @@
+"""Runs a Dramatiq worker for the hub's actors in this process (`hub worker`)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from actors import catalog
+from actors.broker import make_broker
+from actors.characters import create_character
+from actors.images import generate_image
+from actors.lifecycle import JobLifecycle
+from hub.settings import Settings
+
+log = logging.getLogger("actors.worker")
+
+#: Retries after the first failed attempt, and the backoff between them.
+MAX_RETRIES = 3
+MIN_BACKOFF_MS = 500
+MAX_BACKOFF_MS = 10_000
+#: No attempt may run longer than this.
+TIME_LIMIT_MS = 5 * 60 * 1000
+SHUTDOWN_TIMEOUT_MS = 10_000
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    catalog.ACTORS["character"]: create_character,
+    catalog.ACTORS["media"]: generate_image,
+}
+
+
+def setup(settings: Settings) -> RedisBroker:
+    """A broker with the lifecycle middleware and the hub's actors declared."""
+    broker = make_broker(settings)
+    assert settings.redis_url
+    JobLifecycle(redis=redis.Redis.from_url(settings.redis_url), settings=settings).install(broker)
+    for name, function in FUNCTIONS.items():
+        dramatiq.actor(
+            function,
+            broker=broker,
+            actor_name=name,
+            queue_name=catalog.QUEUE,
+            max_retries=MAX_RETRIES,
+            min_backoff=MIN_BACKOFF_MS,
+            max_backoff=MAX_BACKOFF_MS,
+            time_limit=TIME_LIMIT_MS,
+        )
+    return broker
+
+
+def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
+    """Processes jobs until SIGTERM or SIGINT, then finishes in-flight work.
+
+    `imports` name modules of more actors: imported after the broker is set
+    as Dramatiq's global one, their `@dramatiq.actor` functions land on it and
+    may call `actors.progress.report`.
+    """
+    broker = setup(settings)
+    dramatiq.set_broker(broker)
+    for module in imports:
+        importlib.import_module(module)
+    broker.emit_after("process_boot")
+    worker = dramatiq.Worker(broker, queues={catalog.QUEUE}, worker_threads=settings.worker_threads)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    worker.start()
+    log.info("worker ready: %d threads on queue %s", settings.worker_threads, catalog.QUEUE)
+    stop.wait()
+    log.info("worker stopping")
+    worker.stop(timeout=SHUTDOWN_TIMEOUT_MS)
+    broker.close()

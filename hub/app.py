@@ -1,0 +1,99 @@
+"""Builds the hub: its context (Redis, bus, history, limits, metrics) and
+its Tornado application. One factory, no module-level state."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import tornado.web
+from redis.asyncio import Redis
+
+from hub.auth import TokenVerifier
+from hub.bus import EventBus
+from hub.connections import ConnectionManager
+from hub.context import Enqueue, HubContext
+from hub.handlers.base import NotFoundHandler
+from hub.handlers.jobs import CreateJobHandler, ImageHandler, JobStatusHandler
+from hub.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
+from hub.handlers.sse import JobStreamHandler, UserStreamHandler
+from hub.history import History
+from hub.journal import Journal
+from hub.keys import KeySpace
+from hub.metrics import HubMetrics
+from hub.settings import Settings
+
+access_log = logging.getLogger("hub.access")
+
+JOB_ID = r"([^/]+)"
+JOB_TYPE = r"(character|media)"
+
+
+def build_context(settings: Settings, redis: Redis, enqueue: Enqueue) -> HubContext:
+    metrics = HubMetrics()
+    keys = KeySpace(settings.namespace)
+    bus = EventBus(
+        redis,
+        on_reconnect=metrics.redis_reconnects.inc,
+        on_event=lambda fanout: metrics.bus_messages.inc(),
+    )
+    return HubContext(
+        settings=settings,
+        redis=redis,
+        keys=keys,
+        journal=Journal(redis, settings),
+        history=History(redis, keys),
+        bus=bus,
+        connections=ConnectionManager(
+            max_per_user=settings.max_connections_per_user,
+            max_total=settings.max_connections,
+            metrics=metrics,
+        ),
+        metrics=metrics,
+        verifier=TokenVerifier(settings),
+        enqueue=enqueue,
+    )
+
+
+def make_app(ctx: HubContext) -> tornado.web.Application:
+    c = {"ctx": ctx}
+    routes = [
+        (r"/api/v1/characters", CreateJobHandler, {**c, "job_type": "character"}),
+        (r"/api/v1/media/images", CreateJobHandler, {**c, "job_type": "media"}),
+        (rf"/api/v1/(characters|media)/jobs/{JOB_ID}", JobStatusHandler, c),
+        (rf"/api/v1/media/jobs/{JOB_ID}/image\.png", ImageHandler, c),
+        (r"/api/v1/sse/jobs/my", UserStreamHandler, c),
+        (rf"/api/v1/sse/jobs/{JOB_TYPE}/{JOB_ID}", JobStreamHandler, c),
+        (r"/healthz", HealthHandler, c),
+        (r"/readyz", ReadyHandler, c),
+        (r"/metrics", MetricsHandler, c),
+        (r"/()", tornado.web.StaticFileHandler, {"path": static_dir(), "default_filename": "index.html"}),
+        (r"/static/(.*)", tornado.web.StaticFileHandler, {"path": static_dir()}),
+    ]
+    return tornado.web.Application(
+        routes,  # type: ignore[arg-type]
+        default_handler_class=NotFoundHandler,
+        default_handler_args=c,
+        log_function=log_request,
+        compress_response=False,
+    )
+
+
+def static_dir() -> str:
+    return str(resources.files("hub").joinpath("static"))
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Access log without the query string: it may carry `access_token`."""
+    status = handler.get_status()
+    request = handler.request
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    access_log.log(
+        level,
+        "%d %s %s (%s) %.1fms",
+        status,
+        request.method,
+        request.path,
+        request.remote_ip,
+        1000.0 * request.request_time(),
+    )

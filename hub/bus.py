@@ -1,0 +1,220 @@
+"""The process-wide event bus: one Redis pub/sub connection fans events out
+to every local subscriber.
+
+A channel is subscribed in Redis when its first local subscriber arrives and
+unsubscribed when its last one leaves. `subscribe` returns only once Redis has
+confirmed the subscription, so a caller that reads history afterwards cannot
+miss an event published in between.
+
+redis-py may reconnect a pub/sub connection behind our back (and lose the
+messages published meanwhile), or not notice a dead one, so the bus checks
+liveness itself with pings and treats any surprise as a reset: every local
+subscriber is closed and resumes from its cursor, which history still has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from hub.errors import StoreUnavailable
+from hub.events import Event
+from hub.subscriber import CloseReason, Subscriber
+
+log = logging.getLogger("hub.bus")
+
+#: Seconds between pings on an idle pub/sub connection.
+DEFAULT_PING_INTERVAL = 2.0
+#: Seconds to wait for Redis to confirm a subscription.
+SUBSCRIBE_TIMEOUT = 5.0
+RECONNECT_DELAY_MIN = 0.05
+RECONNECT_DELAY_MAX = 5.0
+
+
+class BusReset(Exception):
+    """The pub/sub connection was lost or replaced; subscriptions are gone."""
+
+
+class EventBus:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
+        on_reconnect: Callable[[], None] | None = None,
+        on_event: Callable[[int], None] | None = None,
+    ) -> None:
+        self._redis = redis
+        self._ping_interval = ping_interval
+        self._on_reconnect = on_reconnect or (lambda: None)
+        self._on_event = on_event or (lambda fanout: None)
+        self._channels: dict[str, set[Subscriber]] = {}
+        # Futures waiting for Redis to confirm a SUBSCRIBE, oldest first.
+        self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
+        self._ready: dict[str, asyncio.Future[None]] = {}
+        self._pubsub: PubSub | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ever_connected = False
+        self._session_connected = False
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event-bus")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._reset(CloseReason.SHUTDOWN)
+
+    async def wait_connected(self, timeout: float) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def subscribe(self, channel: str, subscriber: Subscriber) -> None:
+        """Adds `subscriber` to `channel`; returns once Redis delivers to it."""
+        if not self._connected.is_set() or self._pubsub is None:
+            raise StoreUnavailable("event bus is not connected to Redis")
+        subscribers = self._channels.get(channel)
+        if subscribers is None:
+            subscribers = self._channels[channel] = set()
+            confirmed = asyncio.get_running_loop().create_future()
+            self._confirmations.setdefault(channel, deque()).append(confirmed)
+            self._ready[channel] = confirmed
+            subscribers.add(subscriber)
+            try:
+                await self._pubsub.subscribe(channel)
+            except Exception as exc:
+                self._discard(channel, subscriber)
+                raise StoreUnavailable(f"cannot subscribe: {exc}") from None
+        else:
+            subscribers.add(subscriber)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready[channel]), SUBSCRIBE_TIMEOUT)
+        except (TimeoutError, BusReset):
+            self._discard(channel, subscriber)
+            raise StoreUnavailable("Redis did not confirm the subscription") from None
+
+    def unsubscribe(self, channel: str, subscriber: Subscriber) -> None:
+        self._discard(channel, subscriber)
+
+    def _discard(self, channel: str, subscriber: Subscriber) -> None:
+        subscribers = self._channels.get(channel)
+        if subscribers is None:
+            return
+        subscribers.discard(subscriber)
+        if subscribers:
+            return
+        del self._channels[channel]
+        self._ready.pop(channel, None)
+        if self._pubsub is not None and self._connected.is_set():
+            asyncio.create_task(self._send_unsubscribe(self._pubsub, channel))
+
+    async def _send_unsubscribe(self, pubsub: PubSub, channel: str) -> None:
+        try:
+            await pubsub.unsubscribe(channel)
+        except Exception:  # a dead connection is noticed and reset by _run
+            log.debug("unsubscribe from %s failed", channel, exc_info=True)
+
+    async def _run(self) -> None:
+        delay = RECONNECT_DELAY_MIN
+        while True:
+            self._session_connected = False
+            try:
+                await self._serve_connection()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("Redis pub/sub connection lost (%s); reconnecting", exc.__class__.__name__)
+            self._reset(CloseReason.BUS_RESET)
+            delay = RECONNECT_DELAY_MIN if self._session_connected else min(delay * 2, RECONNECT_DELAY_MAX)
+            # Jitter spreads the reconnects of many hub processes.
+            await asyncio.sleep(delay * (0.5 + random.random()))
+
+    async def _serve_connection(self) -> None:
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.connect()
+            await pubsub.ping()
+            if await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT) is None:
+                raise BusReset("no answer to ping")
+            self._pubsub = pubsub
+            self._connected.set()
+            self._session_connected = True
+            if self._ever_connected:
+                self._on_reconnect()
+            self._ever_connected = True
+            awaiting_pong = False
+            while True:
+                message = await pubsub.get_message(timeout=self._ping_interval)
+                if message is None:
+                    if awaiting_pong:
+                        raise BusReset("no answer to ping")
+                    await pubsub.ping()
+                    awaiting_pong = True
+                    continue
+                awaiting_pong = False
+                self._handle(message)
+        finally:
+            self._connected.clear()
+            self._pubsub = None
+            try:
+                await pubsub.aclose()
+            except Exception:
+                log.debug("closing pub/sub failed", exc_info=True)
+
+    def _handle(self, message: dict[str, object]) -> None:
+        kind = message["type"]
+        raw_channel = message.get("channel")
+        channel = raw_channel.decode() if isinstance(raw_channel, bytes) else str(raw_channel)
+        if kind == "message":
+            subscribers = self._channels.get(channel)
+            if not subscribers:
+                return
+            data = message["data"]
+            assert isinstance(data, (bytes, str))
+            event = Event.from_message(data)  # parsed once for all subscribers
+            for subscriber in tuple(subscribers):
+                subscriber.push(event)
+            self._on_event(len(subscribers))
+        elif kind == "subscribe":
+            waiting = self._confirmations.get(channel)
+            if not waiting:
+                # A confirmation nobody asked for: redis-py re-subscribed after
+                # a silent reconnect, and messages may have been lost meanwhile.
+                raise BusReset("unexpected re-subscription")
+            future = waiting.popleft()
+            if not waiting:
+                del self._confirmations[channel]
+            if not future.done():
+                future.set_result(None)
+
+    def _reset(self, reason: str) -> None:
+        for subscribers in self._channels.values():
+            for subscriber in subscribers:
+                subscriber.close(reason)
+        self._channels.clear()
+        self._ready.clear()
+        for waiting in self._confirmations.values():
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(BusReset())
+                    future.exception()  # mark retrieved: subscribe() may be gone
+        self._confirmations.clear()

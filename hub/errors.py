@@ -1,0 +1,98 @@
+"""The hub's exception tree: each client-facing error knows its status and JSON body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HubError(Exception):
+    """Base of every error the hub raises on purpose."""
+
+
+class ConfigError(HubError):
+    """A setting is missing or malformed; the process cannot start."""
+
+
+class StoreUnavailable(HubError):
+    """Redis did not answer."""
+
+
+class ClientError(HubError):
+    """An error that answers the request with the contract's JSON body."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str = "", **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code}
+        if self.message:
+            body["message"] = self.message
+        body.update(self.extra)
+        return body
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(ClientError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(ClientError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(ClientError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ClientError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unavailable(ClientError):
+    """Redis is unreachable: the request may succeed later."""
+
+    status = 503
+    code = "unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "2"}
+
+
+class TooManyConnections(ClientError):
+    status = 429
+    code = "too_many_connections"
+
+    def __init__(self, limit: int, retry_after: int = 5) -> None:
+        super().__init__("", limit=limit)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class ServerBusy(ClientError):
+    status = 503
+    code = "server_busy"
+
+    def __init__(self, retry_after: int = 5) -> None:
+        super().__init__("")
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

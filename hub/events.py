@@ -1,0 +1,84 @@
+"""Events as they travel from Redis to clients, and their Server-Sent Events framing."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from hub.errors import BadRequest
+
+# Redis stream ids: "<milliseconds>-<sequence>".
+_CURSOR = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
+_FRAME_BREAKS = re.compile(r"\r\n|\r|\n")
+
+Cursor = tuple[int, int]
+
+KEEPALIVE_FRAME = b": keepalive\n\n"
+
+
+def parse_cursor(raw: str) -> Cursor:
+    match = _CURSOR.match(raw.strip())
+    if not match:
+        raise BadRequest("malformed cursor: expected an event id such as 1732450000000-0")
+    return int(match.group(1)), int(match.group(2))
+
+
+def format_cursor(cursor: Cursor) -> str:
+    return f"{cursor[0]}-{cursor[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One message for clients: its JSON text, its cursor (if it has one) and
+    when the actor published it (for the delivery-latency histogram)."""
+
+    data: str
+    id: str | None = None
+    published_at: float | None = None
+    #: The job's last event: completed or failed.
+    terminal: bool = False
+    cursor: Cursor | None = field(default=None, compare=False)
+
+    @classmethod
+    def stored(cls, event_id: str, data: str, published_at: float | None, terminal: bool) -> Event:
+        return cls(data, event_id, published_at, terminal, parse_cursor(event_id))
+
+    @classmethod
+    def make(cls, payload: dict[str, Any], event_id: str | None = None, terminal: bool = False) -> Event:
+        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        cursor = parse_cursor(event_id) if event_id else None
+        return cls(data, event_id, None, terminal, cursor)
+
+    @classmethod
+    def from_message(cls, message: bytes | str) -> Event:
+        """Parses a pub/sub message: "<id>\\n<published at>\\n<terminal 0|1>\\n<json>"."""
+        text = message.decode("utf-8") if isinstance(message, bytes) else message
+        event_id, published_at, terminal, data = text.split("\n", 3)
+        return cls.stored(event_id, data, float(published_at), terminal == "1")
+
+    def payload(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.data)
+        return value
+
+    def sse_frame(self) -> bytes:
+        return encode_frame(self.data, self.id)
+
+
+def encode_frame(data: str, event_id: str | None = None, retry_ms: int | None = None) -> bytes:
+    """One SSE frame. Line breaks in `data` become separate `data:` lines and
+    are removed from `id`, so no input can end a frame early or forge a field."""
+    lines = []
+    if retry_ms is not None:
+        lines.append(f"retry: {int(retry_ms)}")
+    if event_id is not None:
+        clean_id = _FRAME_BREAKS.sub("", event_id).replace("\0", "")
+        lines.append(f"id: {clean_id}")
+    for line in _FRAME_BREAKS.split(data):
+        lines.append(f"data: {line}")
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def retry_frame(retry_ms: int) -> bytes:
+    return f"retry: {int(retry_ms)}\n\n".encode()

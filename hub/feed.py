@@ -1,0 +1,135 @@
+"""One client's view of one stream (a job's, or a user's for `/my`): history
+after its cursor, then live events, with no gap and no duplicate.
+
+The order matters: subscribe for live events first, then read history, then
+release live events, skipping any that history already supplied. An event
+published while history is being read is thus seen twice and sent once.
+Both transports use this; they differ only in how they write.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from hub.bus import EventBus
+from hub.events import Cursor, Event
+from hub.history import CursorState, History
+from hub.keys import KeySpace
+from hub.subscriber import Subscriber
+
+#: Events one long-poll answer or one SSE write batch holds at most.
+MAX_BATCH = 500
+
+
+@dataclass(frozen=True)
+class JobSource:
+    """A job's own stream; it ends with the job's terminal event."""
+
+    job_id: str
+    keys: KeySpace
+    ends_with_job = True
+
+    @property
+    def stream(self) -> str:
+        return self.keys.job_events(self.job_id)
+
+    @property
+    def channel(self) -> str:
+        return self.keys.job_channel(self.job_id)
+
+    async def snapshot(self, history: History) -> list[Event]:
+        job = await history.job(self.job_id)
+        return [job.initial_status()] if job else []
+
+    def reset_event(self) -> Event:
+        return Event.make({"type": "reset", "jobId": self.job_id, "message": RESET_MESSAGE})
+
+
+@dataclass(frozen=True)
+class UserSource:
+    """Every job of one user (`/my`); it never ends by itself."""
+
+    user_id: str
+    keys: KeySpace
+    ends_with_job = False
+
+    @property
+    def stream(self) -> str:
+        return self.keys.user_events(self.user_id)
+
+    @property
+    def channel(self) -> str:
+        return self.keys.user_channel(self.user_id)
+
+    async def snapshot(self, history: History) -> list[Event]:
+        return (await history.user(self.user_id)).initial_statuses()
+
+    def reset_event(self) -> Event:
+        return Event.make({"type": "reset", "message": RESET_MESSAGE})
+
+
+RESET_MESSAGE = "events after your cursor are no longer kept; current state follows"
+
+Source = JobSource | UserSource
+
+
+class Feed:
+    def __init__(self, *, bus: EventBus, history: History, source: Source, cursor: Cursor | None, max_queued: int):
+        self._bus = bus
+        self._history = history
+        self.source = source
+        self._cursor = cursor
+        self.subscriber = Subscriber(max_queued)
+        self._subscribed = False
+        #: The newest cursor handed out; live events at or before it are duplicates.
+        self.last: Cursor | None = cursor
+        self.ended = False
+
+    async def open(self) -> list[Event]:
+        """Subscribes, then returns what the client has not seen yet from history."""
+        await self._bus.subscribe(self.source.channel, self.subscriber)
+        self._subscribed = True
+        if self._cursor is None:
+            events = await self.source.snapshot(self._history)
+        elif await self._history.cursor_state(self.source.stream, self._cursor) == CursorState.EVICTED:
+            events = [self.source.reset_event(), *await self.source.snapshot(self._history)]
+        else:
+            events = await self._history.after(self.source.stream, self._cursor)
+        self._track(events)
+        return events
+
+    async def more_history(self) -> list[Event]:
+        """Used by long-poll to page through a long replay."""
+        if self.last is None:
+            return []
+        events = await self._history.after(self.source.stream, self.last, limit=MAX_BATCH)
+        self._track(events)
+        return events
+
+    async def next(self, timeout: float) -> Event | None:
+        """The next live event not yet handed out; None on timeout or close."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            event = await self.subscriber.next(remaining)
+            if event is None:
+                return None
+            if self.last is not None and event.cursor is not None and event.cursor <= self.last:
+                continue
+            self._track([event])
+            return event
+
+    def _track(self, events: list[Event]) -> None:
+        for event in events:
+            if event.cursor is not None and (self.last is None or event.cursor > self.last):
+                self.last = event.cursor
+            if event.terminal and self.source.ends_with_job:
+                self.ended = True
+
+    def close(self) -> None:
+        if self._subscribed:
+            self._subscribed = False
+            self._bus.unsubscribe(self.source.channel, self.subscriber)

@@ -1,0 +1,83 @@
+"""Records job state changes: one atomic Redis script call per change.
+
+Used by the hub (job creation) with an asyncio client and by the actors
+(progress, lifecycle) with a blocking client; it does not care which.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from hub.keys import KeySpace
+from hub.settings import Settings
+
+TERMINAL_STATUSES = frozenset({"completed", "failed"})
+STATUSES = frozenset({"queued", "active", "retrying"}) | TERMINAL_STATUSES
+
+
+def load_script(name: str) -> str:
+    return resources.files("hub").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC with milliseconds, the format of every time the hub emits."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Journal:
+    """Appends job events. Returns awaitables when given an asyncio Redis client."""
+
+    def __init__(self, redis: Any, settings: Settings) -> None:
+        self.keys = KeySpace(settings.namespace)
+        self._settings = settings
+        self._append = redis.register_script(load_script("append_event.lua"))
+
+    def create(self, job_id: str, owner: str, job_type: str) -> Any:
+        now = utc_now()
+        state = {
+            "jobId": job_id,
+            "type": job_type,
+            "status": "queued",
+            "progress": 0,
+            "createdAt": now,
+            "timestamp": now,
+        }
+        return self._call(job_id, owner, job_type, state, create=True)
+
+    def update(self, job_id: str, owner: str, job_type: str, **patch: Any) -> Any:
+        """Applies `patch` (status, progress, step, result, ...) to the job.
+
+        The result is None when the job is unknown or already finished.
+        """
+        status = patch.get("status")
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"unknown job status {status!r}")
+        patch.setdefault("timestamp", utc_now())
+        return self._call(job_id, owner, job_type, patch, create=False)
+
+    def _call(self, job_id: str, owner: str, job_type: str, patch: dict[str, Any], *, create: bool) -> Any:
+        k = self.keys
+        keys = [
+            k.job(job_id),
+            k.job_events(job_id),
+            k.user_events(owner),
+            k.user_open_jobs(owner),
+            k.job_channel(job_id),
+            k.user_channel(owner),
+        ]
+        args = [
+            json.dumps(patch, separators=(",", ":")),
+            repr(time.time()),
+            self._settings.job_history,
+            self._settings.user_history,
+            self._settings.job_ttl_seconds,
+            "1" if create else "0",
+            owner,
+            job_type,
+            job_id,
+        ]
+        return self._append(keys=keys, args=args)

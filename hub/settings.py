@@ -1,0 +1,155 @@
+"""Every setting of the hub and its workers, read once into one frozen object.
+
+Values come from the environment; `HUB_CONFIG_FILE` may name a `KEY=VALUE`
+file (see `config/hub.env.example`) whose values apply where the
+environment does not set the same key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from hub.errors import ConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8088
+DEFAULT_NAMESPACE = "hub"
+DEFAULT_MAX_CONNECTIONS_PER_USER = 10
+DEFAULT_MAX_CONNECTIONS = 20_000
+DEFAULT_KEEPALIVE_SECONDS = 15.0
+DEFAULT_LONGPOLL_TIMEOUT_SECONDS = 25.0
+#: Events kept per job stream; a job reports a few dozen at most.
+DEFAULT_JOB_HISTORY = 1_000
+#: Events kept per user stream (`/my`); older cursors get a `reset`.
+DEFAULT_USER_HISTORY = 10_000
+#: Job state, history and images expire this long after their last change.
+DEFAULT_JOB_TTL_SECONDS = 7 * 24 * 3600
+#: Seconds each actor step takes, standing in for a remote model call.
+DEFAULT_JOB_STEP_SECONDS = 0.6
+DEFAULT_JWT_LEEWAY_SECONDS = 5.0
+DEFAULT_SSE_RETRY_MS = 3_000
+#: A write that the client does not take within this time drops the client.
+DEFAULT_WRITE_TIMEOUT_SECONDS = 10.0
+#: Live events waiting for one slow client before it is disconnected.
+DEFAULT_SUBSCRIBER_QUEUE = 1_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    redis_url: str | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_seconds: float = DEFAULT_JWT_LEEWAY_SECONDS
+    max_connections_per_user: int = DEFAULT_MAX_CONNECTIONS_PER_USER
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
+    longpoll_timeout_seconds: float = DEFAULT_LONGPOLL_TIMEOUT_SECONDS
+    cors_origins: tuple[str, ...] = ()
+    job_history: int = DEFAULT_JOB_HISTORY
+    user_history: int = DEFAULT_USER_HISTORY
+    job_ttl_seconds: int = DEFAULT_JOB_TTL_SECONDS
+    job_step_seconds: float = DEFAULT_JOB_STEP_SECONDS
+    sse_retry_ms: int = DEFAULT_SSE_RETRY_MS
+    write_timeout_seconds: float = DEFAULT_WRITE_TIMEOUT_SECONDS
+    subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
+    worker_processes: int = 1
+    worker_threads: int = 4
+    #: Set by `hub up` only: enables the development token endpoint.
+    dev_mode: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        config_file = env.get("HUB_CONFIG_FILE")
+        if config_file:
+            env = {**read_env_file(config_file), **env}
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            raw = env.get("HUB_" + field.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _convert(field.name, field.type, raw)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        positive = {
+            "max_connections_per_user": self.max_connections_per_user,
+            "max_connections": self.max_connections,
+            "keepalive_seconds": self.keepalive_seconds,
+            "longpoll_timeout_seconds": self.longpoll_timeout_seconds,
+            "job_history": self.job_history,
+            "user_history": self.user_history,
+            "job_ttl_seconds": self.job_ttl_seconds,
+            "write_timeout_seconds": self.write_timeout_seconds,
+            "subscriber_queue": self.subscriber_queue,
+            "worker_processes": self.worker_processes,
+            "worker_threads": self.worker_threads,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"HUB_{name.upper()} must be greater than 0")
+        if self.job_step_seconds < 0 or self.jwt_leeway_seconds < 0:
+            raise ConfigError("HUB_JOB_STEP_SECONDS and HUB_JWT_LEEWAY_SECONDS cannot be negative")
+        if not 0 < self.port < 65536:
+            raise ConfigError("HUB_PORT must be between 1 and 65535")
+        if not self.namespace.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError("HUB_NAMESPACE may hold letters, digits, '-' and '_' only")
+        if "none" in (alg.lower() for alg in self.jwt_algorithms):
+            raise ConfigError("HUB_JWT_ALGORITHMS cannot include 'none'")
+        if self.jwt_public_key and any(a.startswith("HS") for a in self.jwt_algorithms):
+            raise ConfigError("with HUB_JWT_PUBLIC_KEY, HUB_JWT_ALGORITHMS must be asymmetric (RS*/ES*/PS*)")
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read HUB_CONFIG_FILE {path!r}: {exc.strerror}") from None
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
+        values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+def _convert(name: str, kind: Any, raw: str) -> Any:
+    env_name = "HUB_" + name.upper()
+    try:
+        if kind in ("int", int):
+            return int(raw)
+        if kind in ("float", float):
+            return float(raw)
+        if kind in ("bool", bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if "tuple" in str(kind):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if name == "jwt_public_key" and not raw.lstrip().startswith("-----"):
+            # A path to a PEM file is friendlier in an environment than the PEM itself.
+            with open(raw, encoding="utf-8") as handle:
+                return handle.read()
+        return raw
+    except OSError as exc:
+        raise ConfigError(f"{env_name}: cannot read {raw!r}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"{env_name}={raw!r} is not a valid {kind}") from None

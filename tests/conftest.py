@@ -1,0 +1,230 @@
+"""Fixtures: a real Redis-compatible server, a fresh key namespace per test,
+the hub in the test's event loop, real worker processes, and clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from hub.app import build_context, make_app
+from hub.auth import issue_token
+from hub.context import HubContext
+from hub.dispatch import JobDispatcher
+from hub.settings import Settings
+from tests import sse_client
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "test-secret-that-is-long-enough-for-hs256"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, reason: str) -> None:
+    """A missing server skips a test on a laptop but fails it in CI."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"{reason} (required when CI=true)")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    external = os.environ.get("HUB_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    try:
+        from hub.embedded import EmbeddedRedis, server_binary
+
+        server_binary()
+    except Exception as exc:  # ConfigError or ImportError
+        need(False, f"no Redis-compatible server: {exc}")
+        return
+    server = EmbeddedRedis(str(tmp_path_factory.mktemp("redis"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: Any) -> str:
+    return redis_server if isinstance(redis_server, str) else redis_server.url
+
+
+@pytest.fixture
+def namespace() -> str:
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def settings_for(redis_url: str, namespace: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis_url": redis_url,
+            "namespace": namespace,
+            "jwt_secret": SECRET,
+            "job_step_seconds": 0.02,
+            "keepalive_seconds": 15.0,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_for: Callable[..., Settings]) -> Settings:
+    return settings_for()
+
+
+@pytest.fixture
+def sync_redis(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def ctx(io_loop: Any, settings: Settings, sync_redis: redis.Redis) -> Iterator[HubContext]:
+    async def start() -> HubContext:
+        client = AsyncRedis.from_url(settings.redis_url or "")
+        context = build_context(settings, client, JobDispatcher(settings))
+        context.bus.start()
+        await context.bus.wait_connected(10)
+        return context
+
+    context: HubContext = io_loop.run_sync(start)
+    yield context
+
+    async def stop() -> None:
+        await context.bus.close()
+        await context.redis.aclose()
+
+    io_loop.run_sync(stop)
+
+
+@pytest.fixture
+def app(ctx: HubContext) -> Any:
+    return make_app(ctx)
+
+
+@pytest.fixture
+def hub_url(http_server: Any, http_port: int) -> str:
+    return f"http://127.0.0.1:{http_port}"
+
+
+@pytest.fixture
+def token(settings: Settings) -> Callable[..., str]:
+    def make(user: str = "alice", ttl: int = 600) -> str:
+        return issue_token(settings, user, ttl)
+
+    return make
+
+
+@pytest.fixture
+def worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Starts real `hub worker` processes on the test's namespace."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*imports: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env.update(
+            HUB_REDIS_URL=settings.redis_url or "",
+            HUB_NAMESPACE=settings.namespace,
+            HUB_JWT_SECRET=SECRET,
+            HUB_JOB_STEP_SECONDS=str(settings.job_step_seconds),
+            HUB_LOG_LEVEL="WARNING",
+            PYTHONPATH=str(ROOT),
+        )
+        command = [sys.executable, "-m", "hub", "worker"]
+        for module in imports:
+            command += ["--import", module]
+        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in started:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Api:
+    """Calls the hub as a user would."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self.token = token
+
+    def auth(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", **(extra or {})}
+
+    async def post(self, path: str, body: Any) -> tuple[int, Any]:
+        import json
+
+        response = await sse_client.request(
+            self.base_url + path,
+            method="POST",
+            headers=self.auth({"Content-Type": "application/json"}),
+            body=json.dumps(body).encode(),
+        )
+        return response.status, await response.json_body()
+
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> sse_client.Response:
+        return await sse_client.request(self.base_url + path, headers=self.auth(headers))
+
+    async def create_character(self, name: str = "Ada", description: str = "curious and brave") -> str:
+        status, body = await self.post("/api/v1/characters", {"name": name, "description": description})
+        assert status == 202, body
+        return str(body["jobId"])
+
+    async def create_image(self, prompt: str = "a fox at dawn", width: int = 96, height: int = 64) -> str:
+        status, body = await self.post("/api/v1/media/images", {"prompt": prompt, "width": width, "height": height})
+        assert status == 202, body
+        return str(body["jobId"])
+
+    async def stream(self, path: str, last_event_id: str | None = None) -> sse_client.Response:
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        return await self.get(path, headers)
+
+
+@pytest.fixture
+def api(hub_url: str, token: Callable[..., str]) -> Callable[..., Api]:
+    def make(user: str = "alice") -> Api:
+        return Api(hub_url, token(user))
+
+    return make
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Polls `check` until it returns something truthy: a bounded wait on a
+    condition, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,18 @@
+"""Actors for fault tests, loaded into a real worker with `hub worker --import`."""
+
+from __future__ import annotations
+
+import dramatiq
+
+from actors.catalog import QUEUE
+from actors.progress import report
+
+
+class Boom(Exception):
+    pass
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=2, min_backoff=10, max_backoff=50)
+def always_fails() -> None:
+    report(30, step="about to fail")
+    raise Boom("the model refused")
