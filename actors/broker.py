@@ -11,4 +11,6 @@ from hub.settings import Settings
 def make_broker(settings: Settings) -> RedisBroker:
     if not settings.redis_url:
         raise ValueError("HUB_REDIS_URL is not set")
-    return RedisBroker(url=settings.redis_url, namespace=KeySpace(settings.namespace).dramatiq_namespace)
+    return RedisBroker(  # type: ignore[no-untyped-call]
+        url=settings.redis_url, namespace=KeySpace(settings.namespace).dramatiq_namespace
+    )

@@ -14,15 +14,47 @@ from actors.progress import current_job
 
 ARCHETYPES = ("wanderer", "scholar", "smuggler", "healer", "inventor", "guardian", "bard", "exile")
 TRAITS = (
-    "curious", "stubborn", "loyal", "witty", "patient", "reckless", "gentle", "proud",
-    "secretive", "generous", "meticulous", "restless", "honest", "cunning", "brave", "wry",
+    "curious",
+    "stubborn",
+    "loyal",
+    "witty",
+    "patient",
+    "reckless",
+    "gentle",
+    "proud",
+    "secretive",
+    "generous",
+    "meticulous",
+    "restless",
+    "honest",
+    "cunning",
+    "brave",
+    "wry",
 )
-ORIGINS = ("a harbour town", "the northern marshes", "a mountain monastery", "a travelling circus",
-           "the capital's old quarter", "a lighthouse on the edge of the map", "a desert caravan")
-GOALS = ("to find a lost sibling", "to repay an old debt", "to map the unmapped coast",
-         "to prove a forgotten theory", "to protect a dangerous secret", "to build something that lasts")
-TWISTS = ("but fears the sea", "but cannot read", "but owes money to the wrong people",
-          "but has never told anyone their real name", "but keeps a diary in a cipher of their own")
+ORIGINS = (
+    "a harbour town",
+    "the northern marshes",
+    "a mountain monastery",
+    "a travelling circus",
+    "the capital's old quarter",
+    "a lighthouse on the edge of the map",
+    "a desert caravan",
+)
+GOALS = (
+    "to find a lost sibling",
+    "to repay an old debt",
+    "to map the unmapped coast",
+    "to prove a forgotten theory",
+    "to protect a dangerous secret",
+    "to build something that lasts",
+)
+TWISTS = (
+    "but fears the sea",
+    "but cannot read",
+    "but owes money to the wrong people",
+    "but has never told anyone their real name",
+    "but keeps a diary in a cipher of their own",
+)
 
 
 def create_character(name: str, description: str = "") -> dict[str, Any]:

@@ -42,7 +42,7 @@ def generate_image(prompt: str, width: int = 512, height: int = 512) -> dict[str
     for _ in range(rng.randint(5, 12)):
         x, y = rng.randrange(width), rng.randrange(height)
         r = rng.randint(min(width, height) // 20, min(width, height) // 5)
-        fill = tuple(rng.randint(0, 255) for _ in range(3)) + (160,)
+        fill = (*(rng.randint(0, 255) for _ in range(3)), 160)
         overlay = Image.new("RGBA", image.size)
         ImageDraw.Draw(overlay).ellipse([x - r, y - r, x + r, y + r], fill=fill)
         image = Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")

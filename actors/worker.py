@@ -42,8 +42,7 @@ def setup(settings: Settings) -> RedisBroker:
     assert settings.redis_url
     JobLifecycle(redis=redis.Redis.from_url(settings.redis_url), settings=settings).install(broker)
     for name, function in FUNCTIONS.items():
-        dramatiq.actor(
-            function,
+        declare = dramatiq.actor(
             broker=broker,
             actor_name=name,
             queue_name=catalog.QUEUE,
@@ -52,6 +51,7 @@ def setup(settings: Settings) -> RedisBroker:
             max_backoff=MAX_BACKOFF_MS,
             time_limit=TIME_LIMIT_MS,
         )
+        declare(function)
     return broker
 
 

@@ -15,6 +15,7 @@ subscriber is closed and resumes from its cursor, which history still has.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import deque
@@ -62,6 +63,7 @@ class EventBus:
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ever_connected = False
+        self._background: set[asyncio.Task[None]] = set()
         self._session_connected = False
 
     @property
@@ -78,10 +80,8 @@ class EventBus:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         self._reset(CloseReason.SHUTDOWN)
 
@@ -125,7 +125,9 @@ class EventBus:
         del self._channels[channel]
         self._ready.pop(channel, None)
         if self._pubsub is not None and self._connected.is_set():
-            asyncio.create_task(self._send_unsubscribe(self._pubsub, channel))
+            task = asyncio.create_task(self._send_unsubscribe(self._pubsub, channel))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _send_unsubscribe(self, pubsub: PubSub, channel: str) -> None:
         try:
@@ -151,7 +153,7 @@ class EventBus:
     async def _serve_connection(self) -> None:
         pubsub = self._redis.pubsub()
         try:
-            await pubsub.connect()
+            await pubsub.connect()  # type: ignore[no-untyped-call]
             await pubsub.ping()
             if await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT) is None:
                 raise BusReset("no answer to ping")
@@ -176,7 +178,7 @@ class EventBus:
             self._connected.clear()
             self._pubsub = None
             try:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
             except Exception:
                 log.debug("closing pub/sub failed", exc_info=True)
 

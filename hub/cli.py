@@ -22,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="run the web server (needs HUB_REDIS_URL)")
     worker = commands.add_parser("worker", help="run a Dramatiq worker for the actors (needs HUB_REDIS_URL)")
     worker.add_argument(
-        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
         help="also import MODULE, whose @dramatiq.actor functions may report progress",
     )
     token = commands.add_parser("token", help="print a JWT for a user, signed with HUB_JWT_SECRET")

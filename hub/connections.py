@@ -17,7 +17,7 @@ RETRY_AFTER_SECONDS = 5
 class Lease:
     """One admitted connection. Releasing twice is harmless."""
 
-    __slots__ = ("_manager", "user", "transport", "released")
+    __slots__ = ("_manager", "released", "transport", "user")
 
     def __init__(self, manager: ConnectionManager, user: str, transport: str) -> None:
         self._manager = manager

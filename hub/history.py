@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from hub.events import Cursor, Event, parse_cursor
 from hub.journal import TERMINAL_STATUSES, load_script
@@ -67,7 +68,7 @@ class History:
         raw = await self._redis.hgetall(self._keys.job(job_id))
         if not raw or b"state" not in raw:
             return None
-        text = {key.decode(): value.decode("utf-8") for key, value in raw.items()}
+        text = {_text(key): _text(value) for key, value in raw.items()}
         return JobSnapshot(
             state=json.loads(text["state"]),
             owner=text.get("owner", ""),
@@ -85,19 +86,28 @@ class History:
     async def cursor_state(self, stream: str, cursor: Cursor) -> str:
         """Whether history still holds every event after `cursor`.
 
-        A cursor is evicted when entries after it were trimmed away, or when it
-        is newer than anything this stream ever held (the history was lost).
+        A cursor is evicted when entries after it may have been trimmed away,
+        or when it is newer than anything this stream ever held (the history
+        was lost). Trimming removes the oldest entries, so any cursor older
+        than the first kept entry of a trimmed stream counts as evicted.
         """
         try:
             info = await self._redis.xinfo_stream(stream)
-        except Exception as exc:  # redis raises ResponseError for a missing key
+        except ResponseError as exc:
             if "no such key" in str(exc).lower():
                 return CursorState.EVICTED
             raise
         last_generated = _as_cursor(info.get("last-generated-id"))
-        max_deleted = _as_cursor(info.get("max-deleted-entry-id"))
         if last_generated is None or cursor > last_generated:
             return CursorState.EVICTED
+        if cursor == last_generated:
+            return CursorState.KNOWN
+        length = int(info.get("length", 0))
+        if int(info.get("entries-added", length)) > length:
+            first = _as_cursor(info.get("recorded-first-entry-id")) or _first_entry(info)
+            if first is None or cursor < first:
+                return CursorState.EVICTED
+        max_deleted = _as_cursor(info.get("max-deleted-entry-id"))
         if max_deleted is not None and cursor < max_deleted:
             return CursorState.EVICTED
         return CursorState.KNOWN
@@ -108,15 +118,23 @@ class History:
         start = f"({cursor[0]}-{cursor[1]}"
         while limit is None or len(events) < limit:
             count = REPLAY_PAGE if limit is None else min(REPLAY_PAGE, limit - len(events))
-            entries = await self._redis.xrange(stream, min=start, max="+", count=count)
+            entries: list[Any] = await self._redis.xrange(stream, min=start, max="+", count=count) or []
             for entry_id, fields in entries:
-                event_id = entry_id.decode()
-                data = fields[b"d"].decode("utf-8")
-                events.append(Event.stored(event_id, data, float(fields[b"t"]), fields.get(b"f") == b"1"))
+                data = _text(fields[b"d"])
+                events.append(Event.stored(_text(entry_id), data, float(fields[b"t"]), fields.get(b"f") == b"1"))
             if len(entries) < count:
                 break
             start = f"({events[-1].id}"
         return events
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _first_entry(info: dict[str, Any]) -> Cursor | None:
+    entry = info.get("first-entry")
+    return _as_cursor(entry[0]) if entry else None
 
 
 def _as_cursor(value: Any) -> Cursor | None:

@@ -17,15 +17,11 @@ class HubMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.connections = Gauge("hub_connections", "Open SSE streams and held long-polls.", ["transport"], registry=r)
-        self.connections_opened = Counter(
-            "hub_connections_opened", "Connections accepted.", ["transport"], registry=r
-        )
+        self.connections_opened = Counter("hub_connections_opened", "Connections accepted.", ["transport"], registry=r)
         self.connections_rejected = Counter(
             "hub_connections_rejected", "Connections refused, by reason.", ["reason"], registry=r
         )
-        self.events_delivered = Counter(
-            "hub_events_delivered", "Events written to clients.", ["transport"], registry=r
-        )
+        self.events_delivered = Counter("hub_events_delivered", "Events written to clients.", ["transport"], registry=r)
         self.events_replayed = Counter(
             "hub_events_replayed", "Events sent from history on resume.", ["transport"], registry=r
         )

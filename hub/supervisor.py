@@ -66,7 +66,7 @@ def run_everything(data_dir: str | None = None) -> int:
         while not stop.wait(0.5):
             for child in children:
                 if child.poll() is not None:
-                    print(f"hub: {' '.join(child.args[2:])} exited with {child.returncode}; stopping", file=sys.stderr)
+                    print(f"hub: {child.args!r} exited with {child.returncode}; stopping", file=sys.stderr)
                     return 1
         return 0
     except ConfigError as exc:
@@ -105,7 +105,9 @@ def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], stop: threadi
 
 def _print_banner(url: str, settings: Settings, redis_server: EmbeddedRedis | None) -> None:
     token = issue_token(settings, DEV_USER, DEV_TOKEN_TTL)
-    redis_note = f"{settings.redis_url} (embedded, files in {redis_server.data_dir})" if redis_server else settings.redis_url
+    redis_note = str(settings.redis_url)
+    if redis_server is not None:
+        redis_note += f" (embedded, files in {redis_server.data_dir})"
     print(
         f"""
 Realtime hub is running.

@@ -4,7 +4,9 @@ a rendered image."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+from hub.context import HubContext
 from hub.errors import NotFound, Unavailable
 from hub.handlers.base import BaseHandler
 from hub.job_inputs import VALIDATORS
@@ -23,7 +25,7 @@ def job_links(job_type: str, job_id: str) -> dict[str, str]:
 
 
 class CreateJobHandler(BaseHandler):
-    def initialize(self, ctx, job_type: str) -> None:  # type: ignore[override]
+    def initialize(self, ctx: HubContext, job_type: str = "", **kwargs: Any) -> None:
         super().initialize(ctx)
         self.job_type = job_type
 

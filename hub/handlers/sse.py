@@ -9,7 +9,7 @@ from typing import Any
 from tornado.iostream import StreamClosedError
 
 from hub.errors import ClientError, NotFound, Unauthorized
-from hub.events import KEEPALIVE_FRAME, Cursor, Event, encode_frame, parse_cursor, retry_frame
+from hub.events import KEEPALIVE_FRAME, Cursor, Event, parse_cursor, retry_frame
 from hub.feed import Feed, JobSource, Source, UserSource
 from hub.handlers.base import BaseHandler
 from hub.subscriber import CloseReason

@@ -1,0 +1,75 @@
+"""Job failures as users see them: retries are announced, and a job that
+runs out of retries fails exactly once, with its reason."""
+
+from __future__ import annotations
+
+import dramatiq
+import pytest
+
+from actors.broker import make_broker
+from actors.catalog import JOB_OPTION, QUEUE
+from tests.conftest import eventually
+
+pytestmark = pytest.mark.gen_test(timeout=60)
+
+
+def enqueue(settings, actor_name: str, job_id: str, owner: str, job_type: str = "character") -> None:
+    broker = make_broker(settings)
+    try:
+        broker.enqueue(
+            dramatiq.Message(
+                queue_name=QUEUE,
+                actor_name=actor_name,
+                args=(),
+                kwargs={},
+                options={JOB_OPTION: {"id": job_id, "owner": owner, "type": job_type}},
+            )
+        )
+    finally:
+        broker.close()
+
+
+async def test_actor_failing_until_retries_run_out_fails_exactly_once(ctx, api, settings, worker, sync_redis):
+    worker("tests.flaky_actors")
+    await ctx.journal.create("doomed", "alice", "character")
+    stream = await api("alice").stream("/api/v1/sse/jobs/character/doomed")
+    enqueue(settings, "always_fails", "doomed", "alice")
+    frames = await stream.frames_until_end()
+    updates = frames[2:]
+    statuses = [f.data["status"] for f in updates]
+    # max_retries=2: three attempts, two announced retries, one failure.
+    assert statuses.count("retrying") == 2
+    assert statuses.count("failed") == 1 and statuses[-1] == "failed"
+    assert [f.data["attempt"] for f in updates if f.data.get("step") == "started"] == [1, 2, 3]
+    failed = updates[-1].data
+    assert failed["failedReason"] == "Boom: the model refused"
+    assert failed["result"] == {"error": "Boom: the model refused"}
+    assert all(f.data["failedReason"].startswith("Boom") for f in updates if f.data["status"] == "retrying")
+
+    # Dramatiq has dead-lettered the message: nothing more will run, and
+    # history holds that one failure and nothing after it.
+    dead_letters = f"{settings.namespace}-dramatiq:{QUEUE}.XQ"
+    await eventually(lambda: sync_redis.zcard(dead_letters) == 1)
+    history = await ctx.redis.xrange(ctx.keys.job_events("doomed"))
+    assert [b'"status":"failed"' in fields[b"d"] for _, fields in history].count(True) == 1
+    assert history[-1][1][b"f"] == b"1"
+
+
+async def test_a_finished_job_ignores_late_reports(ctx):
+    await ctx.journal.create("done", "alice", "character")
+    assert await ctx.journal.update("done", "alice", "character", status="completed", progress=100, result={})
+    assert await ctx.journal.update("done", "alice", "character", status="failed", failedReason="late") is None
+    assert await ctx.journal.update("done", "alice", "character", progress=50) is None
+    job = await ctx.history.job("done")
+    assert job.state["status"] == "completed" and job.state["progress"] == 100
+
+
+async def test_progress_never_goes_down_within_an_attempt(ctx):
+    await ctx.journal.create("p", "alice", "character")
+    await ctx.journal.update("p", "alice", "character", status="active", progress=0, attempt=1)
+    await ctx.journal.update("p", "alice", "character", progress=60)
+    await ctx.journal.update("p", "alice", "character", progress=30)
+    assert (await ctx.history.job("p")).state["progress"] == 60
+    # A new attempt starts over.
+    await ctx.journal.update("p", "alice", "character", status="active", progress=0, attempt=2)
+    assert (await ctx.history.job("p")).state["progress"] == 0

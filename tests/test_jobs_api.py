@@ -1,0 +1,90 @@
+"""The jobs API refuses bad input with the contract's JSON."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.sse_client import request
+
+pytestmark = pytest.mark.gen_test(timeout=30)
+
+BAD_BODIES = {
+    "/api/v1/characters": [
+        ({}, "name is required"),
+        ({"name": ""}, "name must not be empty"),
+        ({"name": 7}, "name must be a string"),
+        ({"name": "x" * 101}, "name must be at most 100 characters"),
+        ({"name": "Ada", "description": "d" * 2001}, "description must be at most 2000 characters"),
+        ({"name": "Ada", "colour": "red"}, "unknown field(s): colour"),
+    ],
+    "/api/v1/media/images": [
+        ({}, "prompt is required"),
+        ({"prompt": "fox", "width": 10}, "width must be between 64 and 1024"),
+        ({"prompt": "fox", "height": 4096}, "height must be between 64 and 1024"),
+        ({"prompt": "fox", "width": "512"}, "width must be an integer"),
+        ({"prompt": "fox", "width": True}, "width must be an integer"),
+        ({"prompt": "fox", "width": 512.5}, "width must be an integer"),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "path,body,message", [(path, body, message) for path, cases in BAD_BODIES.items() for body, message in cases]
+)
+async def test_invalid_job_input_is_a_400_that_says_why(api, path, body, message):
+    status, answer = await api("alice").post(path, body)
+    assert status == 400
+    assert answer == {"error": "bad_request", "message": message}
+
+
+async def test_malformed_json_and_wrong_content_type_are_400(api, hub_url, token):
+    headers = {"Authorization": f"Bearer {token('alice')}", "Content-Type": "application/json"}
+    for body in (b"{not json", b"[1, 2]", b"\xff\xfe"):
+        response = await request(hub_url + "/api/v1/characters", "POST", headers, body)
+        assert response.status == 400 and (await response.json_body())["error"] == "bad_request"
+    response = await request(
+        hub_url + "/api/v1/characters", "POST", {**headers, "Content-Type": "text/plain"}, b'{"name": "Ada"}'
+    )
+    assert response.status == 400
+
+
+async def test_oversized_body_is_a_413(hub_url, token):
+    headers = {"Authorization": f"Bearer {token('alice')}", "Content-Type": "application/json"}
+    response = await request(hub_url + "/api/v1/characters", "POST", headers, b'{"name": "' + b"a" * 20000 + b'"}')
+    assert response.status == 413
+    assert (await response.json_body())["error"] == "payload_too_large"
+
+
+async def test_unknown_paths_and_methods_answer_json(hub_url, token):
+    response = await request(hub_url + "/api/v1/nothing-here")
+    assert response.status == 404 and (await response.json_body())["error"] == "not_found"
+    response = await request(hub_url + "/api/v1/characters", headers={"Authorization": f"Bearer {token('alice')}"})
+    assert response.status == 405 and (await response.json_body())["error"] == "method_not_allowed"
+    response = await request(
+        hub_url + "/api/v1/sse/jobs/character/..%2F..%2Fetc", headers={"Authorization": f"Bearer {token('alice')}"}
+    )
+    assert response.status == 404 and (await response.json_body())["error"] == "not_found"
+
+
+async def test_jobs_need_a_token(hub_url):
+    response = await request(hub_url + "/api/v1/characters", "POST", {"Content-Type": "application/json"}, b"{}")
+    assert response.status == 401 and (await response.json_body())["error"] == "unauthorized"
+
+
+async def test_created_job_answers_with_links_and_queued_state(api, ctx):
+    status, body = await api("alice").post("/api/v1/media/images", {"prompt": "owl"})
+    assert status == 202
+    job_id = body["jobId"]
+    assert body == {
+        "jobId": job_id,
+        "type": "media",
+        "status": "queued",
+        "links": {
+            "sse": f"/api/v1/sse/jobs/media/{job_id}",
+            "poll": f"/api/v1/poll/jobs/media/{job_id}",
+            "status": f"/api/v1/media/jobs/{job_id}",
+        },
+    }
+    response = await api("alice").get(f"/api/v1/media/jobs/{job_id}")
+    job = (await response.json_body())["data"]
+    assert job["status"] == "queued" and job["progress"] == 0 and job["type"] == "media"
