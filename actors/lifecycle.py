@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from dramatiq import Broker, Middleware
@@ -32,8 +33,9 @@ AGE_LIMIT_REASON = "the job waited in the queue longer than its age limit"
 
 
 class JobLifecycle(Middleware):
-    def __init__(self, *, redis: Any, settings: Settings) -> None:
+    def __init__(self, *, redis: Any, settings: Settings, on_published: Callable[[str], None] | None = None) -> None:
         self._journal = Journal(redis, settings)
+        self._on_published = on_published or (lambda status: None)
         self._redis = redis
         self._settings = settings
         # Why the last attempt of a message failed, until its nack.
@@ -56,6 +58,7 @@ class JobLifecycle(Middleware):
             journal=self._journal,
             redis=self._redis,
             settings=self._settings,
+            on_published=self._on_published,
         )
         progress._enter(context)
         self._update(job, status="active", progress=0, attempt=attempt, startedAt=utc_now(), step="started")
@@ -96,7 +99,8 @@ class JobLifecycle(Middleware):
         self._update(job, status="completed", progress=100, result=result, completedAt=utc_now())
 
     def _update(self, job: dict[str, str], **patch: Any) -> None:
-        self._journal.update(job["id"], job["owner"], job["type"], **patch)
+        if self._journal.update(job["id"], job["owner"], job["type"], **patch):
+            self._on_published(patch["status"])
 
 
 def _job_of(message: Any) -> dict[str, str] | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ class JobContext:
     journal: Journal
     redis: Any
     settings: Settings
+    on_published: Callable[[str], None] = lambda status: None
 
     @property
     def keys(self) -> KeySpace:
@@ -38,7 +40,8 @@ class JobContext:
         patch: dict[str, Any] = {"status": "active", "progress": max(0, min(100, int(progress)))}
         if step is not None:
             patch["step"] = str(step)[:200]
-        self.journal.update(self.job_id, self.owner, self.job_type, **patch)
+        if self.journal.update(self.job_id, self.owner, self.job_type, **patch):
+            self.on_published("active")
 
     def pause(self, steps: float = 1.0) -> None:
         """Waits as long as `steps` remote model calls would (HUB_JOB_STEP_SECONDS each)."""

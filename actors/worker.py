@@ -12,12 +12,14 @@ from typing import Any
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import Retries
 
 from actors import catalog
 from actors.broker import make_broker
 from actors.characters import create_character
 from actors.images import generate_image
 from actors.lifecycle import JobLifecycle
+from actors.metrics import WorkerMetrics
 from hub.settings import Settings
 
 log = logging.getLogger("actors.worker")
@@ -36,11 +38,18 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 
-def setup(settings: Settings) -> RedisBroker:
+def setup(settings: Settings) -> tuple[RedisBroker, WorkerMetrics]:
     """A broker with the lifecycle middleware and the hub's actors declared."""
     broker = make_broker(settings)
     assert settings.redis_url
-    JobLifecycle(redis=redis.Redis.from_url(settings.redis_url), settings=settings).install(broker)
+    metrics = WorkerMetrics()
+    # Before Retries, like the lifecycle: Dramatiq runs after-hooks in reverse,
+    # so both see whether Retries gave a failed attempt another chance.
+    broker.add_middleware(metrics, before=Retries)
+    lifecycle = JobLifecycle(
+        redis=redis.Redis.from_url(settings.redis_url), settings=settings, on_published=metrics.count_event
+    )
+    lifecycle.install(broker)
     for name, function in FUNCTIONS.items():
         declare = dramatiq.actor(
             broker=broker,
@@ -52,7 +61,7 @@ def setup(settings: Settings) -> RedisBroker:
             time_limit=TIME_LIMIT_MS,
         )
         declare(function)
-    return broker
+    return broker, metrics
 
 
 def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
@@ -62,7 +71,9 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     as Dramatiq's global one, their `@dramatiq.actor` functions land on it and
     may call `actors.progress.report`.
     """
-    broker = setup(settings)
+    broker, metrics = setup(settings)
+    if settings.worker_metrics_port:
+        metrics.serve(settings.worker_metrics_port)
     dramatiq.set_broker(broker)
     for module in imports:
         importlib.import_module(module)

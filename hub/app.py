@@ -16,7 +16,8 @@ from hub.context import Enqueue, HubContext
 from hub.handlers.base import NotFoundHandler
 from hub.handlers.jobs import CreateJobHandler, ImageHandler, JobStatusHandler
 from hub.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
-from hub.handlers.sse import JobStreamHandler, UserStreamHandler
+from hub.handlers.poll import PollHandler
+from hub.handlers.sse import SSEHandler
 from hub.history import History
 from hub.journal import Journal
 from hub.keys import KeySpace
@@ -62,8 +63,10 @@ def make_app(ctx: HubContext) -> tornado.web.Application:
         (r"/api/v1/media/images", CreateJobHandler, {**c, "job_type": "media"}),
         (rf"/api/v1/(characters|media)/jobs/{JOB_ID}", JobStatusHandler, c),
         (rf"/api/v1/media/jobs/{JOB_ID}/image\.png", ImageHandler, c),
-        (r"/api/v1/sse/jobs/my", UserStreamHandler, c),
-        (rf"/api/v1/sse/jobs/{JOB_TYPE}/{JOB_ID}", JobStreamHandler, c),
+        (r"/api/v1/sse/jobs/my", SSEHandler, c),
+        (rf"/api/v1/sse/jobs/{JOB_TYPE}/{JOB_ID}", SSEHandler, c),
+        (r"/api/v1/poll/jobs/my", PollHandler, c),
+        (rf"/api/v1/poll/jobs/{JOB_TYPE}/{JOB_ID}", PollHandler, c),
         (r"/healthz", HealthHandler, c),
         (r"/readyz", ReadyHandler, c),
         (r"/metrics", MetricsHandler, c),

@@ -14,6 +14,8 @@ _CURSOR = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
 _FRAME_BREAKS = re.compile(r"\r\n|\r|\n")
 
 Cursor = tuple[int, int]
+#: The cursor before any event: "0-0".
+BEGINNING: Cursor = (0, 0)
 
 KEEPALIVE_FRAME = b": keepalive\n\n"
 

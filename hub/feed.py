@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from hub.bus import EventBus
-from hub.events import Cursor, Event
+from hub.events import BEGINNING, Cursor, Event, parse_cursor
 from hub.history import CursorState, History
 from hub.keys import KeySpace
 from hub.subscriber import Subscriber
@@ -38,9 +38,11 @@ class JobSource:
     def channel(self) -> str:
         return self.keys.job_channel(self.job_id)
 
-    async def snapshot(self, history: History) -> list[Event]:
+    async def snapshot(self, history: History) -> tuple[list[Event], Cursor | None]:
         job = await history.job(self.job_id)
-        return [job.initial_status()] if job else []
+        if job is None:
+            return [], None
+        return [job.initial_status()], parse_cursor(job.last_id) if job.last_id else None
 
     def reset_event(self) -> Event:
         return Event.make({"type": "reset", "jobId": self.job_id, "message": RESET_MESSAGE})
@@ -62,8 +64,9 @@ class UserSource:
     def channel(self) -> str:
         return self.keys.user_channel(self.user_id)
 
-    async def snapshot(self, history: History) -> list[Event]:
-        return (await history.user(self.user_id)).initial_statuses()
+    async def snapshot(self, history: History) -> tuple[list[Event], Cursor | None]:
+        snapshot = await history.user(self.user_id)
+        return snapshot.initial_statuses(), parse_cursor(snapshot.head) if snapshot.head else None
 
     def reset_event(self) -> Event:
         return Event.make({"type": "reset", "message": RESET_MESSAGE})
@@ -91,21 +94,16 @@ class Feed:
         await self._bus.subscribe(self.source.channel, self.subscriber)
         self._subscribed = True
         if self._cursor is None:
-            events = await self.source.snapshot(self._history)
+            events, head = await self.source.snapshot(self._history)
         elif await self._history.cursor_state(self.source.stream, self._cursor) == CursorState.EVICTED:
-            events = [self.source.reset_event(), *await self.source.snapshot(self._history)]
+            events, head = await self.source.snapshot(self._history)
+            events.insert(0, self.source.reset_event())
         else:
-            events = await self._history.after(self.source.stream, self._cursor)
-        self._track(events)
-        return events
-
-    async def more_history(self) -> list[Event]:
-        """Used by long-poll to page through a long replay."""
-        if self.last is None:
-            return []
-        events = await self._history.after(self.source.stream, self.last, limit=MAX_BATCH)
-        self._track(events)
-        return events
+            return self._track(await self._history.after(self.source.stream, self._cursor))
+        # The state as of `head`: what follows it is live. A user without
+        # any event yet starts from the very beginning.
+        self.last = head or BEGINNING
+        return self._track(events)
 
     async def next(self, timeout: float) -> Event | None:
         """The next live event not yet handed out; None on timeout or close."""
@@ -122,12 +120,26 @@ class Feed:
             self._track([event])
             return event
 
-    def _track(self, events: list[Event]) -> None:
+    def ready(self, limit: int) -> list[Event]:
+        """Live events that have already arrived (at most `limit`), without waiting."""
+        batch: list[Event] = []
+        while len(batch) < limit and not self.ended:
+            event = self.subscriber.pop_ready()
+            if event is None:
+                break
+            if self.last is not None and event.cursor is not None and event.cursor <= self.last:
+                continue
+            self._track([event])
+            batch.append(event)
+        return batch
+
+    def _track(self, events: list[Event]) -> list[Event]:
         for event in events:
             if event.cursor is not None and (self.last is None or event.cursor > self.last):
                 self.last = event.cursor
             if event.terminal and self.source.ends_with_job:
                 self.ended = True
+        return events
 
     def close(self) -> None:
         if self._subscribed:

@@ -9,7 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from hub.events import Cursor, Event, parse_cursor
+from hub.events import BEGINNING, Cursor, Event, parse_cursor
 from hub.journal import TERMINAL_STATUSES, load_script
 from hub.keys import KeySpace
 
@@ -95,7 +95,8 @@ class History:
             info = await self._redis.xinfo_stream(stream)
         except ResponseError as exc:
             if "no such key" in str(exc).lower():
-                return CursorState.EVICTED
+                # Nothing was ever written: only the very beginning is known.
+                return CursorState.KNOWN if cursor == BEGINNING else CursorState.EVICTED
             raise
         last_generated = _as_cursor(info.get("last-generated-id"))
         if last_generated is None or cursor > last_generated:

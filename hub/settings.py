@@ -35,6 +35,7 @@ DEFAULT_SSE_RETRY_MS = 3_000
 DEFAULT_WRITE_TIMEOUT_SECONDS = 10.0
 #: Live events waiting for one slow client before it is disconnected.
 DEFAULT_SUBSCRIBER_QUEUE = 1_000
+DEFAULT_WORKER_METRICS_PORT = 9191
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +64,8 @@ class Settings:
     subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
     worker_processes: int = 1
     worker_threads: int = 4
+    #: Where a worker serves its Prometheus metrics; 0 turns them off.
+    worker_metrics_port: int = DEFAULT_WORKER_METRICS_PORT
     #: Set by `hub up` only: enables the development token endpoint.
     dev_mode: bool = False
 
@@ -103,6 +106,8 @@ class Settings:
             raise ConfigError("HUB_JOB_STEP_SECONDS and HUB_JWT_LEEWAY_SECONDS cannot be negative")
         if not 0 < self.port < 65536:
             raise ConfigError("HUB_PORT must be between 1 and 65535")
+        if not 0 <= self.worker_metrics_port < 65536:
+            raise ConfigError("HUB_WORKER_METRICS_PORT must be between 0 (off) and 65535")
         if not self.namespace.replace("-", "").replace("_", "").isalnum():
             raise ConfigError("HUB_NAMESPACE may hold letters, digits, '-' and '_' only")
         if "none" in (alg.lower() for alg in self.jwt_algorithms):

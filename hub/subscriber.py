@@ -43,6 +43,12 @@ class Subscriber:
             self._queue.clear()
         self._wakeup.set()
 
+    def pop_ready(self) -> Event | None:
+        """The next event if one is already waiting; never blocks."""
+        if self._queue and not self.closed:
+            return self._queue.popleft()
+        return None
+
     async def next(self, timeout: float) -> Event | None:
         """The next live event; None after `timeout` seconds or once closed."""
         if not self._queue and not self.closed:

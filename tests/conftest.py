@@ -83,8 +83,10 @@ def settings_for(redis_url: str, namespace: str) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def settings(settings_for: Callable[..., Settings]) -> Settings:
-    return settings_for()
+def settings(request: pytest.FixtureRequest, settings_for: Callable[..., Settings]) -> Settings:
+    """The hub's settings; a test changes some with @pytest.mark.hub_settings(...)."""
+    marker = request.node.get_closest_marker("hub_settings")
+    return settings_for(**(marker.kwargs if marker else {}))
 
 
 @pytest.fixture
@@ -139,7 +141,7 @@ def worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]
     """Starts real `hub worker` processes on the test's namespace."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*imports: str) -> subprocess.Popen[bytes]:
+    def start(*imports: str, **env_overrides: str) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env.update(
             HUB_REDIS_URL=settings.redis_url or "",
@@ -147,8 +149,10 @@ def worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]
             HUB_JWT_SECRET=SECRET,
             HUB_JOB_STEP_SECONDS=str(settings.job_step_seconds),
             HUB_LOG_LEVEL="WARNING",
+            HUB_WORKER_METRICS_PORT="0",
             PYTHONPATH=str(ROOT),
         )
+        env.update(env_overrides)
         command = [sys.executable, "-m", "hub", "worker"]
         for module in imports:
             command += ["--import", module]
@@ -202,6 +206,10 @@ class Api:
         assert status == 202, body
         return str(body["jobId"])
 
+    async def send(self, path: str, headers: dict[str, str] | None = None) -> sse_client.Sent:
+        """Sends a GET without waiting for its answer (a held long-poll)."""
+        return await sse_client.send(self.base_url + path, headers=self.auth(headers))
+
     async def stream(self, path: str, last_event_id: str | None = None) -> sse_client.Response:
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         return await self.get(path, headers)
@@ -228,3 +236,95 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+class HubProcess:
+    """A real `hub serve` process on a free port."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
+        self.process = process
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def metrics_text(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as answer:
+            return str(answer.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        for family in text_string_to_metric_families(self.metrics_text()):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the process exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
+@pytest.fixture
+def hub_process(settings: Settings) -> Iterator[Callable[..., HubProcess]]:
+    """Starts real `hub serve` processes on the test's namespace."""
+    from hub.embedded import free_port
+
+    started: list[HubProcess] = []
+
+    def start(**env_overrides: str) -> HubProcess:
+        port = free_port()
+        env = dict(os.environ)
+        env.update(
+            HUB_PORT=str(port),
+            HUB_REDIS_URL=settings.redis_url or "",
+            HUB_NAMESPACE=settings.namespace,
+            HUB_JWT_SECRET=SECRET,
+            HUB_LOG_LEVEL="WARNING",
+            PYTHONPATH=str(ROOT),
+        )
+        env.update(env_overrides)
+        process = subprocess.Popen([sys.executable, "-m", "hub", "serve"], env=env, stdin=subprocess.DEVNULL)
+        hub = HubProcess(process, port)
+        started.append(hub)
+        wait_ready(hub.url + "/readyz", process)
+        return hub
+
+    yield start
+    for hub in started:
+        hub.stop()

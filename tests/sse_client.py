@@ -32,6 +32,7 @@ class Response:
     comments: list[str] = field(default_factory=list)
     _buffer: bytes = b""
     _body_done: bool = False
+    _pending: list[Frame] = field(default_factory=list)
 
     async def body(self, timeout: float = DEFAULT_TIMEOUT) -> bytes:
         chunks = []
@@ -69,16 +70,30 @@ class Response:
 
     async def frame(self, timeout: float = DEFAULT_TIMEOUT) -> Frame | None:
         """The next SSE frame with data; None when the stream ends."""
-        while True:
-            while b"\n\n" not in self._buffer:
-                chunk = await asyncio.wait_for(self._read_chunk(), timeout)
-                if chunk is None:
-                    return None
-                self._buffer += chunk
-            raw, self._buffer = self._buffer.split(b"\n\n", 1)
-            frame = parse_frame(raw.decode("utf-8"), self.comments)
-            if frame is not None:
-                return frame
+        while not self._pending:
+            if not await self._read_block(timeout):
+                return None
+        return self._pending.pop(0)
+
+    async def comment(self, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """Waits for the next comment line (such as a keepalive)."""
+        seen = len(self.comments)
+        while len(self.comments) == seen:
+            if not await self._read_block(timeout):
+                raise EOFError("the stream ended")
+        return self.comments[seen]
+
+    async def _read_block(self, timeout: float) -> bool:
+        while b"\n\n" not in self._buffer:
+            chunk = await asyncio.wait_for(self._read_chunk(), timeout)
+            if chunk is None:
+                return False
+            self._buffer += chunk
+        raw, self._buffer = self._buffer.split(b"\n\n", 1)
+        frame = parse_frame(raw.decode("utf-8"), self.comments)
+        if frame is not None:
+            self._pending.append(frame)
+        return True
 
     async def frames_until_end(self, timeout: float = DEFAULT_TIMEOUT) -> list[Frame]:
         frames = []
@@ -116,13 +131,27 @@ def parse_frame(raw: str, comments: list[str]) -> Frame | None:
     return Frame(data=json.loads("\n".join(data_lines)), id=event_id, retry=retry)
 
 
-async def request(
+@dataclass
+class Sent:
+    """A request on the wire whose answer has not been read yet."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def response(self, timeout: float = DEFAULT_TIMEOUT) -> Response:
+        return await read_response(self.reader, self.writer, timeout)
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+async def send(
     url: str,
     method: str = "GET",
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
     timeout: float = DEFAULT_TIMEOUT,
-) -> Response:
+) -> Sent:
     parts = urlsplit(url)
     reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port), timeout)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -133,6 +162,21 @@ async def request(
         lines.append(f"Content-Length: {len(body)}")
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
     await writer.drain()
+    return Sent(reader, writer)
+
+
+async def request(
+    url: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Response:
+    sent = await send(url, method, headers, body, timeout)
+    return await sent.response(timeout)
+
+
+async def read_response(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> Response:
     status_line = await asyncio.wait_for(reader.readline(), timeout)
     status = int(status_line.split()[1])
     response_headers: dict[str, str] = {}

@@ -1,0 +1,67 @@
+"""Long-poll: the same events and cursors as SSE, one batch per request.
+
+Without a cursor the answer is the current state, at once. With one, the
+answer comes as soon as anything follows the cursor, or after
+HUB_LONGPOLL_TIMEOUT_SECONDS with no events and the same cursor. A held
+poll counts against the user's connection limit like a stream does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub.events import BEGINNING, Cursor, Event, format_cursor
+from hub.feed import MAX_BATCH, Feed, Source
+from hub.handlers.subscription import SubscriptionHandler
+from hub.subscriber import CloseReason
+
+
+class PollHandler(SubscriptionHandler):
+    transport = "longpoll"
+
+    async def get(self, job_type: str | None = None, job_id: str | None = None) -> None:
+        user, source, terminal_id = await self.resolve(job_type, job_id)
+        cursor = self.cursor_from(self.get_query_argument("cursor", None))
+        if self.has_seen_the_end(terminal_id, cursor):
+            # As for SSE: the job's stream is over and nothing will follow.
+            self.set_status(204)
+            self.finish()
+            return
+        with self.ctx.connections.acquire(user, self.transport):
+            await self._poll(source, cursor)
+
+    async def _poll(self, source: Source, cursor: Cursor | None) -> None:
+        feed = self.open_feed(source, cursor)
+        try:
+            events = await feed.open()
+            replayed = cursor is not None and bool(events)
+            if cursor is not None and not events:
+                events = await self._wait(feed)
+        finally:
+            feed.close()
+        if feed.subscriber.closed_reason == CloseReason.CLIENT_GONE:
+            return  # nobody to answer
+        events = events[:MAX_BATCH]
+        self.count_delivered(events, replayed)
+        # A user with no events yet gets the cursor of the very beginning.
+        next_cursor = _last_cursor(events) or feed.last or BEGINNING
+        self.write_json({"events": [_as_json(event) for event in events], "cursor": format_cursor(next_cursor)})
+
+    async def _wait(self, feed: Feed) -> list[Event]:
+        first = await feed.next(self.ctx.settings.longpoll_timeout_seconds)
+        if first is None:
+            return []
+        # Whatever else has already arrived goes in the same answer.
+        return [first, *feed.ready(MAX_BATCH - 1)]
+
+
+def _last_cursor(events: list[Event]) -> Cursor | None:
+    cursors = [event.cursor for event in events if event.cursor is not None]
+    return max(cursors) if cursors else None
+
+
+def _as_json(event: Event) -> dict[str, Any]:
+    payload = event.payload()
+    if event.id is not None:
+        payload["id"] = event.id
+    return payload

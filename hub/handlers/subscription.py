@@ -1,0 +1,72 @@
+"""What SSE streams and long-polls share: who is asking, which stream they
+follow, from which cursor, and the feed that serves them. The two transports
+differ only in how they write."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from hub.errors import NotFound, Unauthorized
+from hub.events import Cursor, Event, parse_cursor
+from hub.feed import Feed, JobSource, Source, UserSource
+from hub.handlers.base import BaseHandler
+from hub.subscriber import CloseReason
+
+
+class SubscriptionHandler(BaseHandler):
+    transport = ""
+    feed: Feed | None = None
+
+    def initialize(self, ctx: Any, **kwargs: Any) -> None:
+        super().initialize(ctx)
+        self.feed = None
+
+    async def resolve(self, job_type: str | None, job_id: str | None) -> tuple[str, Source, str | None]:
+        """The user, what they follow, and the id of the job's terminal event
+        (if it has ended). Refusals are counted for the operators."""
+        try:
+            user = self.authenticate()
+            if job_type is None or job_id is None:
+                return user, UserSource(user, self.ctx.keys), None
+            job = await self.owned_job(job_type, job_id, user)
+        except (Unauthorized, NotFound) as error:
+            reason = "unauthorized" if isinstance(error, Unauthorized) else "not_found"
+            self.ctx.metrics.connections_rejected.labels(reason).inc()
+            raise
+        return user, JobSource(job_id, self.ctx.keys), job.terminal_id
+
+    @staticmethod
+    def cursor_from(raw: str | None) -> Cursor | None:
+        return parse_cursor(raw) if raw else None
+
+    @staticmethod
+    def has_seen_the_end(terminal_id: str | None, cursor: Cursor | None) -> bool:
+        return terminal_id is not None and cursor is not None and cursor >= parse_cursor(terminal_id)
+
+    def open_feed(self, source: Source, cursor: Cursor | None) -> Feed:
+        self.feed = Feed(
+            bus=self.ctx.bus,
+            history=self.ctx.history,
+            source=source,
+            cursor=cursor,
+            max_queued=self.ctx.settings.subscriber_queue,
+        )
+        return self.feed
+
+    def count_delivered(self, events: list[Event], replayed: bool) -> None:
+        if not events:
+            return
+        metrics = self.ctx.metrics
+        metrics.events_delivered.labels(self.transport).inc(len(events))
+        if replayed:
+            metrics.events_replayed.labels(self.transport).inc(len(events))
+            return
+        now = time.time()
+        for event in events:
+            if event.published_at is not None:
+                metrics.delivery_seconds.observe(max(0.0, now - event.published_at))
+
+    def on_connection_close(self) -> None:
+        if self.feed is not None:
+            self.feed.subscriber.close(CloseReason.CLIENT_GONE)
