@@ -36,6 +36,7 @@ async def serve(settings: Settings) -> None:
     ctx = build_context(settings, redis, dispatcher)
     server = HTTPServer(
         make_app(ctx),
+        xheaders=settings.trust_proxy_headers,
         max_body_size=MAX_BODY_BYTES,
         max_header_size=MAX_HEADER_BYTES,
         idle_connection_timeout=REQUEST_READ_TIMEOUT,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hub.errors import ConfigError
@@ -44,7 +44,7 @@ class Settings:
     port: int = DEFAULT_PORT
     redis_url: str | None = None
     namespace: str = DEFAULT_NAMESPACE
-    jwt_secret: str | None = None
+    jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = None
     jwt_algorithms: tuple[str, ...] = ("HS256",)
     jwt_audience: str | None = None
@@ -55,6 +55,9 @@ class Settings:
     keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
     longpoll_timeout_seconds: float = DEFAULT_LONGPOLL_TIMEOUT_SECONDS
     cors_origins: tuple[str, ...] = ()
+    #: Take the client's address from X-Real-IP / X-Forwarded-For: only
+    #: behind a proxy that sets them, or clients could claim any address.
+    trust_proxy_headers: bool = False
     job_history: int = DEFAULT_JOB_HISTORY
     user_history: int = DEFAULT_USER_HISTORY
     job_ttl_seconds: int = DEFAULT_JOB_TTL_SECONDS
@@ -62,12 +65,9 @@ class Settings:
     sse_retry_ms: int = DEFAULT_SSE_RETRY_MS
     write_timeout_seconds: float = DEFAULT_WRITE_TIMEOUT_SECONDS
     subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
-    worker_processes: int = 1
     worker_threads: int = 4
     #: Where a worker serves its Prometheus metrics; 0 turns them off.
     worker_metrics_port: int = DEFAULT_WORKER_METRICS_PORT
-    #: Set by `hub up` only: enables the development token endpoint.
-    dev_mode: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -76,11 +76,11 @@ class Settings:
         if config_file:
             env = {**read_env_file(config_file), **env}
         values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = env.get("HUB_" + field.name.upper())
+        for setting in fields(cls):
+            raw = env.get("HUB_" + setting.name.upper())
             if raw is None or raw == "":
                 continue
-            values[field.name] = _convert(field.name, field.type, raw)
+            values[setting.name] = _convert(setting.name, setting.type, raw)
         settings = cls(**values)
         settings.validate()
         return settings
@@ -96,7 +96,6 @@ class Settings:
             "job_ttl_seconds": self.job_ttl_seconds,
             "write_timeout_seconds": self.write_timeout_seconds,
             "subscriber_queue": self.subscriber_queue,
-            "worker_processes": self.worker_processes,
             "worker_threads": self.worker_threads,
         }
         for name, value in positive.items():

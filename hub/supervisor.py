@@ -31,7 +31,6 @@ STOP_TIMEOUT = 15.0
 def run_everything(data_dir: str | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("HUB_JWT_SECRET", secrets.token_urlsafe(32))
-    env["HUB_DEV_MODE"] = "1"
     Settings.from_env(env)  # fail early, before starting anything, on a bad setting
 
     temporary = data_dir is None
