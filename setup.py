@@ -7,7 +7,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["hub", "hub.*", "actors", "actors.*"]),
+    packages=[*find_packages(include=["hub", "hub.*", "actors", "actors.*"]), "hub_client"],
+    # The Python client lives beside the JavaScript one, under clients/.
+    package_dir={"hub_client": "clients/python/hub_client"},
     package_data={"hub": ["lua/*.lua", "static/*"]},
     install_requires=[
         "tornado>=6.4",

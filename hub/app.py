@@ -14,6 +14,7 @@ from hub.bus import EventBus
 from hub.connections import ConnectionManager
 from hub.context import Enqueue, HubContext
 from hub.handlers.base import NotFoundHandler
+from hub.handlers.dev import DevTokenHandler
 from hub.handlers.jobs import CreateJobHandler, ImageHandler, JobStatusHandler
 from hub.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from hub.handlers.poll import PollHandler
@@ -56,7 +57,9 @@ def build_context(settings: Settings, redis: Redis, enqueue: Enqueue) -> HubCont
     )
 
 
-def make_app(ctx: HubContext) -> tornado.web.Application:
+def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Application:
+    """The application; `dev_tokens` adds the development token endpoint
+    (`hub up` only: it hands a token to anyone who asks)."""
     c = {"ctx": ctx}
     routes = [
         (r"/api/v1/characters", CreateJobHandler, {**c, "job_type": "character"}),
@@ -73,6 +76,8 @@ def make_app(ctx: HubContext) -> tornado.web.Application:
         (r"/()", tornado.web.StaticFileHandler, {"path": static_dir(), "default_filename": "index.html"}),
         (r"/static/(.*)", tornado.web.StaticFileHandler, {"path": static_dir()}),
     ]
+    if dev_tokens:
+        routes.append((r"/api/v1/dev/token", DevTokenHandler, c))
     return tornado.web.Application(
         routes,  # type: ignore[arg-type]
         default_handler_class=NotFoundHandler,

@@ -26,7 +26,7 @@ DRAIN_SECONDS = 10.0
 REDIS_SOCKET_TIMEOUT = 5.0
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, dev_tokens: bool = False) -> None:
     if not settings.redis_url:
         raise ConfigError("hub serve needs HUB_REDIS_URL (hub up starts an embedded Redis for you)")
     redis = Redis.from_url(
@@ -35,7 +35,7 @@ async def serve(settings: Settings) -> None:
     dispatcher = JobDispatcher(settings)
     ctx = build_context(settings, redis, dispatcher)
     server = HTTPServer(
-        make_app(ctx),
+        make_app(ctx, dev_tokens=dev_tokens),
         xheaders=settings.trust_proxy_headers,
         max_body_size=MAX_BODY_BYTES,
         max_header_size=MAX_HEADER_BYTES,

@@ -45,10 +45,10 @@ def run_everything(data_dir: str | None = None) -> int:
             redis_server = EmbeddedRedis(os.path.join(data_dir, "redis")).start()
             env["HUB_REDIS_URL"] = redis_server.url
         settings = Settings.from_env(env)
-        for command in ("serve", "worker"):
+        for command in (["serve", "--dev-tokens"], ["worker"]):
             children.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "hub", command],
+                    [sys.executable, "-m", "hub", *command],
                     env=env,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # Ctrl-C reaches us; we stop them in order

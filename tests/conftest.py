@@ -307,7 +307,8 @@ def hub_process(settings: Settings) -> Iterator[Callable[..., HubProcess]]:
 
     started: list[HubProcess] = []
 
-    def start(**env_overrides: str) -> HubProcess:
+    def start(*, dev_tokens: bool = False, **env_overrides: str) -> HubProcess:
+        """`dev_tokens` runs it as `hub up` does, with the demo's token endpoint."""
         port = free_port()
         env = dict(os.environ)
         env.update(
@@ -319,7 +320,8 @@ def hub_process(settings: Settings) -> Iterator[Callable[..., HubProcess]]:
             PYTHONPATH=str(ROOT),
         )
         env.update(env_overrides)
-        process = subprocess.Popen([sys.executable, "-m", "hub", "serve"], env=env, stdin=subprocess.DEVNULL)
+        command = [sys.executable, "-m", "hub", "serve", *(["--dev-tokens"] if dev_tokens else [])]
+        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         hub = HubProcess(process, port)
         started.append(hub)
         wait_ready(hub.url + "/readyz", process)

@@ -1,0 +1,384 @@
+// Realtime hub client: live job progress over SSE, a fetch stream, or long-poll.
+//
+//   import { subscribeJob, subscribeMyJobs } from './hub-client.js';
+//   const sub = subscribeJob({ baseUrl, type: 'character', jobId, token,
+//                              onProgress, onComplete, onError });
+//   sub.close();
+//
+// Plain ES module, no dependencies, no build step. Works in browsers and in
+// Node 18+ (pass `EventSource` from the `eventsource` package to use that
+// transport in Node). See docs/CLIENTS.md.
+
+const TERMINAL = new Set(['completed', 'failed']);
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 30000;
+// A stream that shows no event at all for this long sits behind a buffering proxy.
+const DEFAULT_BUFFERING_TIMEOUT_MS = 20000;
+// Longer than the hub's hold (25 s by default): a poll that outlives it is lost.
+const DEFAULT_POLL_TIMEOUT_MS = 60000;
+
+/** Follows one job until its terminal event. */
+export function subscribeJob(options) {
+  const { type, jobId } = options;
+  if (type !== 'character' && type !== 'media') throw new TypeError("type must be 'character' or 'media'");
+  if (!jobId) throw new TypeError('jobId is required');
+  const id = encodeURIComponent(jobId);
+  return new Subscription(options, `/api/v1/sse/jobs/${type}/${id}`, `/api/v1/poll/jobs/${type}/${id}`, true);
+}
+
+/** Follows every job of the user, including jobs created later; never ends by itself. */
+export function subscribeMyJobs(options) {
+  return new Subscription(options, '/api/v1/sse/jobs/my', '/api/v1/poll/jobs/my', false);
+}
+
+/** Compares two event ids ("<ms>-<seq>"); negative when a is older. */
+export function compareIds(a, b) {
+  const [am, as] = a.split('-').map(BigInt);
+  const [bm, bs] = b.split('-').map(BigInt);
+  if (am !== bm) return am < bm ? -1 : 1;
+  if (as !== bs) return as < bs ? -1 : 1;
+  return 0;
+}
+
+class HttpError extends Error {
+  constructor(status, body, retryAfterMs) {
+    super((body && (body.message || body.error)) || `HTTP ${status}`);
+    this.name = 'HttpError';
+    this.status = status;
+    this.body = body;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+class Subscription {
+  constructor(options, streamPath, pollPath, endsWithJob) {
+    this.options = options;
+    this.baseUrl = (options.baseUrl || '').replace(/\/+$/, '');
+    this.streamPath = streamPath;
+    this.pollPath = pollPath;
+    this.endsWithJob = endsWithJob;
+    this.lastId = options.lastEventId || null;
+    this.token = options.token || null;
+    this.authMode = options.auth || 'query'; // 'query' | 'header' | 'cookie'
+    this.fetch = options.fetch || globalThis.fetch?.bind(globalThis);
+    this.EventSource = options.EventSource || globalThis.EventSource;
+    this.transport = this.chooseTransport(options.transport || 'auto');
+    this.failures = 0;
+    this.refreshedToken = false;
+    this.closed = false;
+    this.timer = null;
+    this.abort = null;
+    this.source = null;
+    this.start();
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.timer);
+    if (this.abort) this.abort.abort();
+    if (this.source) this.source.close();
+    this.setState('closed');
+  }
+
+  // -- choosing and running a transport --------------------------------------
+
+  chooseTransport(wanted) {
+    if (wanted !== 'auto') return wanted;
+    const streams = typeof this.fetch === 'function' && typeof ReadableStream !== 'undefined';
+    if (this.EventSource && this.authMode !== 'header') return 'eventsource';
+    return streams ? 'fetch' : 'longpoll';
+  }
+
+  async start() {
+    if (this.closed) return;
+    if (!this.token && this.options.getToken && this.authMode !== 'cookie') {
+      try {
+        this.token = await this.options.getToken();
+      } catch (error) {
+        return this.fail(error);
+      }
+    }
+    this.setState(this.failures ? 'reconnecting' : 'connecting');
+    const run = { eventsource: this.runEventSource, fetch: this.runFetch, longpoll: this.runLongPoll }[this.transport];
+    if (!run) return this.fail(new TypeError(`unknown transport ${this.transport}`));
+    try {
+      await run.call(this);
+    } catch (error) {
+      await this.recover(error);
+    }
+  }
+
+  /** After a failure: refresh the token, wait, give up, or end, as the error says. */
+  async recover(error) {
+    if (this.closed) return;
+    if (error instanceof HttpError) {
+      if (error.status === 204) return this.finish();
+      if (error.status === 401 && this.options.getToken && !this.refreshedToken) {
+        this.refreshedToken = true;
+        this.token = null; // start() asks getToken() for a fresh one
+        return this.start();
+      }
+      if (error.status === 401 || error.status === 404 || error.status === 400) return this.fail(error);
+      if (error.retryAfterMs != null) return this.retryIn(error.retryAfterMs * (1 + Math.random() * 0.2), error);
+    }
+    if (error && error.name === 'BufferingDetected') {
+      this.transport = 'longpoll';
+      return this.retryIn(0, error);
+    }
+    this.failures += 1;
+    this.retryIn(backoff(this.failures), error);
+  }
+
+  retryIn(delayMs, error) {
+    if (this.closed) return;
+    this.setState('reconnecting', error);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.start(), delayMs);
+  }
+
+  connected() {
+    this.failures = 0;
+    this.refreshedToken = false;
+    this.setState('open');
+  }
+
+  finish() {
+    this.close();
+  }
+
+  fail(error) {
+    if (this.closed) return;
+    this.close();
+    this.options.onError?.(error);
+  }
+
+  setState(state, error) {
+    this.options.onState?.({ state, transport: this.transport, error });
+  }
+
+  // -- events ----------------------------------------------------------------
+
+  /** Delivers one event unless it was delivered before; true when the subscription is over. */
+  deliver(event, id) {
+    // Only events that carry state have cursors; `connected` and `reset` are
+    // never duplicates (EventSource hands them the previous id all the same).
+    const stateful = event.type === 'job_update' || event.type === 'initial_status';
+    if (id && stateful) {
+      const order = this.lastId ? compareIds(id, this.lastId) : 1;
+      // `/my` snapshots share one id: several initial_status frames with it are all new.
+      if (order < 0 || (order === 0 && event.type !== 'initial_status')) return false;
+      this.lastId = id;
+    }
+    const o = this.options;
+    o.onEvent?.(event, id);
+    if (typeof event.progress === 'number' && event.jobId) o.onProgress?.(event.progress, event);
+    if (TERMINAL.has(event.status) && (event.type === 'job_update' || event.type === 'initial_status')) {
+      o.onComplete?.(event);
+      if (this.endsWithJob) {
+        this.finish();
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // -- URLs and headers ------------------------------------------------------
+
+  url(path, params = {}) {
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries(params)) if (value != null) query.set(key, value);
+    if (this.authMode === 'query' && this.token) query.set('access_token', this.token);
+    const text = query.toString();
+    return `${this.baseUrl}${path}${text ? `?${text}` : ''}`;
+  }
+
+  headers(extra = {}) {
+    const headers = { ...extra };
+    if (this.authMode === 'header' && this.token) headers.Authorization = `Bearer ${this.token}`;
+    return headers;
+  }
+
+  async request(url, init, timeoutMs) {
+    this.abort = new AbortController();
+    const timer = timeoutMs ? setTimeout(() => this.abort.abort(), timeoutMs) : null;
+    const credentials = this.authMode === 'cookie' ? 'include' : 'same-origin';
+    try {
+      const response = await this.fetch(url, { ...init, signal: this.abort.signal, credentials });
+      if (response.status !== 200) throw await httpError(response);
+      return response;
+    } finally {
+      if (timer) clearTimeout(timer);
+    }
+  }
+
+  /** In 'auto' mode, calls `onBuffered` if no event arrives within the window. */
+  watchForBuffering(onBuffered) {
+    if ((this.options.transport || 'auto') !== 'auto') return null;
+    return setTimeout(onBuffered, this.options.bufferingTimeoutMs ?? DEFAULT_BUFFERING_TIMEOUT_MS);
+  }
+
+  // -- transport: native EventSource -----------------------------------------
+
+  runEventSource() {
+    return new Promise((resolve, reject) => {
+      const url = this.url(this.streamPath, { lastEventId: this.lastId });
+      const source = new this.EventSource(url, { withCredentials: this.authMode === 'cookie' });
+      this.source = source;
+      const buffering = this.watchForBuffering(() => {
+        source.close();
+        this.source = null;
+        reject(bufferingDetected());
+      });
+      source.onopen = () => this.connected();
+      source.onmessage = (message) => {
+        clearTimeout(buffering);
+        if (this.deliver(JSON.parse(message.data), message.lastEventId || null)) {
+          source.close();
+          resolve();
+        }
+      };
+      source.onerror = () => {
+        clearTimeout(buffering);
+        if (this.closed) return resolve();
+        // CONNECTING: the browser reconnects by itself, with Last-Event-ID.
+        if (source.readyState !== 2) return this.setState('reconnecting');
+        // CLOSED: the browser gave up for good (any non-200 answer does that,
+        // 204, 401, 429 and 503 included) and will not say why: ask the hub.
+        source.close();
+        this.source = null;
+        this.probe().then(resolve, reject);
+      };
+    });
+  }
+
+  /** Learns why EventSource was refused: the long-poll endpoint answers at once without a cursor. */
+  async probe() {
+    const response = await this.request(this.url(this.pollPath), { headers: this.headers() }, 10000);
+    const body = await response.json();
+    const final = body.events.find((e) => TERMINAL.has(e.status));
+    if (this.endsWithJob && final) {
+      // The job is over: deliver its end if it is news, then stop.
+      if (!this.deliver(final, final.id)) this.finish();
+      return;
+    }
+    this.failures += 1;
+    throw new Error('EventSource closed');
+  }
+
+  // -- transport: fetch stream (Authorization header, no EventSource) --------
+
+  async runFetch() {
+    const headers = this.headers({ Accept: 'text/event-stream' });
+    if (this.lastId) headers['Last-Event-ID'] = this.lastId;
+    const response = await this.request(this.url(this.streamPath), { headers, cache: 'no-store' });
+    const reader = response.body.getReader();
+    const parser = new SseParser();
+    const decoder = new TextDecoder();
+    let heard = false;
+    const controller = this.abort;
+    const buffering = this.watchForBuffering(() => controller.abort(bufferingDetected()));
+    let retryMs = null;
+    try {
+      for (;;) {
+        let chunk;
+        try {
+          chunk = await reader.read();
+        } catch (error) {
+          throw controller.signal.reason?.name === 'BufferingDetected' ? controller.signal.reason : error;
+        }
+        if (chunk.done) break;
+        for (const frame of parser.push(decoder.decode(chunk.value, { stream: true }))) {
+          if (frame.retry != null) retryMs = frame.retry;
+          if (frame.data == null) continue;
+          if (!heard) {
+            heard = true;
+            clearTimeout(buffering);
+            this.connected();
+          }
+          if (this.deliver(JSON.parse(frame.data), frame.id)) return;
+        }
+      }
+    } finally {
+      clearTimeout(buffering);
+    }
+    // The hub ended the stream (a deploy, a Redis reconnect): resume at once, as EventSource would.
+    if (!this.closed) this.retryIn(retryMs ?? 0);
+  }
+
+  // -- transport: long-poll --------------------------------------------------
+
+  async runLongPoll() {
+    const timeout = this.options.pollTimeoutMs ?? DEFAULT_POLL_TIMEOUT_MS;
+    while (!this.closed) {
+      const url = this.url(this.pollPath, { cursor: this.lastId });
+      const response = await this.request(url, { headers: this.headers(), cache: 'no-store' }, timeout);
+      const body = await response.json();
+      this.connected();
+      for (const event of body.events) {
+        const { id, ...payload } = event;
+        if (this.deliver(payload, id || null)) return;
+      }
+      if (body.cursor && (!this.lastId || compareIds(body.cursor, this.lastId) > 0)) this.lastId = body.cursor;
+    }
+  }
+}
+
+/** The SSE wire format, incrementally: https://html.spec.whatwg.org/#event-stream-interpretation */
+export class SseParser {
+  constructor() {
+    this.buffer = '';
+    this.data = null;
+    this.id = null;
+    this.retry = null;
+    this.skipLineFeed = false;
+  }
+
+  push(text) {
+    const frames = [];
+    // A chunk that ended in '\r' may have been cut inside a '\r\n'.
+    if (this.skipLineFeed && text.startsWith('\n')) text = text.slice(1);
+    this.skipLineFeed = text.endsWith('\r');
+    this.buffer += text;
+    const lines = this.buffer.split(/\r\n|\r|\n/);
+    this.buffer = lines.pop();
+    for (const line of lines) {
+      if (line === '') {
+        if (this.data != null || this.retry != null) frames.push({ data: this.data, id: this.id, retry: this.retry });
+        this.data = null;
+        this.retry = null;
+        continue;
+      }
+      if (line.startsWith(':')) continue;
+      const colon = line.indexOf(':');
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? '' : line.slice(colon + 1);
+      if (value.startsWith(' ')) value = value.slice(1);
+      if (field === 'data') this.data = this.data == null ? value : `${this.data}\n${value}`;
+      else if (field === 'id' && !value.includes('\0')) this.id = value || null;
+      else if (field === 'retry' && /^\d+$/.test(value)) this.retry = Number(value);
+    }
+    return frames;
+  }
+}
+
+function bufferingDetected() {
+  return Object.assign(new Error('no event arrived in time: a proxy buffers the stream'), { name: 'BufferingDetected' });
+}
+
+function backoff(failures) {
+  const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (failures - 1));
+  return ceiling / 2 + Math.random() * (ceiling / 2); // jitter: clients do not return in step
+}
+
+async function httpError(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  const header = response.headers.get('Retry-After');
+  const seconds = header != null && /^\d+$/.test(header) ? Number(header) : null;
+  return new HttpError(response.status, body, seconds == null ? null : seconds * 1000);
+}

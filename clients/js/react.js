@@ -1,0 +1,49 @@
+// React hook over the hub client: live progress of one job.
+//
+//   const { jobStatus, progress, status, error, job } = useJobSSE({ jobId, type: 'character', token });
+//
+// `jobStatus` is the job's status ('queued', 'active', 'retrying',
+// 'completed', 'failed'), `progress` 0..100, `status` the connection state
+// ('idle', 'connecting', 'open', 'reconnecting', 'closed'), `error` a fatal
+// error (bad token, unknown job), `job` the latest event (with `result`).
+// The subscription closes when the component unmounts or the job changes.
+
+import { useEffect, useRef, useState } from 'react';
+import { subscribeJob } from './hub-client.js';
+
+const IDLE = { jobStatus: null, progress: 0, status: 'idle', error: null, job: null };
+
+export function useJobSSE({ jobId, type, token, getToken, baseUrl = '', transport = 'auto', auth, onComplete }) {
+  const [state, setState] = useState(IDLE);
+  // The latest callbacks, without resubscribing when they change identity.
+  const callbacks = useRef({ onComplete, getToken });
+  callbacks.current = { onComplete, getToken };
+
+  useEffect(() => {
+    if (!jobId) {
+      setState(IDLE);
+      return undefined;
+    }
+    setState({ ...IDLE, status: 'connecting' });
+    const subscription = subscribeJob({
+      baseUrl,
+      type,
+      jobId,
+      token,
+      transport,
+      auth,
+      getToken: callbacks.current.getToken ? () => callbacks.current.getToken() : undefined,
+      onEvent: (event) => {
+        if (event.status) {
+          setState((s) => ({ ...s, jobStatus: event.status, progress: event.progress ?? s.progress, job: event }));
+        }
+      },
+      onComplete: (event) => callbacks.current.onComplete?.(event),
+      onState: ({ state: connection }) => setState((s) => ({ ...s, status: connection })),
+      onError: (error) => setState((s) => ({ ...s, error, status: 'closed' })),
+    });
+    return () => subscription.close();
+  }, [jobId, type, token, baseUrl, transport, auth]);
+
+  return state;
+}
