@@ -38,6 +38,15 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 
+class _ResultsArePublished(logging.Filter):
+    """Dramatiq warns that an actor's return value is discarded without its
+    Results middleware; here the lifecycle middleware publishes it as the
+    job's result, so the warning is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Results middleware" not in record.getMessage()
+
+
 def setup(settings: Settings) -> tuple[RedisBroker, WorkerMetrics]:
     """A broker with the lifecycle middleware and the hub's actors declared."""
     broker = make_broker(settings)
@@ -71,6 +80,7 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     as Dramatiq's global one, their `@dramatiq.actor` functions land on it and
     may call `actors.progress.report`.
     """
+    logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ResultsArePublished())
     broker, metrics = setup(settings)
     if settings.worker_metrics_port:
         metrics.serve(settings.worker_metrics_port)

@@ -1,4 +1,4 @@
-"""The `hub` command: up, serve, worker, token."""
+"""The `hub` command: up, serve, worker, token, watch."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import asyncio
 import logging
 import os
 import sys
+
+from hub_client import watch as watch_command
 
 from hub.errors import ConfigError
 from hub.settings import Settings
@@ -34,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     token = commands.add_parser("token", help="print a JWT for a user, signed with HUB_JWT_SECRET")
     token.add_argument("--user", required=True, help="the user id (the token's sub)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid (default 3600)")
+    watch_command.add_arguments(commands.add_parser("watch", help="follow one job's progress until it ends"))
     args = parser.parse_args(argv)
+    if args.command == "watch":
+        # A client of the hub: it needs none of the hub's settings or logging.
+        return watch_command.run(args)
 
     logging.basicConfig(level=os.environ.get("HUB_LOG_LEVEL", "INFO").upper(), format=LOG_FORMAT)
     try:

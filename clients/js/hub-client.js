@@ -167,7 +167,8 @@ class Subscription {
     if (id && stateful) {
       const order = this.lastId ? compareIds(id, this.lastId) : 1;
       // `/my` snapshots share one id: several initial_status frames with it are all new.
-      if (order < 0 || (order === 0 && event.type !== 'initial_status')) return false;
+      const snapshotPeer = order === 0 && event.type === 'initial_status' && !this.endsWithJob;
+      if (order < 0 || (order === 0 && !snapshotPeer)) return false;
       this.lastId = id;
     }
     const o = this.options;
@@ -199,12 +200,12 @@ class Subscription {
     return headers;
   }
 
-  async request(url, init, timeoutMs) {
-    this.abort = new AbortController();
-    const timer = timeoutMs ? setTimeout(() => this.abort.abort(), timeoutMs) : null;
+  async request(url, init, timeoutMs, controller = new AbortController()) {
+    this.abort = controller;
+    const timer = timeoutMs ? setTimeout(() => controller.abort(), timeoutMs) : null;
     const credentials = this.authMode === 'cookie' ? 'include' : 'same-origin';
     try {
-      const response = await this.fetch(url, { ...init, signal: this.abort.signal, credentials });
+      const response = await this.fetch(url, { ...init, signal: controller.signal, credentials });
       if (response.status !== 200) throw await httpError(response);
       return response;
     } finally {
@@ -259,7 +260,8 @@ class Subscription {
     const final = body.events.find((e) => TERMINAL.has(e.status));
     if (this.endsWithJob && final) {
       // The job is over: deliver its end if it is news, then stop.
-      if (!this.deliver(final, final.id)) this.finish();
+      const { id, ...event } = final;
+      if (!this.deliver(event, id)) this.finish();
       return;
     }
     this.failures += 1;
@@ -271,15 +273,21 @@ class Subscription {
   async runFetch() {
     const headers = this.headers({ Accept: 'text/event-stream' });
     if (this.lastId) headers['Last-Event-ID'] = this.lastId;
-    const response = await this.request(this.url(this.streamPath), { headers, cache: 'no-store' });
-    const reader = response.body.getReader();
-    const parser = new SseParser();
-    const decoder = new TextDecoder();
-    let heard = false;
-    const controller = this.abort;
+    const controller = new AbortController();
+    // From the request on: a buffering proxy may hold back the headers too.
     const buffering = this.watchForBuffering(() => controller.abort(bufferingDetected()));
+    let heard = false;
     let retryMs = null;
     try {
+      let response;
+      try {
+        response = await this.request(this.url(this.streamPath), { headers, cache: 'no-store' }, 0, controller);
+      } catch (error) {
+        throw controller.signal.reason?.name === 'BufferingDetected' ? controller.signal.reason : error;
+      }
+      const reader = response.body.getReader();
+      const parser = new SseParser();
+      const decoder = new TextDecoder();
       for (;;) {
         let chunk;
         try {
@@ -302,7 +310,8 @@ class Subscription {
     } finally {
       clearTimeout(buffering);
     }
-    // The hub ended the stream (a deploy, a Redis reconnect): resume at once, as EventSource would.
+    // The hub ended the stream (a deploy, a Redis reconnect): come back after
+    // the `retry:` delay it asked for, with the last id, as EventSource would.
     if (!this.closed) this.retryIn(retryMs ?? 0);
   }
 

@@ -1,0 +1,171 @@
+"""The demo page in a real browser (Debian's chromium driven by Playwright):
+sign in, start a character job and an image job, and watch both progress bars
+reach 100 and the results appear, once over SSE and once over long-poll."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, need
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+# Generous: a job takes about 1 s at 0.2 s a step, a loaded CI machine more.
+WAIT_MS = 30_000
+
+# The endpoints of each transport, to check that the forced one is the one used.
+ENDPOINTS = {"eventsource": "/api/v1/sse/jobs/my", "longpoll": "/api/v1/poll/jobs/my"}
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need(False, "the playwright package is not installed")
+        return
+    need(Path(CHROMIUM).is_file(), f"no chromium at {CHROMIUM} (set CHROMIUM_PATH)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def warm_up(hub_url: str, timeout: float = 30.0) -> None:
+    """Runs one job to the end before the timed runs, so that they measure the
+    hub and not the worker's start-up."""
+    token = post_json(hub_url + "/api/v1/dev/token", {"user": "warm-up"}, None)["token"]
+    job_id = post_json(hub_url + "/api/v1/characters", {"name": "Warm"}, token)["jobId"]
+    request = urllib.request.Request(
+        f"{hub_url}/api/v1/characters/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"}
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            if json.load(answer)["data"]["status"] == "completed":
+                return
+        time.sleep(0.05)  # a bounded poll on a condition, as conftest.wait_ready does
+    raise AssertionError(f"the worker did not finish a job within {timeout}s")
+
+
+def post_json(url: str, body: dict[str, Any], token: str | None) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.load(answer)
+
+
+def seconds_to_full_bar(page: Any, job_type: str, click: str) -> float:
+    """Clicks a start button and times it until the new card's bar says 100."""
+    started = time.monotonic()
+    page.click(click)
+    page.wait_for_function(
+        """type => document.querySelector(`.job[data-job-type="${type}"] [role="progressbar"]`)
+                   ?.getAttribute('aria-valuenow') === '100'""",
+        arg=job_type,
+        polling=10,  # milliseconds: a fine-grained clock for the measurement
+        timeout=WAIT_MS,
+    )
+    return time.monotonic() - started
+
+
+@pytest.mark.hub_settings(job_step_seconds=0.2)
+@pytest.mark.parametrize("transport", ["eventsource", "longpoll"])
+def test_demo_page_shows_jobs_live(hub_process, worker, browser, transport):
+    # `browser` after the hub: its teardown runs first, so the page stops polling before the hub stops.
+    from playwright.sync_api import expect
+
+    hub = hub_process(dev_tokens=True)
+    worker()
+    warm_up(hub.url)
+
+    page = browser.new_page(viewport=DESKTOP)
+    # What went wrong in the browser, for the failure messages.
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("requestfailed", lambda request: problems.append(f"{request.url}: {request.failure}"))
+    page.on("response", lambda answer: answer.status >= 400 and problems.append(f"{answer.status} {answer.url}"))
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+
+    page.goto(hub.url + "/")
+    page.fill("#signin-user", "ada")
+    page.click("#signin-button")
+    try:
+        expect(page.locator("#session-user")).to_have_text("ada")
+    except AssertionError as error:
+        raise AssertionError(f"the page did not sign in; the browser saw {problems}") from error
+    connection = page.locator("#connection")
+    expect(connection).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+
+    # Forcing a transport closes the `auto` subscription and opens another.
+    page.select_option("#transport", transport)
+    expect(connection).to_have_attribute("data-transport", transport)
+    expect(connection).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+    requested.clear()
+
+    # A refused input shows the hub's message, and no card.
+    page.fill("#image-prompt", "a lighthouse at dusk")
+    page.fill("#image-width", "10")
+    page.click("#image-start")
+    expect(page.locator("#image-error")).to_have_text("width must be between 64 and 1024")
+    expect(page.locator(".job")).to_have_count(0)
+    page.fill("#image-width", "384")
+
+    page.fill("#character-name", "Ada")
+    page.fill("#character-description", "curious and brave")
+    character_seconds = seconds_to_full_bar(page, "character", "#character-start")
+    image_seconds = seconds_to_full_bar(page, "media", "#image-start")
+    print(f"\n[{transport}] click to 100%: character {character_seconds:.2f} s, image {image_seconds:.2f} s")
+
+    character = page.locator('.job[data-job-type="character"]')
+    expect(character).to_have_attribute("data-status", "completed")
+    expect(character.locator(".job-title")).to_have_text("Ada")
+    expect(character.locator(".traits li")).to_have_count(3)
+    expect(character.locator(".stats dd")).to_have_count(5)
+    expect(character.locator(".backstory")).to_contain_text("curious and brave")
+
+    image = page.locator('.job[data-job-type="media"]')
+    expect(image).to_have_attribute("data-status", "completed")
+    page.wait_for_function(
+        """() => { const img = document.querySelector('.job[data-job-type="media"] img');
+                   return img && img.complete && img.naturalWidth > 0; }""",
+        timeout=WAIT_MS,
+    )
+    assert image.locator("img").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [384, 256]
+
+    # The forced transport, and only it, carried the events.
+    other = next(path for name, path in ENDPOINTS.items() if name != transport)
+    assert not [url for url in requested if other in url]
+    if transport == "longpoll":
+        assert [url for url in requested if ENDPOINTS["longpoll"] in url]
+    assert not [problem for problem in problems if problem.startswith(("page error", "5"))], problems
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"demo-{transport}.png"), full_page=True, animations="disabled")
+    page.set_viewport_size(PHONE)
+    page.screenshot(path=str(ARTIFACTS / f"demo-{transport}-phone.png"), full_page=True, animations="disabled")
