@@ -23,6 +23,7 @@ from dramatiq.middleware import Retries
 
 from actors import progress
 from actors.catalog import JOB_OPTION
+from actors.resilient import with_retries
 from hub.journal import Journal, utc_now
 from hub.settings import Settings
 
@@ -49,7 +50,9 @@ class JobLifecycle(Middleware):
         job = _job_of(message)
         if job is None:
             return
-        attempt = int(message.options.get("retries", 0)) + 1
+        # Counted in Redis, not from Dramatiq's retry count, so a redelivery
+        # after a worker died is a new attempt too (and starts again at 0%).
+        attempt = int(with_retries(lambda: self._journal.next_attempt(job["id"])))
         context = progress.JobContext(
             job_id=job["id"],
             owner=job["owner"],
@@ -99,7 +102,7 @@ class JobLifecycle(Middleware):
         self._update(job, status="completed", progress=100, result=result, completedAt=utc_now())
 
     def _update(self, job: dict[str, str], **patch: Any) -> None:
-        if self._journal.update(job["id"], job["owner"], job["type"], **patch):
+        if with_retries(lambda: self._journal.update(job["id"], job["owner"], job["type"], **patch)):
             self._on_published(patch["status"])
 
 

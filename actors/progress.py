@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from actors.resilient import with_retries
 from hub.journal import Journal
 from hub.keys import KeySpace
 from hub.settings import Settings
@@ -40,7 +41,7 @@ class JobContext:
         patch: dict[str, Any] = {"status": "active", "progress": max(0, min(100, int(progress)))}
         if step is not None:
             patch["step"] = str(step)[:200]
-        if self.journal.update(self.job_id, self.owner, self.job_type, **patch):
+        if with_retries(lambda: self.journal.update(self.job_id, self.owner, self.job_type, **patch)):
             self.on_published("active")
 
     def pause(self, steps: float = 1.0) -> None:

@@ -20,6 +20,8 @@ from actors.characters import create_character
 from actors.images import generate_image
 from actors.lifecycle import JobLifecycle
 from actors.metrics import WorkerMetrics
+from actors.stalls import StallWatcher
+from hub.journal import Journal
 from hub.settings import Settings
 
 log = logging.getLogger("actors.worker")
@@ -92,9 +94,13 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    client = redis.Redis.from_url(settings.redis_url or "")
+    stalls = StallWatcher(redis=client, journal=Journal(client, settings), stall_seconds=settings.job_stall_seconds)
     worker.start()
+    stalls.start()
     log.info("worker ready: %d threads on queue %s", settings.worker_threads, catalog.QUEUE)
     stop.wait()
     log.info("worker stopping")
+    stalls.stop()
     worker.stop(timeout=SHUTDOWN_TIMEOUT_MS)
     broker.close()

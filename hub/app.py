@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from hub.auth import TokenVerifier
 from hub.bus import EventBus
-from hub.connections import ConnectionManager
+from hub.connections import ConnectionManager, UserSlots
 from hub.context import Enqueue, HubContext
 from hub.handlers.base import NotFoundHandler
 from hub.handlers.dev import DevTokenHandler
@@ -19,11 +19,14 @@ from hub.handlers.jobs import CreateJobHandler, ImageHandler, JobStatusHandler
 from hub.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from hub.handlers.poll import PollHandler
 from hub.handlers.sse import SSEHandler
+from hub.handlers.tickets import TicketHandler
 from hub.history import History
 from hub.journal import Journal
 from hub.keys import KeySpace
 from hub.metrics import HubMetrics
+from hub.rate_limit import JobRateLimit
 from hub.settings import Settings
+from hub.tickets import Tickets
 
 access_log = logging.getLogger("hub.access")
 
@@ -34,6 +37,7 @@ JOB_TYPE = r"(character|media)"
 def build_context(settings: Settings, redis: Redis, enqueue: Enqueue) -> HubContext:
     metrics = HubMetrics()
     keys = KeySpace(settings.namespace)
+    slots = UserSlots(redis, keys, ttl=settings.process_ttl_seconds)
     bus = EventBus(
         redis,
         on_reconnect=metrics.redis_reconnects.inc,
@@ -50,10 +54,14 @@ def build_context(settings: Settings, redis: Redis, enqueue: Enqueue) -> HubCont
             max_per_user=settings.max_connections_per_user,
             max_total=settings.max_connections,
             metrics=metrics,
+            slots=slots,
         ),
         metrics=metrics,
         verifier=TokenVerifier(settings),
         enqueue=enqueue,
+        slots=slots,
+        tickets=Tickets(redis, keys),
+        job_rate=JobRateLimit(redis, keys, settings.job_rate_per_minute),
     )
 
 
@@ -66,6 +74,7 @@ def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Applic
         (r"/api/v1/media/images", CreateJobHandler, {**c, "job_type": "media"}),
         (rf"/api/v1/(characters|media)/jobs/{JOB_ID}", JobStatusHandler, c),
         (rf"/api/v1/media/jobs/{JOB_ID}/image\.png", ImageHandler, c),
+        (r"/api/v1/sse/tickets", TicketHandler, c),
         (r"/api/v1/sse/jobs/my", SSEHandler, c),
         (rf"/api/v1/sse/jobs/{JOB_TYPE}/{JOB_ID}", SSEHandler, c),
         (r"/api/v1/poll/jobs/my", PollHandler, c),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -13,6 +14,14 @@ from hub.settings import Settings
 #: Longer tokens are refused before any parsing.
 MAX_TOKEN_LENGTH = 8192
 MAX_USER_ID_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is asking, and until when their credentials hold (epoch seconds)."""
+
+    user: str
+    expires_at: float
 
 
 class TokenVerifier:
@@ -26,9 +35,10 @@ class TokenVerifier:
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway_seconds
 
-    def verify(self, token: str) -> str:
-        """Returns the user id (`sub`) of a valid token; raises Unauthorized."""
-        return str(self.claims(token)["sub"])
+    def verify(self, token: str) -> Identity:
+        """The identity of a valid token; raises Unauthorized."""
+        claims = self.claims(token)
+        return Identity(user=str(claims["sub"]), expires_at=float(claims["exp"]))
 
     def claims(self, token: str) -> dict[str, Any]:
         if not token:

@@ -21,9 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="run everything on this machine: Redis, web server and worker")
     up.add_argument("--data-dir", help="where the embedded Redis keeps its files (default: a temporary folder)")
-    serve = commands.add_parser("serve", help="run the web server (needs HUB_REDIS_URL)")
+    serve_command = commands.add_parser("serve", help="run the web server (needs HUB_REDIS_URL)")
     # Only `hub up` passes this: it serves the demo page's token endpoint.
-    serve.add_argument("--dev-tokens", action="store_true", help=argparse.SUPPRESS)
+    serve_command.add_argument("--dev-tokens", action="store_true", help=argparse.SUPPRESS)
     worker = commands.add_parser("worker", help="run a Dramatiq worker for the actors (needs HUB_REDIS_URL)")
     worker.add_argument(
         "--import",

@@ -11,12 +11,14 @@ from redis.asyncio import Redis
 
 from hub.auth import TokenVerifier
 from hub.bus import EventBus
-from hub.connections import ConnectionManager
+from hub.connections import ConnectionManager, UserSlots
 from hub.history import History
 from hub.journal import Journal
 from hub.keys import KeySpace
 from hub.metrics import HubMetrics
+from hub.rate_limit import JobRateLimit
 from hub.settings import Settings
+from hub.tickets import Tickets
 
 #: Sends a job to the workers: (job type, job id, owner, job input).
 Enqueue = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
@@ -34,3 +36,16 @@ class HubContext:
     metrics: HubMetrics
     verifier: TokenVerifier
     enqueue: Enqueue
+    slots: UserSlots
+    tickets: Tickets
+    job_rate: JobRateLimit
+
+    async def start(self) -> None:
+        """Connects what runs in the background: the event bus and the
+        process's liveness for connection limits."""
+        self.bus.start()
+        await self.slots.start()
+
+    async def close(self) -> None:
+        await self.bus.close()
+        await self.slots.close()

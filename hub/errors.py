@@ -54,6 +54,11 @@ class NotFound(ClientError):
     code = "not_found"
 
 
+class HeadersTooLarge(ClientError):
+    status = 431
+    code = "headers_too_large"
+
+
 class MethodNotAllowed(ClientError):
     status = 405
     code = "method_not_allowed"
@@ -80,6 +85,20 @@ class TooManyConnections(ClientError):
 
     def __init__(self, limit: int, retry_after: int = 5) -> None:
         super().__init__("", limit=limit)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class RateLimited(ClientError):
+    """Too many jobs started in the current minute."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__("too many jobs started this minute", limit=limit)
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:

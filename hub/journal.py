@@ -34,6 +34,7 @@ class Journal:
     def __init__(self, redis: Any, settings: Settings) -> None:
         self.keys = KeySpace(settings.namespace)
         self._settings = settings
+        self._redis = redis
         self._append = redis.register_script(load_script("append_event.lua"))
 
     def create(self, job_id: str, owner: str, job_type: str) -> Any:
@@ -48,18 +49,35 @@ class Journal:
         }
         return self._call(job_id, owner, job_type, state, create=True)
 
-    def update(self, job_id: str, owner: str, job_type: str, **patch: Any) -> Any:
+    def update(
+        self, job_id: str, owner: str, job_type: str, *, unchanged_since_ms: int | None = None, **patch: Any
+    ) -> Any:
         """Applies `patch` (status, progress, step, result, ...) to the job.
 
-        The result is None when the job is unknown or already finished.
+        The result is None when the job is unknown, already finished, or (with
+        `unchanged_since_ms`) has changed since that time.
         """
         status = patch.get("status")
         if status is not None and status not in STATUSES:
             raise ValueError(f"unknown job status {status!r}")
         patch.setdefault("timestamp", utc_now())
-        return self._call(job_id, owner, job_type, patch, create=False)
+        return self._call(job_id, owner, job_type, patch, create=False, unchanged_since_ms=unchanged_since_ms)
 
-    def _call(self, job_id: str, owner: str, job_type: str, patch: dict[str, Any], *, create: bool) -> Any:
+    def next_attempt(self, job_id: str) -> Any:
+        """Counts one more attempt at the job (a retry, or a redelivery after a
+        worker died) and returns its number."""
+        return self._redis.hincrby(self.keys.job(job_id), "attempts", 1)
+
+    def _call(
+        self,
+        job_id: str,
+        owner: str,
+        job_type: str,
+        patch: dict[str, Any],
+        *,
+        create: bool,
+        unchanged_since_ms: int | None = None,
+    ) -> Any:
         k = self.keys
         keys = [
             k.job(job_id),
@@ -68,6 +86,7 @@ class Journal:
             k.user_open_jobs(owner),
             k.job_channel(job_id),
             k.user_channel(owner),
+            k.running_jobs(),
         ]
         args = [
             json.dumps(patch, separators=(",", ":")),
@@ -79,5 +98,6 @@ class Journal:
             owner,
             job_type,
             job_id,
+            "" if unchanged_since_ms is None else unchanged_since_ms,
         ]
         return self._append(keys=keys, args=args)

@@ -28,6 +28,10 @@ class KeySpace:
         """Set: the user's jobs that have not finished yet."""
         return f"{self.namespace}:user:{user_id}:open"
 
+    def running_jobs(self) -> str:
+        """Sorted set: jobs that are active or retrying, by last change (ms)."""
+        return f"{self.namespace}:running"
+
     def media(self, job_id: str) -> str:
         """String: the rendered image of a media job."""
         return f"{self.namespace}:media:{job_id}"
@@ -37,6 +41,22 @@ class KeySpace:
 
     def user_channel(self, user_id: str) -> str:
         return f"{self.namespace}:ch:user:{user_id}"
+
+    def user_slots(self, user_id: str) -> str:
+        """Hash: the user's open connections, by hub process."""
+        return f"{self.namespace}:slots:{user_id}"
+
+    def process_alive(self, process_id: str = "") -> str:
+        """String with a TTL: present while the hub process renews it."""
+        return f"{self.namespace}:process:{process_id}"
+
+    def ticket(self, digest: str) -> str:
+        """String: a short-lived stream ticket (stored by its hash)."""
+        return f"{self.namespace}:ticket:{digest}"
+
+    def job_rate(self, user_id: str, window: int) -> str:
+        """Counter: jobs the user created in one rate-limit window."""
+        return f"{self.namespace}:rate:{user_id}:{window}"
 
     @property
     def dramatiq_namespace(self) -> str:

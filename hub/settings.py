@@ -35,7 +35,14 @@ DEFAULT_SSE_RETRY_MS = 3_000
 DEFAULT_WRITE_TIMEOUT_SECONDS = 10.0
 #: Live events waiting for one slow client before it is disconnected.
 DEFAULT_SUBSCRIBER_QUEUE = 1_000
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 30.0
+DEFAULT_DEAD_CLIENT_SECONDS = 30.0
 DEFAULT_WORKER_METRICS_PORT = 9191
+DEFAULT_PROCESS_TTL_SECONDS = 15.0
+DEFAULT_JOB_RATE_PER_MINUTE = 60
+DEFAULT_JOB_STALL_SECONDS = 600.0
+DEFAULT_WORKER_HEARTBEAT_SECONDS = 60.0
+DEFAULT_WORKER_MAINTENANCE_CHANCE = 1_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +62,11 @@ class Settings:
     keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
     longpoll_timeout_seconds: float = DEFAULT_LONGPOLL_TIMEOUT_SECONDS
     cors_origins: tuple[str, ...] = ()
+    #: Jobs one user may start per minute (all hub processes together).
+    job_rate_per_minute: int = DEFAULT_JOB_RATE_PER_MINUTE
+    #: A hub process that stops renewing its liveness in Redis for this long
+    #: (it crashed) no longer counts against its users' connection limits.
+    process_ttl_seconds: float = DEFAULT_PROCESS_TTL_SECONDS
     #: Take the client's address from X-Real-IP / X-Forwarded-For: only
     #: behind a proxy that sets them, or clients could claim any address.
     trust_proxy_headers: bool = False
@@ -65,7 +77,19 @@ class Settings:
     sse_retry_ms: int = DEFAULT_SSE_RETRY_MS
     write_timeout_seconds: float = DEFAULT_WRITE_TIMEOUT_SECONDS
     subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
+    #: A client must send its request headers and body within this time.
+    request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
+    #: Data a client's machine has not acknowledged for this long means the
+    #: client vanished (no FIN ever comes): the connection is dropped.
+    dead_client_seconds: float = DEFAULT_DEAD_CLIENT_SECONDS
     worker_threads: int = 4
+    #: A running job with no event for this long is failed as stalled.
+    job_stall_seconds: float = DEFAULT_JOB_STALL_SECONDS
+    #: A worker silent this long is taken for dead and its jobs redelivered.
+    worker_heartbeat_seconds: float = DEFAULT_WORKER_HEARTBEAT_SECONDS
+    #: Per million broker commands, how many also look for dead workers'
+    #: messages to redeliver (Dramatiq's queue maintenance).
+    worker_maintenance_chance: int = DEFAULT_WORKER_MAINTENANCE_CHANCE
     #: Where a worker serves its Prometheus metrics; 0 turns them off.
     worker_metrics_port: int = DEFAULT_WORKER_METRICS_PORT
 
@@ -96,6 +120,12 @@ class Settings:
             "job_ttl_seconds": self.job_ttl_seconds,
             "write_timeout_seconds": self.write_timeout_seconds,
             "subscriber_queue": self.subscriber_queue,
+            "process_ttl_seconds": self.process_ttl_seconds,
+            "job_rate_per_minute": self.job_rate_per_minute,
+            "job_stall_seconds": self.job_stall_seconds,
+            "request_timeout_seconds": self.request_timeout_seconds,
+            "dead_client_seconds": self.dead_client_seconds,
+            "worker_heartbeat_seconds": self.worker_heartbeat_seconds,
             "worker_threads": self.worker_threads,
         }
         for name, value in positive.items():

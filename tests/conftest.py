@@ -104,7 +104,7 @@ def ctx(io_loop: Any, settings: Settings, sync_redis: redis.Redis) -> Iterator[H
     async def start() -> HubContext:
         client = AsyncRedis.from_url(settings.redis_url or "")
         context = build_context(settings, client, JobDispatcher(settings))
-        context.bus.start()
+        await context.start()
         await context.bus.wait_connected(10)
         return context
 
@@ -112,7 +112,7 @@ def ctx(io_loop: Any, settings: Settings, sync_redis: redis.Redis) -> Iterator[H
     yield context
 
     async def stop() -> None:
-        await context.bus.close()
+        await context.close()
         await context.redis.aclose()
 
     io_loop.run_sync(stop)

@@ -34,7 +34,7 @@ def test_javascript_client(hub_process, worker, settings, sync_redis):
         IDLE_JOB_USER="idle-user",
     )
     result = subprocess.run(
-        [node, "--test", "--test-timeout=60000", "--test-reporter=spec", "test/"],
+        [node, "--test", "--test-timeout=180000", "--test-reporter=spec", "test/"],
         cwd=JS,
         env=env,
         capture_output=True,

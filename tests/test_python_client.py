@@ -313,6 +313,24 @@ def test_a_silent_connection_is_noticed_but_an_idle_one_is_not(hub_process, toke
     assert [e["id"] for e in events] == history(sync_redis, settings, "quiet")[1:]
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_reset_is_passed_on_and_the_fresh_state_is_not_skipped(hub_process, token, settings, sync_redis, transport):
+    # A cursor from the future (as after Redis lost its data): the hub says
+    # `reset` and sends the current state, whose id is older than the cursor.
+    hub = hub_process()
+    journal = Journal(sync_redis, settings)
+    journal.create("lost", "alice", "character")
+    journal.update("lost", "alice", "character", status="active", progress=30, attempt=1)
+    client = HubClient(hub.url, token("alice"))
+    consumer = Consumer(client.watch("lost", "character", transport=transport, last_event_id="99999999999999-0"))
+    assert consumer.next()["type"] == "reset"
+    fresh = consumer.next()
+    assert fresh["type"] == "initial_status" and fresh["progress"] == 30
+    wait_for(lambda: hub.metric("hub_connections", transport=transport) == 1)
+    journal.update("lost", "alice", "character", status="completed", progress=100, result={})
+    assert [e["status"] for e in consumer.rest()] == ["completed"]
+
+
 # Errors and the end of a job --------------------------------------------------------
 
 
@@ -513,3 +531,4 @@ def test_hub_watch_on_a_terminal_draws_one_progress_line(hub_process, token, set
     text = output.decode()
     assert text.startswith("\r[") and "100% completed" in text
     assert "completed in " in text and '"ok": true' in text
+    assert "\n" not in text.split("completed in ")[0].rstrip("\r\n"), "progress is redrawn on one line"

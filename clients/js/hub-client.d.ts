@@ -34,8 +34,10 @@ export interface SubscribeOptions {
   token?: string;
   /** Called for a token at start and once more after a 401. */
   getToken?: () => string | Promise<string>;
-  /** How the token travels: 'query' (access_token, works with EventSource), 'header' (Authorization), 'cookie' (hub_token). Default 'query'. */
-  auth?: 'query' | 'header' | 'cookie';
+  /** How the token travels: 'query' (access_token, works with EventSource), 'ticket' (the token buys a one-minute
+   *  stream ticket through an Authorization header; the token never goes into a URL), 'header' (Authorization, needs
+   *  fetch), 'cookie' (hub_token). Default 'query'. */
+  auth?: 'query' | 'ticket' | 'header' | 'cookie';
   transport?: Transport;
   /** Resume after this event id. */
   lastEventId?: string;

@@ -59,13 +59,14 @@ class Subscription {
     this.endsWithJob = endsWithJob;
     this.lastId = options.lastEventId || null;
     this.token = options.token || null;
-    this.authMode = options.auth || 'query'; // 'query' | 'header' | 'cookie'
+    this.authMode = options.auth || 'query'; // 'query' | 'ticket' | 'header' | 'cookie'
     this.fetch = options.fetch || globalThis.fetch?.bind(globalThis);
     this.EventSource = options.EventSource || globalThis.EventSource;
     this.transport = this.chooseTransport(options.transport || 'auto');
     this.failures = 0;
     this.refreshedToken = false;
     this.closed = false;
+    this.tokenExpired = false;
     this.timer = null;
     this.abort = null;
     this.source = null;
@@ -93,6 +94,7 @@ class Subscription {
   async start() {
     if (this.closed) return;
     if (!this.token && this.options.getToken && this.authMode !== 'cookie') {
+      // (a ticket is bought with the token, so ticket mode needs one too)
       try {
         this.token = await this.options.getToken();
       } catch (error) {
@@ -103,9 +105,17 @@ class Subscription {
     const run = { eventsource: this.runEventSource, fetch: this.runFetch, longpoll: this.runLongPoll }[this.transport];
     if (!run) return this.fail(new TypeError(`unknown transport ${this.transport}`));
     try {
+      // A fresh one-minute ticket for every connection: the token stays out of URLs.
+      if (this.authMode === 'ticket') this.ticket = await this.fetchTicket();
       await run.call(this);
     } catch (error) {
-      await this.recover(error);
+      return this.recover(error);
+    }
+    if (this.tokenExpired && !this.closed) {
+      // The hub ended the stream at the token's expiry: resume with a fresh one.
+      this.tokenExpired = false;
+      if (this.options.getToken) this.token = null;
+      return this.start();
     }
   }
 
@@ -172,6 +182,7 @@ class Subscription {
       this.lastId = id;
     }
     const o = this.options;
+    if (event.type === 'token_expired') this.tokenExpired = true;
     o.onEvent?.(event, id);
     if (typeof event.progress === 'number' && event.jobId) o.onProgress?.(event.progress, event);
     if (TERMINAL.has(event.status) && (event.type === 'job_update' || event.type === 'initial_status')) {
@@ -190,6 +201,7 @@ class Subscription {
     const query = new URLSearchParams();
     for (const [key, value] of Object.entries(params)) if (value != null) query.set(key, value);
     if (this.authMode === 'query' && this.token) query.set('access_token', this.token);
+    if (this.authMode === 'ticket' && this.ticket) query.set('ticket', this.ticket);
     const text = query.toString();
     return `${this.baseUrl}${path}${text ? `?${text}` : ''}`;
   }
@@ -200,13 +212,22 @@ class Subscription {
     return headers;
   }
 
+  async fetchTicket() {
+    const response = await this.request(
+      `${this.baseUrl}/api/v1/sse/tickets`,
+      { method: 'POST', headers: { Authorization: `Bearer ${this.token}` } },
+      10000,
+    );
+    return (await response.json()).ticket;
+  }
+
   async request(url, init, timeoutMs, controller = new AbortController()) {
     this.abort = controller;
     const timer = timeoutMs ? setTimeout(() => controller.abort(), timeoutMs) : null;
     const credentials = this.authMode === 'cookie' ? 'include' : 'same-origin';
     try {
       const response = await this.fetch(url, { ...init, signal: controller.signal, credentials });
-      if (response.status !== 200) throw await httpError(response);
+      if (response.status !== 200 && response.status !== 201) throw await httpError(response);
       return response;
     } finally {
       if (timer) clearTimeout(timer);
@@ -234,8 +255,11 @@ class Subscription {
       source.onopen = () => this.connected();
       source.onmessage = (message) => {
         clearTimeout(buffering);
-        if (this.deliver(JSON.parse(message.data), message.lastEventId || null)) {
+        const over = this.deliver(JSON.parse(message.data), message.lastEventId || null);
+        // After token_expired, the browser would reconnect with the old token in the URL.
+        if (over || this.tokenExpired) {
           source.close();
+          this.source = null;
           resolve();
         }
       };
@@ -312,7 +336,7 @@ class Subscription {
     }
     // The hub ended the stream (a deploy, a Redis reconnect): come back after
     // the `retry:` delay it asked for, with the last id, as EventSource would.
-    if (!this.closed) this.retryIn(retryMs ?? 0);
+    if (!this.closed && !this.tokenExpired) this.retryIn(retryMs ?? 0);
   }
 
   // -- transport: long-poll --------------------------------------------------

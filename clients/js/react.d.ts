@@ -7,7 +7,7 @@ export interface UseJobSSEOptions {
   getToken?: () => string | Promise<string>;
   baseUrl?: string;
   transport?: Transport;
-  auth?: 'query' | 'header' | 'cookie';
+  auth?: 'query' | 'ticket' | 'header' | 'cookie';
   onComplete?: (event: HubEvent) => void;
 }
 

@@ -12,10 +12,12 @@ from typing import Any
 import redis.exceptions
 import tornado.web
 
+from hub.auth import Identity
 from hub.context import HubContext
 from hub.errors import (
     BadRequest,
     ClientError,
+    HeadersTooLarge,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -28,6 +30,9 @@ log = logging.getLogger("hub.http")
 
 #: Request bodies larger than this are refused (the jobs API takes small JSON).
 MAX_JSON_BODY = 16 * 1024
+#: Request headers larger than this, all together, are refused with JSON; the
+#: server itself drops requests whose headers exceed a larger bound.
+MAX_HEADERS = 16 * 1024
 _JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 TOKEN_COOKIE = "hub_token"
 
@@ -108,35 +113,29 @@ class BaseHandler(tornado.web.RequestHandler):
 
     # -- requests ---------------------------------------------------------
 
-    def token(self) -> str:
-        header = self.request.headers.get("Authorization", "")
-        if header:
-            scheme, _, credentials = header.partition(" ")
-            if scheme.lower() == "bearer" and credentials.strip():
-                return credentials.strip()
-            return ""
-        query = self.get_query_argument("access_token", None)
-        if query:
-            return query
-        return self.get_cookie(TOKEN_COOKIE) or ""
+    def prepare(self) -> None:
+        size = sum(len(name) + len(value) + 4 for name, value in self.request.headers.get_all())
+        if size > MAX_HEADERS:
+            raise HeadersTooLarge(f"request headers larger than {MAX_HEADERS} bytes")
 
-    def authenticate(self) -> str:
-        """The user id of a valid token, or Unauthorized."""
-        return self.ctx.verifier.verify(self.token())
+    def bearer_token(self) -> str | None:
+        header = self.request.headers.get("Authorization")
+        if header is None:
+            return None
+        scheme, _, credentials = header.partition(" ")
+        return credentials.strip() if scheme.lower() == "bearer" else ""
 
-    def json_body(self) -> dict[str, Any]:
-        if len(self.request.body) > MAX_JSON_BODY:
-            raise PayloadTooLarge(f"body larger than {MAX_JSON_BODY} bytes")
-        content_type = self.request.headers.get("Content-Type", JSON_TYPE).split(";")[0].strip().lower()
-        if content_type != JSON_TYPE:
-            raise BadRequest("Content-Type must be application/json")
-        try:
-            body = json.loads(self.request.body or b"null")
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("body must be a JSON object")
-        return body
+    async def authenticate(self) -> Identity:
+        """Who is asking: from the Authorization header, a stream ticket, the
+        access_token query parameter or the hub_token cookie; or Unauthorized."""
+        header = self.bearer_token()
+        if header is not None:
+            return self.ctx.verifier.verify(header)
+        ticket = self.get_query_argument("ticket", None)
+        if ticket:
+            return await self.ctx.tickets.redeem(ticket)
+        token = self.get_query_argument("access_token", None) or self.get_cookie(TOKEN_COOKIE) or ""
+        return self.ctx.verifier.verify(token)
 
     async def owned_job(self, job_type: str, job_id: str, user: str) -> JobSnapshot:
         """The job, if it exists, has this type and belongs to `user`; else 404
@@ -147,6 +146,36 @@ class BaseHandler(tornado.web.RequestHandler):
         if job is None or job.owner != user or job.job_type != job_type:
             raise NotFound("no such job")
         return job
+
+
+@tornado.web.stream_request_body
+class JsonBodyHandler(BaseHandler):
+    """A handler that takes a small JSON body, read as it arrives so an
+    oversized one is refused with the contract's JSON instead of being read."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        self._body = bytearray()
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > MAX_JSON_BODY:
+            raise PayloadTooLarge(f"body larger than {MAX_JSON_BODY} bytes")
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body.extend(chunk)
+        if len(self._body) > MAX_JSON_BODY:
+            raise PayloadTooLarge(f"body larger than {MAX_JSON_BODY} bytes")
+
+    def json_body(self) -> dict[str, Any]:
+        content_type = self.request.headers.get("Content-Type", JSON_TYPE).split(";")[0].strip().lower()
+        if content_type != JSON_TYPE:
+            raise BadRequest("Content-Type must be application/json")
+        try:
+            body = json.loads(bytes(self._body) or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+        return body
 
 
 class NotFoundHandler(BaseHandler):

@@ -7,13 +7,13 @@ import re
 
 from hub.auth import issue_token
 from hub.errors import BadRequest
-from hub.handlers.base import BaseHandler
+from hub.handlers.base import JsonBodyHandler
 
 DEV_TOKEN_TTL = 24 * 3600
 _USER = re.compile(r"\A[A-Za-z0-9_.@-]{1,64}\Z")
 
 
-class DevTokenHandler(BaseHandler):
+class DevTokenHandler(JsonBodyHandler):
     def post(self) -> None:
         user = self.json_body().get("user")
         if not isinstance(user, str) or not _USER.match(user):

@@ -8,7 +8,7 @@ from typing import Any
 
 from hub.context import HubContext
 from hub.errors import NotFound, Unavailable
-from hub.handlers.base import BaseHandler
+from hub.handlers.base import BaseHandler, JsonBodyHandler
 from hub.job_inputs import VALIDATORS
 
 #: API path segment -> job type.
@@ -24,14 +24,15 @@ def job_links(job_type: str, job_id: str) -> dict[str, str]:
     }
 
 
-class CreateJobHandler(BaseHandler):
+class CreateJobHandler(JsonBodyHandler):
     def initialize(self, ctx: HubContext, job_type: str = "", **kwargs: Any) -> None:
         super().initialize(ctx)
         self.job_type = job_type
 
     async def post(self) -> None:
-        user = self.authenticate()
+        user = (await self.authenticate()).user
         job_input = VALIDATORS[self.job_type](self.json_body())
+        await self.ctx.job_rate.check(user)
         job_id = uuid.uuid4().hex
         await self.ctx.journal.create(job_id, user, self.job_type)
         try:
@@ -56,7 +57,7 @@ class CreateJobHandler(BaseHandler):
 
 class JobStatusHandler(BaseHandler):
     async def get(self, segment: str, job_id: str) -> None:
-        user = self.authenticate()
+        user = (await self.authenticate()).user
         job = await self.owned_job(PATH_TYPES[segment], job_id, user)
         self.write_json({"data": job.state})
 
@@ -65,7 +66,7 @@ class ImageHandler(BaseHandler):
     """The rendered image of a media job, for its owner only."""
 
     async def get(self, job_id: str) -> None:
-        user = self.authenticate()
+        user = (await self.authenticate()).user
         await self.owned_job("media", job_id, user)
         image = await self.ctx.redis.get(self.ctx.keys.media(job_id))
         if image is None:

@@ -8,6 +8,7 @@ poll counts against the user's connection limit like a stream does.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from hub.events import BEGINNING, Cursor, Event, format_cursor
@@ -20,23 +21,25 @@ class PollHandler(SubscriptionHandler):
     transport = "longpoll"
 
     async def get(self, job_type: str | None = None, job_id: str | None = None) -> None:
-        user, source, terminal_id = await self.resolve(job_type, job_id)
+        identity, source, terminal_id = await self.resolve(job_type, job_id)
         cursor = self.cursor_from(self.get_query_argument("cursor", None))
         if self.has_seen_the_end(terminal_id, cursor):
             # As for SSE: the job's stream is over and nothing will follow.
             self.set_status(204)
             self.finish()
             return
-        with self.ctx.connections.acquire(user, self.transport):
-            await self._poll(source, cursor)
+        with await self.ctx.connections.acquire(identity.user, self.transport):
+            await self._poll(source, cursor, identity.expires_at)
 
-    async def _poll(self, source: Source, cursor: Cursor | None) -> None:
+    async def _poll(self, source: Source, cursor: Cursor | None, expires_at: float) -> None:
         feed = self.open_feed(source, cursor)
         try:
             events = await feed.open()
             replayed = cursor is not None and bool(events)
             if cursor is not None and not events:
-                events = await self._wait(feed)
+                # Never held past the token's expiry: the next poll gets its 401.
+                hold = min(self.ctx.settings.longpoll_timeout_seconds, max(0.0, expires_at - time.time()))
+                events = await self._wait(feed, hold)
         finally:
             feed.close()
         if feed.subscriber.closed_reason == CloseReason.CLIENT_GONE:
@@ -47,8 +50,8 @@ class PollHandler(SubscriptionHandler):
         next_cursor = _last_cursor(events) or feed.last or BEGINNING
         self.write_json({"events": [_as_json(event) for event in events], "cursor": format_cursor(next_cursor)})
 
-    async def _wait(self, feed: Feed) -> list[Event]:
-        first = await feed.next(self.ctx.settings.longpoll_timeout_seconds)
+    async def _wait(self, feed: Feed, hold: float) -> list[Event]:
+        first = await feed.next(hold)
         if first is None:
             return []
         # Whatever else has already arrived goes in the same answer.

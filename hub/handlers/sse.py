@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 from tornado.iostream import StreamClosedError
 
@@ -17,6 +18,11 @@ from hub.subscriber import CloseReason
 SHUTDOWN_RETRY_MS = (500, 5_000)
 
 
+TOKEN_EXPIRED = Event.make(
+    {"type": "token_expired", "message": "your token has expired; reconnect with a fresh one to resume"}
+)
+
+
 class SlowClient(Exception):
     """A write did not complete within the write timeout."""
 
@@ -25,11 +31,12 @@ class SSEHandler(SubscriptionHandler):
     transport = "sse"
 
     def prepare(self) -> None:
+        super().prepare()
         # Never compress: a gzip stream holds events back in its buffer.
         self._transforms = []
 
     async def get(self, job_type: str | None = None, job_id: str | None = None) -> None:
-        user, source, terminal_id = await self.resolve(job_type, job_id)
+        identity, source, terminal_id = await self.resolve(job_type, job_id)
         raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("lastEventId", None)
         cursor = self.cursor_from(raw)
         if self.has_seen_the_end(terminal_id, cursor):
@@ -37,10 +44,10 @@ class SSEHandler(SubscriptionHandler):
             self.set_status(204)
             self.finish()
             return
-        with self.ctx.connections.acquire(user, self.transport):
-            await self._stream(source, cursor)
+        with await self.ctx.connections.acquire(identity.user, self.transport):
+            await self._stream(source, cursor, identity.expires_at)
 
-    async def _stream(self, source: Source, cursor: Cursor | None) -> None:
+    async def _stream(self, source: Source, cursor: Cursor | None, expires_at: float) -> None:
         settings = self.ctx.settings
         feed = self.open_feed(source, cursor)
         try:
@@ -51,15 +58,20 @@ class SSEHandler(SubscriptionHandler):
             await self._send(retry_frame(settings.sse_retry_ms) + self._greeting(source).sse_frame(), [])
             await self._send(b"".join(e.sse_frame() for e in backlog), backlog, replayed=cursor is not None)
             while not feed.ended:
-                event = await feed.next(settings.keepalive_seconds)
+                # A stream does not outlive its token.
+                token_left = expires_at - time.time()
+                if token_left <= 0:
+                    await self._send(TOKEN_EXPIRED.sse_frame(), [])
+                    break
+                event = await feed.next(min(settings.keepalive_seconds, token_left))
                 if feed.subscriber.closed:
                     await self._on_feed_closed(feed.subscriber.closed_reason)
                     return
-                if event is None:
+                if event is not None:
+                    await self._send(event.sse_frame(), [event])
+                elif time.time() < expires_at:
                     await self._send(KEEPALIVE_FRAME, [])
                     self.ctx.metrics.keepalives.inc()
-                else:
-                    await self._send(event.sse_frame(), [event])
         except (StreamClosedError, SlowClient):
             return
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from hub.auth import Identity
 from hub.errors import NotFound, Unauthorized
 from hub.events import Cursor, Event, parse_cursor
 from hub.feed import Feed, JobSource, Source, UserSource
@@ -22,19 +23,20 @@ class SubscriptionHandler(BaseHandler):
         super().initialize(ctx)
         self.feed = None
 
-    async def resolve(self, job_type: str | None, job_id: str | None) -> tuple[str, Source, str | None]:
-        """The user, what they follow, and the id of the job's terminal event
+    async def resolve(self, job_type: str | None, job_id: str | None) -> tuple[Identity, Source, str | None]:
+        """Who asks, what they follow, and the id of the job's terminal event
         (if it has ended). Refusals are counted for the operators."""
         try:
-            user = self.authenticate()
+            identity = await self.authenticate()
+            user = identity.user
             if job_type is None or job_id is None:
-                return user, UserSource(user, self.ctx.keys), None
+                return identity, UserSource(user, self.ctx.keys), None
             job = await self.owned_job(job_type, job_id, user)
         except (Unauthorized, NotFound) as error:
             reason = "unauthorized" if isinstance(error, Unauthorized) else "not_found"
             self.ctx.metrics.connections_rejected.labels(reason).inc()
             raise
-        return user, JobSource(job_id, self.ctx.keys), job.terminal_id
+        return identity, JobSource(job_id, self.ctx.keys), job.terminal_id
 
     @staticmethod
     def cursor_from(raw: str | None) -> Cursor | None:

@@ -2,11 +2,14 @@
 -- job state, job stream, user stream and pub/sub are updated together, so a
 -- subscriber can never see a published event that history lacks.
 --
--- KEYS: job hash, job stream, user stream, user open-jobs set, job channel, user channel
+-- KEYS: job hash, job stream, user stream, user open-jobs set, job channel,
+--       user channel, running-jobs index (sorted by last change)
 -- ARGV: patch (JSON object), publish time (epoch seconds), job history length,
---       user history length, ttl seconds, create ("1" or "0"), owner, job type, job id
--- Returns {job stream id, user stream id}, or false when the job is unknown or
--- already finished (so a job has exactly one terminal event).
+--       user history length, ttl seconds, create ("1" or "0"), owner, job type,
+--       job id, and optionally "changed before" (ms): apply only if the job
+--       has not changed since then (how a stalled job is failed safely)
+-- Returns {job stream id, user stream id}, or false when the job is unknown,
+-- already finished (so a job has exactly one terminal event), or changed.
 if cjson.decode_array_with_array_mt then
   cjson.decode_array_with_array_mt(true)
 end
@@ -33,6 +36,12 @@ else
   state = cjson.decode(raw)
   if state.status == 'completed' or state.status == 'failed' then
     return false
+  end
+  if ARGV[10] and ARGV[10] ~= '' then
+    local changed = tonumber(redis.call('HGET', KEYS[1], 'changed_ms') or '0')
+    if changed > tonumber(ARGV[10]) then
+      return false
+    end
   end
   -- Progress never goes down within one attempt; a new attempt starts over.
   local same_attempt = patch.attempt == nil or patch.attempt == state.attempt
@@ -78,10 +87,15 @@ if type(job_id) == 'table' and job_id.err then
 end
 
 local state_json = string.gsub(cjson.encode(state), '\\/', '/')
-redis.call('HSET', KEYS[1], 'state', state_json, 'last_id', job_id)
+local now_ms = math.floor(tonumber(ARGV[2]) * 1000)
+redis.call('HSET', KEYS[1], 'state', state_json, 'last_id', job_id, 'changed_ms', now_ms)
 if finished == '1' then
   redis.call('HSET', KEYS[1], 'terminal_id', job_id)
   redis.call('SREM', KEYS[4], ARGV[9])
+  redis.call('ZREM', KEYS[7], ARGV[9])
+elseif state.status == 'active' or state.status == 'retrying' then
+  -- Watched for stalls: a running job that stops changing is failed in the end.
+  redis.call('ZADD', KEYS[7], now_ms, ARGV[9])
 end
 local ttl = tonumber(ARGV[5])
 for i = 1, 4 do

@@ -246,3 +246,58 @@ test('subscribeMyJobs: every job of the user, including jobs created after conne
   assert.equal(jobs.length, 2);
   assert.equal(new Set(seen).size, seen.length, 'no event twice');
 });
+
+test('ticket auth: the token buys a stream ticket and never goes into a URL', async () => {
+  const user = uniqueUser('ticket');
+  const jobId = await createJob(user, 'character', { name: 'Ticketed' });
+  const urls = [];
+  const spy = (url, init) => {
+    urls.push(String(url));
+    return fetch(url, init);
+  };
+  class SpyEventSource extends EventSource {
+    constructor(url, init) {
+      urls.push(String(url));
+      super(url, init);
+    }
+  }
+  const { final, states } = await follow({
+    baseUrl: HUB_URL, type: 'character', jobId, token: token(user), auth: 'ticket', fetch: spy, EventSource: SpyEventSource,
+  });
+  assert.equal(final.status, 'completed');
+  assert.equal(states[0].transport, 'eventsource');
+  assert.ok(urls.some((u) => u.endsWith('/api/v1/sse/tickets')));
+  assert.ok(urls.some((u) => u.includes('/sse/jobs/character/') && u.includes('ticket=')));
+  assert.ok(urls.every((u) => !u.includes('access_token') && !u.includes(token(user).split('.')[2])));
+});
+
+for (const transport of ['eventsource', 'fetch']) {
+  test(`${transport}: at token expiry the stream says so, and the client resumes with a fresh token`, async () => {
+    // A job no worker runs, so the stream stays open past the token's life.
+    const { IDLE_JOB_ID: jobId, IDLE_JOB_USER: user } = process.env;
+    const seen = [];
+    let refreshes = 0;
+    let subscription;
+    await within(20000, (resolve, reject) => {
+      let opens = 0;
+      subscription = subscribeJob({
+        ...common,
+        baseUrl: HUB_URL,
+        type: 'character',
+        jobId,
+        transport,
+        token: token(user, 2),
+        getToken: () => {
+          refreshes += 1;
+          return token(user, 600);
+        },
+        onEvent: (event) => seen.push(event.type),
+        onError: reject,
+        onState: ({ state }) => state === 'open' && ++opens === 2 && resolve(),
+      });
+    });
+    subscription.close();
+    assert.ok(seen.includes('token_expired'));
+    assert.equal(refreshes, 1);
+  });
+}

@@ -28,9 +28,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
-#: Consecutive failed attempts before giving up: with backoff capped at 30 s,
-#: a few minutes. A command should not hang forever on a wrong URL.
-MAX_RETRIES = 8
+#: Consecutive failed attempts before giving up (about 45 s of backoff in
+#: all): a command should not hang forever on a wrong URL or a dead hub.
+MAX_RETRIES = 6
 BAR_WIDTH = 24
 
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         client = HubClient(url, token, max_retries=MAX_RETRIES)
     except ValueError as error:
         return _fail(EXIT_USAGE, str(error))
-    view: View = TerminalView(sys.stdout) if sys.stdout.isatty() else PlainView(sys.stdout)
+    view: View = TerminalView(sys.stdout) if sys.stdout.isatty() else PlainView(sys.stdout, sys.stderr)
     return follow(client, args.job_id, args.type, args.transport, view)
 
 
@@ -89,10 +89,7 @@ def follow(client: HubClient, job_id: str, job_type: str, transport: str, view: 
         # Only a 204 ends a watch early, and without a cursor there is none.
         return _fail(EXIT_UNREACHABLE, "the stream ended before the job did")
     view.finish(last)
-    if last["status"] == "completed":
-        return EXIT_COMPLETED
-    print(f"hub watch: job failed: {_printable(str(last.get('failedReason', 'unknown reason')))}", file=sys.stderr)
-    return EXIT_FAILED
+    return EXIT_COMPLETED if last["status"] == "completed" else EXIT_FAILED
 
 
 class View(Protocol):
@@ -106,8 +103,9 @@ class View(Protocol):
 class PlainView:
     """One line per event, for pipes and logs."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, err: TextIO) -> None:
         self._out = out
+        self._err = err
 
     def show(self, event: Event) -> None:
         print(describe(event), file=self._out, flush=True)
@@ -116,6 +114,8 @@ class PlainView:
         if event.get("status") == "completed":
             # The last line is machine-readable: `hub watch ... | tail -n 1`.
             print(json.dumps(event.get("result")), file=self._out, flush=True)
+        else:
+            print(f"hub watch: the job failed: {_reason(event)}", file=self._err, flush=True)
 
     def abandon(self) -> None:
         pass
@@ -148,8 +148,7 @@ class TerminalView:
             print(f"completed in {elapsed:.1f}s", file=self._out)
             print(json.dumps(event.get("result"), indent=2), file=self._out, flush=True)
         else:
-            reason = _printable(str(event.get("failedReason", "unknown reason")))
-            print(f"failed after {elapsed:.1f}s: {reason}", file=self._out, flush=True)
+            print(f"failed after {elapsed:.1f}s: {_reason(event)}", file=self._out, flush=True)
 
     def abandon(self) -> None:
         self._end_line()
@@ -195,6 +194,10 @@ def _printable(text: str) -> str:
     """Control characters from an event (an escape sequence in a step name)
     must not drive the user's terminal."""
     return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+def _reason(event: Event) -> str:
+    return _printable(str(event.get("failedReason") or "no reason given"))
 
 
 def _hub_message(error: HubClientError) -> str:
