@@ -223,6 +223,28 @@ def api(hub_url: str, token: Callable[..., str]) -> Callable[..., Api]:
     return make
 
 
+def enqueue_job(
+    settings: Settings, actor: str, job_id: str, owner: str, options: dict[str, Any] | None = None, **message: Any
+) -> None:
+    """Sends a hub job straight to the broker, as the hub does, for any actor
+    (the test actors in tests/flaky_actors.py included)."""
+    import dramatiq
+
+    from actors.broker import make_broker
+    from actors.catalog import JOB_OPTION, QUEUE
+
+    broker = make_broker(settings)
+    job = {JOB_OPTION: {"id": job_id, "owner": owner, "type": "character"}}
+    try:
+        broker.enqueue(
+            dramatiq.Message(
+                queue_name=QUEUE, actor_name=actor, args=(), kwargs={}, options={**job, **(options or {})}, **message
+            )
+        )
+    finally:
+        broker.close()
+
+
 async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
     """Polls `check` until it returns something truthy: a bounded wait on a
     condition, never a fixed sleep."""
@@ -241,10 +263,12 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: 
 class HubProcess:
     """A real `hub serve` process on a free port."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, output: Path | None = None) -> None:
         self.process = process
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        #: The file the process's stdout and stderr go to, when asked for.
+        self.output = output
 
     @property
     def pid(self) -> int:
@@ -307,8 +331,9 @@ def hub_process(settings: Settings) -> Iterator[Callable[..., HubProcess]]:
 
     started: list[HubProcess] = []
 
-    def start(*, dev_tokens: bool = False, **env_overrides: str) -> HubProcess:
-        """`dev_tokens` runs it as `hub up` does, with the demo's token endpoint."""
+    def start(*, dev_tokens: bool = False, output: Path | None = None, **env_overrides: str) -> HubProcess:
+        """`dev_tokens` runs it as `hub up` does, with the demo's token endpoint;
+        `output` names a file that gets the process's stdout and stderr."""
         port = free_port()
         env = dict(os.environ)
         env.update(
@@ -321,8 +346,14 @@ def hub_process(settings: Settings) -> Iterator[Callable[..., HubProcess]]:
         )
         env.update(env_overrides)
         command = [sys.executable, "-m", "hub", "serve", *(["--dev-tokens"] if dev_tokens else [])]
-        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
-        hub = HubProcess(process, port)
+        if output is None:
+            process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        else:
+            with open(output, "ab") as sink:
+                process = subprocess.Popen(
+                    command, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
+                )
+        hub = HubProcess(process, port, output)
         started.append(hub)
         wait_ready(hub.url + "/readyz", process)
         return hub

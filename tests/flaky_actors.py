@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import dramatiq
 
 from actors.catalog import QUEUE
@@ -16,3 +18,10 @@ class Boom(Exception):
 def always_fails() -> None:
     report(30, step="about to fail")
     raise Boom("the model refused")
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=300)
+def too_slow() -> None:
+    report(10, step="thinking")
+    for _ in range(200):  # short sleeps: Dramatiq's time limit interrupts between them
+        time.sleep(0.05)

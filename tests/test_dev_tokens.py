@@ -25,7 +25,9 @@ def test_dev_token_endpoint_exists_only_when_asked_for(hub_process):
     demo = hub_process(dev_tokens=True)
     status, body = post(demo.url + "/api/v1/dev/token", {"user": "ada"})
     assert status == 200 and body["user"] == "ada"
-    request = urllib.request.Request(demo.url + "/api/v1/poll/jobs/my", headers={"Authorization": f"Bearer {body['token']}"})
+    request = urllib.request.Request(
+        demo.url + "/api/v1/poll/jobs/my", headers={"Authorization": f"Bearer {body['token']}"}
+    )
     with urllib.request.urlopen(request, timeout=5) as answer:
         assert json.load(answer) == {"events": [], "cursor": "0-0"}
     assert post(demo.url + "/api/v1/dev/token", {"user": "a b"})[0] == 400

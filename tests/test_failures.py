@@ -3,37 +3,19 @@ runs out of retries fails exactly once, with its reason."""
 
 from __future__ import annotations
 
-import dramatiq
 import pytest
 
-from actors.broker import make_broker
-from actors.catalog import JOB_OPTION, QUEUE
-from tests.conftest import eventually
+from actors.catalog import QUEUE
+from tests.conftest import enqueue_job, eventually
 
 pytestmark = pytest.mark.gen_test(timeout=60)
-
-
-def enqueue(settings, actor_name: str, job_id: str, owner: str, job_type: str = "character") -> None:
-    broker = make_broker(settings)
-    try:
-        broker.enqueue(
-            dramatiq.Message(
-                queue_name=QUEUE,
-                actor_name=actor_name,
-                args=(),
-                kwargs={},
-                options={JOB_OPTION: {"id": job_id, "owner": owner, "type": job_type}},
-            )
-        )
-    finally:
-        broker.close()
 
 
 async def test_actor_failing_until_retries_run_out_fails_exactly_once(ctx, api, settings, worker, sync_redis):
     worker("tests.flaky_actors")
     await ctx.journal.create("doomed", "alice", "character")
     stream = await api("alice").stream("/api/v1/sse/jobs/character/doomed")
-    enqueue(settings, "always_fails", "doomed", "alice")
+    enqueue_job(settings, "always_fails", "doomed", "alice")
     frames = await stream.frames_until_end()
     updates = frames[2:]
     statuses = [f.data["status"] for f in updates]

@@ -10,9 +10,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hub.embedded import free_port
-from tests.conftest import eventually
+from tests.conftest import enqueue_job, eventually
 from tests.sse_client import request
-from tests.test_failures import enqueue
 
 pytestmark = pytest.mark.gen_test(timeout=60)
 
@@ -111,7 +110,7 @@ async def test_workers_expose_job_metrics(ctx, api, settings, worker):
     await (await alice.stream(f"/api/v1/sse/jobs/character/{job_id}")).frames_until_end()
     await ctx.journal.create("doomed", "alice", "character")
     doomed = await alice.stream("/api/v1/sse/jobs/character/doomed")
-    enqueue(settings, "always_fails", "doomed", "alice")
+    enqueue_job(settings, "always_fails", "doomed", "alice")
     await doomed.frames_until_end()
 
     def worker_metrics() -> dict[str, object] | None:
