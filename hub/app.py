@@ -4,6 +4,7 @@ its Tornado application. One factory, no module-level state."""
 from __future__ import annotations
 
 import logging
+import os
 from importlib import resources
 
 import tornado.web
@@ -83,6 +84,9 @@ def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Applic
         (r"/readyz", ReadyHandler, c),
         (r"/metrics", MetricsHandler, c),
         (r"/()", tornado.web.StaticFileHandler, {"path": static_dir(), "default_filename": "index.html"}),
+        # The JavaScript client is one file shared with clients/js (a link in a
+        # source checkout), served from wherever it really is.
+        (r"/static/(hub-client\.js)", tornado.web.StaticFileHandler, {"path": js_client_dir()}),
         (r"/static/(.*)", tornado.web.StaticFileHandler, {"path": static_dir()}),
     ]
     if dev_tokens:
@@ -98,6 +102,10 @@ def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Applic
 
 def static_dir() -> str:
     return str(resources.files("hub").joinpath("static"))
+
+
+def js_client_dir() -> str:
+    return os.path.dirname(os.path.realpath(os.path.join(static_dir(), "hub-client.js")))
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:

@@ -38,7 +38,7 @@ class TokenVerifier:
     def verify(self, token: str) -> Identity:
         """The identity of a valid token; raises Unauthorized."""
         claims = self.claims(token)
-        return Identity(user=str(claims["sub"]), expires_at=float(claims["exp"]))
+        return Identity(user=str(claims["sub"]), expires_at=claims["exp"])
 
     def claims(self, token: str) -> dict[str, Any]:
         if not token:
@@ -61,11 +61,14 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token expired") from None
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:
+            # Not only InvalidTokenError: a token whose algorithm does not fit
+            # the configured key (InvalidKeyError) is as unusable, not a crash.
             raise Unauthorized(f"invalid token: {_describe(exc)}") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject or len(subject) > MAX_USER_ID_LENGTH:
             raise Unauthorized("invalid token: sub must be a non-empty string")
+        claims["exp"] = _numeric_date(claims["exp"])
         return claims
 
 
@@ -85,7 +88,18 @@ def issue_token(settings: Settings, user: str, ttl_seconds: int = 3600) -> str:
     return jwt.encode(claims, settings.jwt_secret, algorithm=algorithm)
 
 
-def _describe(exc: jwt.InvalidTokenError) -> str:
+def _numeric_date(value: Any) -> float:
+    # PyJWT takes anything int() takes ("1735689600" too, or 10**400, which
+    # float() cannot hold); a NumericDate is a JSON number (RFC 7519).
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            pass
+    raise Unauthorized("invalid token: exp must be a number of seconds")
+
+
+def _describe(exc: jwt.PyJWTError) -> str:
     # PyJWT's messages name the failed check without echoing the token.
     text = str(exc) or exc.__class__.__name__
     return text[:120]

@@ -9,8 +9,10 @@ from typing import Any
 
 from hub.errors import BadRequest
 
-# Redis stream ids: "<milliseconds>-<sequence>".
-_CURSOR = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
+# Redis stream ids: "<milliseconds>-<sequence>", two unsigned 64-bit numbers
+# in ASCII digits (\d would take any Unicode digit).
+_CURSOR = re.compile(r"\A([0-9]{1,20})-([0-9]{1,20})\Z")
+_ID_PART_MAX = 2**64 - 1
 _FRAME_BREAKS = re.compile(r"\r\n|\r|\n")
 
 Cursor = tuple[int, int]
@@ -21,10 +23,13 @@ KEEPALIVE_FRAME = b": keepalive\n\n"
 
 
 def parse_cursor(raw: str) -> Cursor:
-    match = _CURSOR.match(raw.strip())
-    if not match:
-        raise BadRequest("malformed cursor: expected an event id such as 1732450000000-0")
-    return int(match.group(1)), int(match.group(2))
+    match = _CURSOR.match(raw)
+    if match:
+        cursor = int(match.group(1)), int(match.group(2))
+        # Beyond 64 bits Redis refuses the id: a 400 here, not a 500 later.
+        if max(cursor) <= _ID_PART_MAX:
+            return cursor
+    raise BadRequest("malformed cursor: expected an event id such as 1732450000000-0")
 
 
 def format_cursor(cursor: Cursor) -> str:

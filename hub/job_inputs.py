@@ -35,6 +35,8 @@ VALIDATORS = {"character": character_input, "media": media_input}
 
 
 def _no_unknown(body: dict[str, Any], allowed: set[str]) -> None:
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)[:200]}")
@@ -55,6 +57,12 @@ def _text(body: dict[str, Any], name: str, limit: int, *, required: bool) -> str
         raise BadRequest(f"{name} must be at most {limit} characters")
     if "\0" in value:
         raise BadRequest(f"{name} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate ("\ud800" in the JSON) is not text: Redis's JSON
+        # (and every client) would choke on it later, far from the cause.
+        raise BadRequest(f"{name} must be valid Unicode text") from None
     return value
 
 

@@ -331,6 +331,25 @@ def test_a_reset_is_passed_on_and_the_fresh_state_is_not_skipped(hub_process, to
     assert [e["status"] for e in consumer.rest()] == ["completed"]
 
 
+def test_the_connection_limit_is_retried_after_retry_after(hub_process, token, settings, sync_redis):
+    from hub.connections import RETRY_AFTER_SECONDS
+
+    hub = hub_process(HUB_MAX_CONNECTIONS_PER_USER="1")
+    completed_job(sync_redis, settings, "limited")
+    client = HubClient(hub.url, token("alice"))
+    holder = client.watch_my(include_connected=True)
+    assert next(holder)["type"] == "connected"  # alice's only slot is taken
+
+    waiting = Consumer(client.watch("limited", "character"))
+    wait_for(lambda: hub.metric("hub_connections_rejected_total", reason="user_limit") >= 1)
+    refused_at = time.monotonic()
+    holder.close()  # frees the slot; the client must still wait for Retry-After
+    events = waiting.rest()
+    assert [e["status"] for e in events] == ["completed"]
+    assert time.monotonic() - refused_at >= RETRY_AFTER_SECONDS - 0.5
+    assert hub.metric("hub_connections_rejected_total", reason="user_limit") == 1
+
+
 # Errors and the end of a job --------------------------------------------------------
 
 

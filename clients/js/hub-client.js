@@ -148,6 +148,7 @@ class Subscription {
   }
 
   connected() {
+    if (this.closed) return;
     this.failures = 0;
     this.refreshedToken = false;
     this.setState('open');
@@ -171,6 +172,7 @@ class Subscription {
 
   /** Delivers one event unless it was delivered before; true when the subscription is over. */
   deliver(event, id) {
+    if (this.closed) return true; // a late answer after close(): nobody wants it
     // Only events that carry state have cursors; `connected` and `reset` are
     // never duplicates (EventSource hands them the previous id all the same).
     const stateful = event.type === 'job_update' || event.type === 'initial_status';
@@ -347,6 +349,7 @@ class Subscription {
       const url = this.url(this.pollPath, { cursor: this.lastId });
       const response = await this.request(url, { headers: this.headers(), cache: 'no-store' }, timeout);
       const body = await response.json();
+      if (this.closed) return;
       this.connected();
       for (const event of body.events) {
         const { id, ...payload } = event;

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from types import TracebackType
 from typing import Any
 
 import redis.exceptions
+import tornado.httputil
 import tornado.web
 
 from hub.auth import Identity
@@ -23,6 +25,7 @@ from hub.errors import (
     PayloadTooLarge,
     StoreUnavailable,
     Unavailable,
+    Unauthorized,
 )
 from hub.history import JobSnapshot
 
@@ -41,6 +44,17 @@ JSON_TYPE = "application/json"
 
 class BaseHandler(tornado.web.RequestHandler):
     ctx: HubContext
+    #: "sse" or "longpoll" on handlers that hold the connection open and
+    #: serve events (see SubscriptionHandler); empty on every other handler.
+    transport = ""
+
+    def __init__(
+        self, application: tornado.web.Application, request: tornado.httputil.HTTPServerRequest, **kwargs: Any
+    ) -> None:
+        # Tornado's constructor calls set_default_headers() (through clear())
+        # before initialize(), and the CORS headers need the settings by then.
+        self.ctx = kwargs["ctx"]
+        super().__init__(application, request, **kwargs)
 
     def initialize(self, ctx: HubContext, **kwargs: Any) -> None:
         self.ctx = ctx
@@ -49,12 +63,16 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
+        allowed = self.ctx.settings.cors_origins
+        if allowed:
+            # Whatever the Origin (or none), the answer depends on it: a cache
+            # must not hand one origin's answer to another.
+            self.add_header("Vary", "Origin")
         origin = self.request.headers.get("Origin")
-        if origin and origin in self.ctx.settings.cors_origins:
+        if origin and origin in allowed:
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Access-Control-Allow-Credentials", "true")
             self.set_header("Access-Control-Expose-Headers", "Retry-After")
-            self.add_header("Vary", "Origin")
 
     def options(self, *args: Any) -> None:
         """CORS preflight: answered for allowed origins only."""
@@ -102,10 +120,15 @@ class BaseHandler(tornado.web.RequestHandler):
     ) -> None:
         if isinstance(value, ClientError):
             return  # an answer, not a failure; the access log has it
+        if isinstance(value, tornado.web.HTTPError) and value.status_code < 500:
+            # Tornado's message may quote a query argument (a token or a
+            # ticket, for "Invalid unicode in ..."); the access log has the rest.
+            return
         if isinstance(value, (StoreUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             log.warning("%s: Redis unavailable: %s", self._request_summary(), value.__class__.__name__)
             return
-        super().log_exception(typ, value, tb)
+        # Not Tornado's default, which adds repr(request): the full URI, query included.
+        log.error("uncaught exception in %s", self._request_summary(), exc_info=(typ, value, tb))  # type: ignore[arg-type]
 
     def _request_summary(self) -> str:
         # Tornado's default includes the full URI, and the query may hold a token.
@@ -128,11 +151,23 @@ class BaseHandler(tornado.web.RequestHandler):
     async def authenticate(self) -> Identity:
         """Who is asking: from the Authorization header, a stream ticket, the
         access_token query parameter or the hub_token cookie; or Unauthorized."""
+        identity = await self._identity()
+        if self.transport and identity.expires_at <= time.time():
+            # A stream or held poll ends when its token expires. The verifier's
+            # leeway would let the same token reopen it, only to end at once
+            # (a long-poll client would spin): refused, so the client renews.
+            raise Unauthorized("token expired")
+        return identity
+
+    async def _identity(self) -> Identity:
         header = self.bearer_token()
         if header is not None:
             return self.ctx.verifier.verify(header)
         ticket = self.get_query_argument("ticket", None)
         if ticket:
+            if not self.transport:
+                # A ticket travels in a URL: it opens streams, nothing else.
+                raise Unauthorized("a ticket only opens streams and long-polls")
             return await self.ctx.tickets.redeem(ticket)
         token = self.get_query_argument("access_token", None) or self.get_cookie(TOKEN_COOKIE) or ""
         return self.ctx.verifier.verify(token)
@@ -154,24 +189,36 @@ class JsonBodyHandler(BaseHandler):
     oversized one is refused with the contract's JSON instead of being read."""
 
     def prepare(self) -> None:
-        super().prepare()
         self._body = bytearray()
+        self._too_large = False
+        super().prepare()
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > MAX_JSON_BODY:
+            self._too_large = True
             raise PayloadTooLarge(f"body larger than {MAX_JSON_BODY} bytes")
 
     def data_received(self, chunk: bytes) -> None:
+        # Never raises: Tornado would log an exception from here as a crash
+        # and drop the connection unanswered. A body that grows too large (a
+        # chunked one has no Content-Length) is dropped, and json_body() says so.
+        if self._too_large or self._finished:
+            return
+        if len(self._body) + len(chunk) > MAX_JSON_BODY:
+            self._too_large = True
+            self._body = bytearray()
+            return
         self._body.extend(chunk)
-        if len(self._body) > MAX_JSON_BODY:
-            raise PayloadTooLarge(f"body larger than {MAX_JSON_BODY} bytes")
 
     def json_body(self) -> dict[str, Any]:
+        if self._too_large:
+            raise PayloadTooLarge(f"body larger than {MAX_JSON_BODY} bytes")
         content_type = self.request.headers.get("Content-Type", JSON_TYPE).split(";")[0].strip().lower()
         if content_type != JSON_TYPE:
             raise BadRequest("Content-Type must be application/json")
         try:
             body = json.loads(bytes(self._body) or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
+            # RecursionError: nesting deeper than the parser goes ("[[[[...").
             raise BadRequest("body is not valid JSON") from None
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")

@@ -13,9 +13,9 @@ from hub.feed import JobSource, Source
 from hub.handlers.subscription import SubscriptionHandler
 from hub.subscriber import CloseReason
 
-#: After a shutdown, clients are told to reconnect within this many ms,
-#: spread at random so that thousands do not arrive in the same instant.
-SHUTDOWN_RETRY_MS = (500, 5_000)
+#: After a shutdown or a Redis reconnect, clients are told to come back within
+#: this many ms, spread at random so that thousands do not arrive at once.
+RECONNECT_SPREAD_MS = (500, 5_000)
 
 
 TOKEN_EXPIRED = Event.make(
@@ -94,11 +94,10 @@ class SSEHandler(SubscriptionHandler):
             self._abort()
         else:
             # The bus was reset or the hub is shutting down: end the response
-            # normally, so EventSource reconnects with its Last-Event-ID.
-            delay = random.randint(*SHUTDOWN_RETRY_MS) if reason == CloseReason.SHUTDOWN else None
+            # normally, so EventSource reconnects with its Last-Event-ID, after
+            # a random delay so thousands of clients do not all come at once.
             try:
-                if delay is not None:
-                    await self._send(retry_frame(delay), [])
+                await self._send(retry_frame(random.randint(*RECONNECT_SPREAD_MS)), [])
                 self.finish()
             except (StreamClosedError, SlowClient):
                 pass

@@ -215,7 +215,9 @@ class HubClient:
         Without `last_event_id` the first event is `initial_status`, the job's
         state now; with one, exactly the events after it. `connected`
         greetings (one per connection, SSE only) are left out unless asked
-        for. Raises Unauthorized, NotFound, BadRequest, ProtocolError, or
+        for; `reset` and any other frame without an id (such as the hub's
+        `token_expired`, after which the reconnect answers 401) pass through.
+        Raises Unauthorized, NotFound, BadRequest, ProtocolError, or
         RetriesExhausted when `max_retries` is set and reached.
         """
         if type not in JOB_TYPES:

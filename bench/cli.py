@@ -1,0 +1,100 @@
+"""`python -m bench SCENARIO|all [--connections N[,N...]] [--duration S]
+[--rate R] [--per-job K] [--json PATH] [--quick]`"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType, ModuleType
+from typing import Any
+
+from bench import plots, report, targets
+from bench.params import Params
+from bench.scenarios import broadcast, churn, fanout, idle, longpoll, peer, polling
+from bench.system import cpu_sets, load_average, machine, pin, raise_open_files
+
+SCENARIOS: dict[str, ModuleType] = {
+    module.NAME: module for module in (idle, fanout, broadcast, longpoll, polling, churn, peer)
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmarks the realtime hub.")
+    parser.add_argument("scenario", choices=[*SCENARIOS, "all"])
+    parser.add_argument(
+        "--connections",
+        type=lambda text: tuple(int(part) for part in text.split(",")),
+        help="connections (a comma-separated list makes fanout sweep them)",
+    )
+    parser.add_argument("--duration", type=float, help="seconds of load per measurement")
+    parser.add_argument("--rate", type=float, help="events published per second")
+    parser.add_argument("--per-job", type=int, help="fanout: connections per job (default 1)")
+    parser.add_argument("--json", type=Path, help="where the run's JSON goes (the .md and plots go beside it)")
+    parser.add_argument("--quick", action="store_true", help="small N and a few seconds each: a smoke test")
+    return parser.parse_args(argv)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so every `with` block stops its processes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    params = Params(args.connections, args.duration, args.rate, args.per_job, args.quick)
+    signal.signal(signal.SIGTERM, _interrupt)
+    raise_open_files()
+    pin(cpu_sets()[1])  # this process and everything it starts, but the server, stay off the server's core
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    started = datetime.now(UTC)
+    run: dict[str, Any] = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "params": params.as_dict(),
+        "machine": machine(),
+        "load_average_start": load_average(),
+        "uptime": Path("/proc/uptime").read_text().split()[0],
+        "results": {},
+        "failures": {},
+    }
+    for name in names:
+        print(f"== {name} ({datetime.now(UTC):%H:%M:%S}, load average {load_average()})", flush=True)
+        began = time.monotonic()
+        try:
+            run["results"][name] = SCENARIOS[name].run(params)
+        except KeyboardInterrupt:
+            run["failures"][name] = "interrupted"
+            break
+        except Exception as exc:
+            traceback.print_exc()
+            run["failures"][name] = f"{type(exc).__name__}: {exc}"
+        print(f"   {name} took {time.monotonic() - began:.0f}s", flush=True)
+    run["valkey_version"] = _valkey_version()
+    run["load_average_end"] = load_average()
+    run["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    run["targets"] = targets.evaluate(run["results"], run["load_average_start"])
+    sections = [(name, SCENARIOS[name].rows(result)) for name, result in run["results"].items()]
+    text = report.markdown(run, sections)
+    path = args.json or RESULTS / f"{args.scenario}-{started:%Y%m%d-%H%M%S}.json"
+    run["plots"] = [str(p) for p in plots.draw(run["results"], path.parent, path.stem)]
+    md = report.write(path, run, text)
+    print(text)
+    print(f"written: {path}, {md}" + "".join(f", {p}" for p in run["plots"]))
+    return 1 if run["failures"] else 0
+
+
+def _valkey_version() -> str | None:
+    import subprocess
+
+    from hub.embedded import server_binary
+
+    try:
+        out = subprocess.run([server_binary(), "--version"], capture_output=True, text=True, timeout=10).stdout
+    except Exception:
+        return None
+    return next((part.split("=", 1)[1] for part in out.split() if part.startswith("v=")), out.strip() or None)

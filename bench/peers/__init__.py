@@ -1,0 +1,1 @@
+"""Servers the hub is compared with, written for the benchmark."""

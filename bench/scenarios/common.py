@@ -1,0 +1,140 @@
+"""What the scenarios share: building the simulated population, opening its
+streams, publishing while measuring, and turning raw counts into figures."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from bench.clients import ClientSpec
+from bench.loadgen import BenchError, LoadGen
+from bench.publisher import Publisher
+from bench.stack import Stack
+from bench.system import core_busy_percent, core_times, cpu_percent, load_average
+
+MIB = 1024 * 1024
+
+
+def job_path(job_id: str) -> str:
+    return f"/api/v1/sse/jobs/character/{job_id}"
+
+
+def population(stack: Stack, connections: int, *, per_job: int = 1, kind: str = "jobs", prefix: str = "j") -> tuple[list[ClientSpec], list[tuple[str, str]]]:
+    """Clients and the jobs they follow.
+
+    kind "jobs": one user per connection, `per_job` connections per job. A
+    job belongs to one user and the hub shows it to nobody else, so the
+    connections of one job are that user's (the stack allows it).
+    kind "my": one user per connection, each on /my, each with one job.
+    """
+    job_count = max(1, connections // per_job)
+    owners = [f"{prefix}-user-{i:06d}" for i in range(job_count)]
+    job_ids = stack.create_jobs(owners, prefix=f"{prefix}job")
+    tokens = [stack.token(owner) for owner in owners]
+    specs = []
+    for i in range(connections):
+        j = i % job_count
+        path = "/api/v1/sse/jobs/my" if kind == "my" else job_path(job_ids[j])
+        specs.append(ClientSpec(path=path, token=tokens[j], jobs=(job_ids[j],)))
+    return specs, list(zip(job_ids, owners, strict=True))
+
+
+def open_streams(load: LoadGen, specs: list[ClientSpec], track_events: bool = False) -> dict[str, Any]:
+    opened = load.open_sse(specs, track_events=track_events)
+    if opened["failed"]:
+        raise BenchError(f"{opened['failed']} of {len(specs)} streams did not open: {opened['errors']}")
+    return opened
+
+
+def warm_up(stack: Stack) -> None:
+    """One stream opened and closed before any baseline: the server's first
+    request pays for lazy imports and caches that no later one does."""
+    owner = "warm-up-user"
+    (job_id,) = stack.create_jobs([owner], prefix="warmup")
+    request = (
+        f"GET {job_path(job_id)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {stack.token(owner)}\r\nAccept: text/event-stream\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        deadline = time.monotonic() + 10
+        while b'"type":"connected"' not in received and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    time.sleep(0.5)
+
+
+def publish_and_measure(
+    stack: Stack,
+    load: LoadGen,
+    jobs: list[tuple[str, str]],
+    *,
+    rate: float,
+    duration: float,
+    drain_timeout: float = 20.0,
+) -> dict[str, Any]:
+    """Publishes at `rate` for `duration`, waits until every client has every
+    event (or `drain_timeout`), and reports deliveries, latency, losses and
+    the CPU each party used meanwhile."""
+    with Publisher(stack.redis_url, stack.settings.namespace, jobs, rate, duration, stack.load_cpus) as publisher:
+        load.stats(reset=True)
+        cores_before, server_before = core_times(), stack.probe.sample()
+        publisher.start()
+        published = publisher.result()
+    drained = load.call("expect", drain_timeout + 10, counts=published["counts"], timeout=drain_timeout)
+    server_after, cores_after = stack.probe.sample(), core_times()
+    stats = load.stats(counts=published["counts"])
+    return delivery_figures(
+        stats,
+        published,
+        started_ns=publisher.started_ns or 0,
+        server=(server_before, server_after),
+        cores=core_busy_percent(cores_before, cores_after),
+        complete=all(d["complete"] for d in drained),
+    )
+
+
+def delivery_figures(
+    stats: dict[str, Any],
+    published: dict[str, Any],
+    *,
+    started_ns: int,
+    server: tuple[Any, Any],
+    cores: dict[str, float],
+    complete: bool,
+) -> dict[str, Any]:
+    before, after = server
+    window = after.at - before.at
+    server_cpu = after.cpu_seconds - before.cpu_seconds
+    deliveries = stats["deliveries"]
+    span = ((stats["last_ns"] or started_ns) - started_ns) / 1e9
+    accounting = stats.get("accounting", {})
+    return {
+        "events_published": published["sent"],
+        "publish_rate_achieved": round(published["rate_achieved"], 1),
+        "publish_failures": published["failures"],
+        "publisher_lateness_ms": published["lateness"],
+        "publisher_cpu_seconds": round(published["cpu_seconds"], 2),
+        "deliveries": deliveries,
+        "deliveries_per_s": round(deliveries / span, 1) if span > 0 else None,
+        "latency_ms": stats["latency"].summary(),
+        "lost": accounting.get("lost"),
+        "duplicates": accounting.get("duplicates"),
+        "unexpected": accounting.get("unexpected"),
+        "connections_with_errors": accounting.get("connections_with_errors"),
+        "all_delivered": complete,
+        "server_cpu_seconds": round(server_cpu, 2),
+        "server_cpu_percent": round(cpu_percent(before, after), 1),
+        "deliveries_per_server_cpu_second": round(deliveries / server_cpu) if server_cpu > 0 else None,
+        "server_rss_mib": round(after.rss_bytes / MIB, 1),
+        "window_s": round(window, 2),
+        "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
+        "core_busy_percent": cores,
+        "client_errors": stats["errors"],
+        "streams_closed_by_server": stats["streams_closed_by_server"],
+        "load_average": load_average(),
+    }

