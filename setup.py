@@ -10,7 +10,7 @@ setup(
     packages=[*find_packages(include=["hub", "hub.*", "actors", "actors.*"]), "hub_client"],
     # The Python client lives beside the JavaScript one, under clients/.
     package_dir={"hub_client": "clients/python/hub_client"},
-    package_data={"hub": ["lua/*.lua", "static/*"]},
+    package_data={"hub": ["lua/*.lua", "static/*"], "hub_client": ["py.typed"]},
     install_requires=[
         "tornado>=6.4",
         "redis>=5.0",

@@ -191,8 +191,13 @@ class SseClient:
         reader = self._reader
         first = reader.head is None
         pieces = reader.feed(data)
-        if first and reader.head is not None:
-            self._on_head(reader.head)
+        if reader.head is None:
+            return
+        if reader.head.status != 200:
+            self._refused(reader.head, pieces)
+            return
+        if first and self.dropped_ns is not None and self.reconnected_ns is None:
+            self.reconnected_ns = self.caught_up_ns = time.monotonic_ns()
         updates = []
         for piece in pieces:
             for frame in self._decoder.feed(piece):
@@ -224,14 +229,20 @@ class SseClient:
         if self.reconnected_ns is not None and sent_ns <= self.reconnected_ns:
             self.caught_up_ns = now  # a replayed (or in-flight) event sent before the stream was back
 
-    def _on_head(self, head: Head) -> None:
-        if head.status == 200:
-            if self.dropped_ns is not None and self.reconnected_ns is None:
-                self.reconnected_ns = self.caught_up_ns = time.monotonic_ns()
+    def _refused(self, head: Head, pieces: list[bytes]) -> None:
+        """A non-200 answer: fails the connect with the server's error code."""
+        self._error_body = getattr(self, "_error_body", b"") + b"".join(pieces)
+        if not self._reader.complete:
             return
-        self.tally.errors[f"http_{head.status}"] += 1
+        try:
+            code = json.loads(self._error_body).get("error", "")
+        except ValueError:
+            code = ""
+        self._error_body = b""
+        reason = f"HTTP {head.status} {code}".strip()
+        self.tally.errors[reason] += 1
         if self.greeted and not self.greeted.done():
-            self.greeted.set_exception(ConnectionError(f"HTTP {head.status}"))
+            self.greeted.set_exception(ConnectionError(reason))
             self.greeted.exception()
 
     def on_lost(self, wire: _Wire) -> None:

@@ -295,16 +295,22 @@ class LoadGen:
     def split(self, items: list[Any]) -> list[list[Any]]:
         return [items[i :: self.count] for i in range(self.count)]
 
-    def call(self, op: str, timeout: float, per_worker: list[dict[str, Any]] | None = None, **common: Any) -> list[dict[str, Any]]:
+    def call(
+        self, op: str, budget: float, per_worker: list[dict[str, Any]] | None = None, **common: Any
+    ) -> list[dict[str, Any]]:
+        """Runs `op` on every worker; each must answer within `budget` seconds."""
         payloads = per_worker or [{} for _ in self._conns]
         for conn, payload in zip(self._conns, payloads, strict=True):
             conn.send({"op": op, **common, **payload})
         replies = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + budget
         for index, conn in enumerate(self._conns):
             if not conn.poll(max(0.0, deadline - time.monotonic())):
-                raise BenchError(f"load generator {index} did not finish {op!r} within {timeout:.0f}s")
-            reply = conn.recv()
+                raise BenchError(f"load generator {index} did not finish {op!r} within {budget:.0f}s")
+            try:
+                reply = conn.recv()
+            except (EOFError, OSError):
+                raise BenchError(f"load generator {index} died during {op!r}") from None
             if "error" in reply:
                 raise BenchError(f"load generator {index} failed {op!r}:\n{reply['error']}")
             replies.append(reply)

@@ -4,6 +4,7 @@ it sets for its processes."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import resource
@@ -18,9 +19,11 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = 0
 
 
+@functools.cache
 def cpu_sets() -> tuple[set[int] | None, set[int] | None]:
     """(server cores, load cores), or (None, None) when there is one core and
-    pinning would only make things worse."""
+    pinning would only make things worse. Decided once, before the benchmark
+    pins itself to the load cores."""
     available = sorted(os.sched_getaffinity(0))
     if len(available) < 2:
         return None, None

@@ -8,7 +8,7 @@ import os
 from importlib import resources
 
 import tornado.web
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from hub.auth import TokenVerifier
 from hub.bus import EventBus
@@ -33,6 +33,26 @@ access_log = logging.getLogger("hub.access")
 
 JOB_ID = r"([^/]+)"
 JOB_TYPE = r"(character|media)"
+
+
+#: Redis connections one hub process uses at most (the pub/sub one aside).
+REDIS_POOL_SIZE = 64
+#: A request waits this long for a free Redis connection before a 503.
+REDIS_POOL_WAIT_SECONDS = 10.0
+REDIS_SOCKET_TIMEOUT = 5.0
+
+
+def connect_redis(url: str) -> Redis:
+    """The process's Redis client. Its pool makes a burst of requests (a
+    reconnect storm) wait for a connection instead of being refused."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=REDIS_POOL_WAIT_SECONDS,
+        socket_timeout=REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
+    )
+    return Redis(connection_pool=pool)
 
 
 def build_context(settings: Settings, redis: Redis, enqueue: Enqueue) -> HubContext:

@@ -9,11 +9,10 @@ import signal
 import socket
 import time
 
-from redis.asyncio import Redis
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
-from hub.app import build_context, make_app
+from hub.app import build_context, connect_redis, make_app
 from hub.dispatch import JobDispatcher
 from hub.errors import ConfigError
 from hub.settings import Settings
@@ -26,7 +25,6 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 #: On SIGTERM, open connections get this long to end before they are cut.
 DRAIN_SECONDS = 10.0
-REDIS_SOCKET_TIMEOUT = 5.0
 
 
 class HubHTTPServer(HTTPServer):
@@ -45,9 +43,7 @@ class HubHTTPServer(HTTPServer):
 async def serve(settings: Settings, *, dev_tokens: bool = False) -> None:
     if not settings.redis_url:
         raise ConfigError("hub serve needs HUB_REDIS_URL (hub up starts an embedded Redis for you)")
-    redis = Redis.from_url(
-        settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT, socket_connect_timeout=REDIS_SOCKET_TIMEOUT
-    )
+    redis = connect_redis(settings.redis_url)
     dispatcher = JobDispatcher(settings)
     ctx = build_context(settings, redis, dispatcher)
     server = HubHTTPServer(

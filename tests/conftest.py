@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 import redis
-from redis.asyncio import Redis as AsyncRedis
 
-from hub.app import build_context, make_app
+from hub.app import build_context, connect_redis, make_app
 from hub.auth import issue_token
 from hub.context import HubContext
 from hub.dispatch import JobDispatcher
@@ -102,7 +101,7 @@ def sync_redis(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def ctx(io_loop: Any, settings: Settings, sync_redis: redis.Redis) -> Iterator[HubContext]:
     async def start() -> HubContext:
-        client = AsyncRedis.from_url(settings.redis_url or "")
+        client = connect_redis(settings.redis_url or "")
         context = build_context(settings, client, JobDispatcher(settings))
         await context.start()
         await context.bus.wait_connected(10)

@@ -16,6 +16,12 @@ BAD_BODIES = {
         ({"name": "x" * 101}, "name must be at most 100 characters"),
         ({"name": "Ada", "description": "d" * 2001}, "description must be at most 2000 characters"),
         ({"name": "Ada", "colour": "red"}, "unknown field(s): colour"),
+        ({"name": None}, "name is required"),
+        ({"name": ["Ada"]}, "name must be a string"),
+        ({"name": " \t\n"}, "name must not be empty"),
+        ({"name": "A\u0000da"}, "name must not contain NUL characters"),
+        ({"name": "Ada\ud800"}, "name must be valid Unicode text"),  # a lone surrogate
+        ({"name": "Ada", "description": {"text": "x"}}, "description must be a string"),
     ],
     "/api/v1/media/images": [
         ({}, "prompt is required"),
@@ -24,6 +30,15 @@ BAD_BODIES = {
         ({"prompt": "fox", "width": "512"}, "width must be an integer"),
         ({"prompt": "fox", "width": True}, "width must be an integer"),
         ({"prompt": "fox", "width": 512.5}, "width must be an integer"),
+        ({"prompt": 42}, "prompt must be a string"),
+        ({"prompt": "p" * 1001}, "prompt must be at most 1000 characters"),
+        ({"prompt": "\udfff fox"}, "prompt must be valid Unicode text"),
+        ({"prompt": "fox", "width": 63}, "width must be between 64 and 1024"),
+        ({"prompt": "fox", "height": 1025}, "height must be between 64 and 1024"),
+        ({"prompt": "fox", "width": -512}, "width must be between 64 and 1024"),
+        ({"prompt": "fox", "width": 10**30}, "width must be between 64 and 1024"),
+        ({"prompt": "fox", "width": None}, "width must be an integer"),
+        ({"prompt": "fox", "height": [512]}, "height must be an integer"),
     ],
 }
 
@@ -39,13 +54,25 @@ async def test_invalid_job_input_is_a_400_that_says_why(api, path, body, message
 
 async def test_malformed_json_and_wrong_content_type_are_400(api, hub_url, token):
     headers = {"Authorization": f"Bearer {token('alice')}", "Content-Type": "application/json"}
-    for body in (b"{not json", b"[1, 2]", b"\xff\xfe"):
+    for body in (b"{not json", b"[1, 2]", b"\xff\xfe", b"", b'{"name": "Ada"} {}', b"[" * 16_000, b"{}" + b"\0"):
         response = await request(hub_url + "/api/v1/characters", "POST", headers, body)
         assert response.status == 400 and (await response.json_body())["error"] == "bad_request"
     response = await request(
         hub_url + "/api/v1/characters", "POST", {**headers, "Content-Type": "text/plain"}, b'{"name": "Ada"}'
     )
     assert response.status == 400
+
+
+async def test_inputs_at_the_limits_are_accepted(api):
+    client = api("alice")
+    for path, body in (
+        ("/api/v1/characters", {"name": "n" * 100, "description": "d" * 2000}),
+        ("/api/v1/characters", {"name": "Ada\u2028Lovelace\r\n", "description": "line\r\nbreaks\u0085"}),
+        ("/api/v1/media/images", {"prompt": "p" * 1000, "width": 64, "height": 1024}),
+        ("/api/v1/media/images", {"prompt": "\U0001f98a at dawn", "width": 1024, "height": 64}),
+    ):
+        status, answer = await client.post(path, body)
+        assert status == 202, (body, answer)
 
 
 async def test_oversized_body_is_a_413(hub_url, token):

@@ -1,6 +1,7 @@
 """A real nginx, configured by config/nginx.conf itself, in front of two
-`hub serve` processes and a real worker: events stream through unbuffered,
-held long-polls and idle streams are not cut, the hub logs the client's own
+`hub serve` processes and a real worker: events stream through one by one,
+uncompressed, held long-polls and idle streams are not cut, a client that
+stops reading is not hidden from the hub, the hub logs the client's own
 address, and a client moves between the processes mid-job without losing or
 repeating an event.
 
@@ -284,7 +285,7 @@ async def test_each_event_passes_nginx_before_the_next_is_published(stack, token
         for route, (job_id, stream) in jobs.items():
             published = time.perf_counter()
             ids = journal.update(job_id, "bob", "character", status=status, progress=min(100, n * 3))
-            # Bounded: a buffering proxy would hold the event until this times out.
+            # Bounded: a proxy that holds events back (a compressor, say) fails here.
             frame = await stream.frame(timeout=10)
             latency[route].append(1000 * (time.perf_counter() - published))
             assert frame is not None and frame.id == ids[0].decode(), f"event {n} did not come through {route}"
@@ -323,7 +324,7 @@ async def test_an_idle_stream_gets_its_keepalives_through_nginx_and_stays_open(s
     started = time.monotonic()
     periods = 5
     for _ in range(periods):
-        # One at a time: buffered, these few bytes would wait for minutes.
+        # One at a time: held back (by a compressor, say), these few bytes would not come.
         assert await stream.comment(timeout=5 * KEEPALIVE_SECONDS) == "keepalive"
     assert time.monotonic() - started >= (periods - 1) * KEEPALIVE_SECONDS
     # Still open: the next keepalive comes too.
@@ -344,7 +345,7 @@ async def test_nginx_does_not_hide_a_client_that_stopped_reading(stack, token, s
     # From here on the client reads nothing more.
     server = stack.hubs[hub]
     bulky = "x" * 64 * 1024
-    for n in range(400):  # 25 MiB at most, far beyond the socket buffers on the way
+    for n in range(400):  # 25 MiB at most: more than the socket buffers on the way hold
         journal.update(job_id, "gus", "character", status="active", progress=0, step=f"{n}:{bulky}")
         if n % 10 == 9 and server.metric("hub_slow_consumers_disconnected_total"):
             break

@@ -116,3 +116,17 @@ async def test_the_per_user_limit_holds_across_processes_and_a_crash_frees_slots
     print(f"slots of a crashed process released after {time.monotonic() - crashed_at:.2f}s (ttl 2 s)")
     for stream in (on_a, on_b, other):
         stream.close()
+
+
+async def test_a_burst_of_connections_waits_for_redis_instead_of_being_refused(hub_process, token):
+    # More simultaneous streams than the process has Redis connections: a
+    # reconnect storm after a deploy looks like this.
+    hub = hub_process()
+    burst = 300
+    started = time.monotonic()
+    streams = await asyncio.gather(*(open_my_stream(hub.url, token(f"user{n}")) for n in range(burst)))
+    print(f"{burst} streams opened at once in {time.monotonic() - started:.2f}s")
+    statuses = [stream.status for stream in streams]
+    for stream in streams:
+        stream.close()
+    assert statuses == [200] * burst, {status: statuses.count(status) for status in set(statuses)}

@@ -53,7 +53,9 @@ class Answer:
         return json.loads(self.body)
 
 
-async def ask(url: str, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None) -> Answer:
+async def ask(
+    url: str, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None
+) -> Answer:
     """Every header line as sent (repeats included); a stream's body is not read."""
     sent = await send(url, method, headers, body)
     status_line = await asyncio.wait_for(sent.reader.readline(), DEFAULT_TIMEOUT)
@@ -173,3 +175,23 @@ async def test_without_configured_origins_there_are_no_cors_headers(ctx, hub_url
             answer = await ask(hub_url + path, "OPTIONS", preflight_headers(origin, method))
             assert 400 <= answer.status < 500 and answer.cors() == {}, path
             assert answer.json()["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("configured", [(), (APP,)], ids=["no CORS", "CORS"])
+async def test_another_site_cannot_start_a_job_with_the_users_cookie(ctx, hub_url, token, settings_for, configured):
+    # A form post or a fetch without a JSON Content-Type needs no preflight,
+    # so the browser sends it, cookie and all: the hub must not act on it.
+    ctx.settings = settings_for(cors_origins=configured)
+    cookie = {"Cookie": f"hub_token={token('alice')}", "Origin": "https://evil.example"}
+    body = json.dumps({"name": "Mallory's puppet"}).encode()
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        headers = cookie if content_type is None else {**cookie, "Content-Type": content_type}
+        answer = await ask(hub_url + "/api/v1/characters", "POST", headers, body)
+        assert (answer.status, answer.json()["error"]) == (400, "bad_request"), content_type
+        assert answer.cors() == {}
+    poll = await ask(hub_url + "/api/v1/poll/jobs/my", headers={"Authorization": f"Bearer {token('alice')}"})
+    assert poll.json() == {"events": [], "cursor": "0-0"}, "no job may have been started"
+
+    # The same request with its JSON type (which only a preflight lets through) works.
+    answer = await ask(hub_url + "/api/v1/characters", "POST", {**cookie, "Content-Type": "application/json"}, body)
+    assert answer.status == 202

@@ -64,9 +64,8 @@ def parse_stream(stream: bytes) -> list[Dispatched]:
         elif name == "id":
             if "\0" not in value:
                 last_id = value
-        elif name == "retry":
-            if value and all("0" <= c <= "9" for c in value):
-                retry = int(value)
+        elif name == "retry" and value and all("0" <= c <= "9" for c in value):
+            retry = int(value)
         # "event" and anything else: not sent by the hub, ignored here.
     return events
 
@@ -76,10 +75,9 @@ def normalised(text: str) -> str:
 
 
 # Text full of everything that could end a line or a frame.
-TRICKY = st.sampled_from(
-    ["\r", "\n", "\r\n", "\n\r", "\r\r", "\n\n", "\0", "\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\ufeff"]
-    + [": ", "data:", "id: 1", "retry: 0", "event: x", " ", "\t", "{", '"']
-)
+BREAKS = ["\r", "\n", "\r\n", "\n\r", "\r\r", "\n\n", "\0", "\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\ufeff"]
+FIELDS = [": ", "data:", "id: 1", "retry: 0", "event: x", " ", "\t", "{", '"']
+TRICKY = st.sampled_from([*BREAKS, *FIELDS])
 TEXT = st.lists(st.text() | TRICKY, max_size=12).map("".join)
 
 

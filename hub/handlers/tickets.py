@@ -3,6 +3,8 @@ the recommended way to authenticate native EventSource (see CLIENTS.md)."""
 
 from __future__ import annotations
 
+import time
+
 from hub.errors import Unauthorized
 from hub.handlers.base import BaseHandler
 
@@ -14,5 +16,8 @@ class TicketHandler(BaseHandler):
         if not self.bearer_token():
             raise Unauthorized("a ticket is issued for an Authorization: Bearer header only")
         identity = await self.authenticate()
+        if identity.expires_at <= time.time():
+            # Within the leeway, but the streams it would open refuse it.
+            raise Unauthorized("token expired")
         ticket, ttl = await self.ctx.tickets.issue(identity)
         self.write_json({"ticket": ticket, "expiresIn": ttl}, status=201)

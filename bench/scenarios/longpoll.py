@@ -1,0 +1,67 @@
+"""longpoll: N clients follow one job each by long-polling (cursor to cursor)
+while events arrive at rate R: deliveries/s, latency, losses, server CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.clients import ClientSpec
+from bench.loadgen import BenchError, LoadGen
+from bench.params import Params
+from bench.scenarios.common import population, publish_and_measure, warm_up
+from bench.stack import Stack
+
+NAME = "longpoll"
+
+
+def settings(params: Params) -> dict[str, Any]:
+    return {
+        "connections": params.connection_count(5_000, 100),
+        "rate": params.events_per_second(2_500, 100),
+        "duration": params.seconds(20, 3),
+    }
+
+
+def run(params: Params) -> dict[str, Any]:
+    chosen = settings(params)
+    connections, rate, duration = chosen["connections"], chosen["rate"], chosen["duration"]
+    with Stack("hub", connections=connections) as stack:
+        warm_up(stack)
+        streams, jobs = population(stack, connections)
+        specs = [
+            ClientSpec(path=s.path.replace("/sse/", "/poll/"), token=s.token, jobs=s.jobs) for s in streams
+        ]
+        with LoadGen(stack.port, connections, stack.load_cpus) as load:
+            # The loops run until stopped; the duration only bounds them.
+            started = load.call(
+                "start_longpoll",
+                120 + connections / 100,
+                [{"specs": part} for part in load.split(specs)],
+                duration=duration + 600,
+                timeout=30.0,
+            )
+            failed = sum(r["failed"] for r in started)
+            if failed:
+                raise BenchError(f"{failed} long-poll clients did not get their first answer")
+            figures = publish_and_measure(stack, load, jobs, rate=rate, duration=duration)
+            load.call("close_all", 60)
+    return {"settings": chosen, "connections": connections, "rate": rate, "duration": duration, **figures}
+
+
+def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    latency = result["latency_ms"]
+    return [
+        {
+            "clients": result["connections"],
+            "events/s": result["rate"],
+            "deliveries/s": result["deliveries_per_s"],
+            "p50 ms": latency["p50_ms"],
+            "p90 ms": latency["p90_ms"],
+            "p99 ms": latency["p99_ms"],
+            "max ms": latency["max_ms"],
+            "lost": result["lost"],
+            "dup": result["duplicates"],
+            "server CPU %": result["server_cpu_percent"],
+            "deliveries/CPU-s": result["deliveries_per_server_cpu_second"],
+        }
+    ]

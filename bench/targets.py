@@ -1,0 +1,151 @@
+"""The targets the hub is judged against, each checked against what a run
+measured. A target stated for 10,000 connections is only judged on a run of
+at least that many; smaller runs show their figure marked "n/a"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+FULL_SCALE = 10_000
+
+
+@dataclass(frozen=True)
+class Check:
+    measured: str
+    met: bool | None  # None: the run was not at the target's scale
+    scale: str
+
+
+@dataclass(frozen=True)
+class Target:
+    scenario: str
+    name: str
+    required: str
+    check: Callable[[dict[str, Any]], Check]
+
+
+def _judge(ok: bool, connections: int, needed: int = FULL_SCALE) -> bool | None:
+    return ok if connections >= needed else None
+
+
+def _idle_rss(r: dict[str, Any]) -> Check:
+    n, value = r["connections"], r["rss_per_connection_kib"]
+    return Check(f"{value:.1f} KiB", _judge(value <= 16, n), f"N={n}")
+
+
+def _idle_cpu(r: dict[str, Any]) -> Check:
+    n, value = r["connections"], r["idle_cpu_percent"]
+    return Check(f"{value:.2f} %", _judge(value <= 3, n), f"N={n}, {r['window_s']} s window")
+
+
+def _fanout_throughput(r: dict[str, Any]) -> Check:
+    hub = [v for v in r["variants"] if v["server"] == "hub"]
+    best = max(hub, key=lambda v: v["deliveries_per_s"] or 0)
+    p99 = best["latency_ms"]["p99_ms"]
+    offered = best["rate"] * best["per_job"]
+    ok = (best["deliveries_per_s"] or 0) >= 40_000 and p99 is not None and p99 <= 100 and best["lost"] == 0
+    measured = (
+        f"{best['deliveries_per_s']:,.0f}/s (offered {offered:,.0f}/s), p99 {p99} ms, lost {best['lost']}; "
+        f"{best['deliveries_per_server_cpu_second'] or 0:,.0f} deliveries per hub CPU-second"
+    )
+    return Check(measured, ok if offered >= 40_000 else None, f"N={best['connections']}, {best['kind']}")
+
+
+def _fanout_10k(r: dict[str, Any]) -> Check:
+    hub = [v for v in r["variants"] if v["server"] == "hub" and v["kind"] == "jobs"]
+    v = max(hub, key=lambda v: v["connections"])
+    p50, p99 = v["latency_ms"]["p50_ms"], v["latency_ms"]["p99_ms"]
+    ok = p50 is not None and p99 is not None and p50 <= 5 and p99 <= 50 and v["lost"] == 0
+    at_scale = v["connections"] >= FULL_SCALE and v["rate"] >= 5_000
+    return Check(
+        f"p50 {p50} ms, p99 {p99} ms, lost {v['lost']}",
+        ok if at_scale else None,
+        f"N={v['connections']}, {v['rate']:,.0f} events/s",
+    )
+
+
+def _broadcast(r: dict[str, Any]) -> Check:
+    n, worst, median = r["connections"], r["last_delivery_max_ms"], r["last_delivery_p50_ms"]
+    ok = worst is not None and worst <= 250 and r["lost"] == 0
+    return Check(f"last delivery p50 {median} ms, max {worst} ms", _judge(ok, n), f"N={n}, {r['events']} events")
+
+
+def _polling_cpu(r: dict[str, Any]) -> Check:
+    n, ratio = r["polling"]["connections"], r["cpu_ratio_polling_to_sse"]
+    measured = (
+        f"polling {r['polling']['projected_cpu_percent']} % of a core (measured {r['polling']['server_cpu_percent']} %), "
+        f"SSE {r['sse']['server_cpu_percent']} %: ratio {ratio}"
+    )
+    return Check(measured, _judge(ratio is not None and ratio >= 20, n), f"N={n}")
+
+
+def _polling_staleness(r: dict[str, Any]) -> Check:
+    n = r["sse"]["connections"]
+    sse, polled = r["sse"]["staleness_ms"]["p50_ms"], r["polling"]["staleness_ms"]["p50_ms"]
+    return Check(f"SSE {sse} ms vs polling {polled} ms", _judge(sse is not None and sse <= 5, n), f"N={n}")
+
+
+def _connects(r: dict[str, Any]) -> Check:
+    c = r["connects"]
+    return Check(f"{c['connects_per_s']:,.0f}/s", c["connects_per_s"] >= 1_000, f"{c['clients']} concurrent clients")
+
+
+def _storm(r: dict[str, Any]) -> Check:
+    s = r["storm"]
+    ok = s["recovery_s"] is not None and s["recovery_s"] <= 15 and s["lost"] == 0 and s["duplicates"] == 0
+    measured = f"recovered in {s['recovery_s']} s (all back after {s['all_reconnected_s']} s), lost {s['lost']}, dup {s['duplicates']}"
+    return Check(measured, _judge(ok, s["connections"]), f"N={s['connections']}, {s['rate']:,.0f} events/s")
+
+
+def _peer_deliveries(r: dict[str, Any]) -> Check:
+    ratios = r["ratios_hub_to_peer"]
+    per_cpu, achieved = ratios["deliveries_per_server_cpu_second"], ratios["deliveries_per_s"]
+    ok = per_cpu is not None and per_cpu >= 1 and achieved is not None and achieved >= 0.99
+    return Check(
+        f"deliveries per CPU-s hub/peer {per_cpu}; deliveries/s hub/peer {achieved}",
+        ok,
+        f"N={r['settings']['connections']}",
+    )
+
+
+def _peer_memory(r: dict[str, Any]) -> Check:
+    ratio = r["ratios_hub_to_peer"]["rss_per_connection"]
+    hub, peer = r["hub"]["idle"]["rss_per_connection_kib"], r["peer"]["idle"]["rss_per_connection_kib"]
+    return Check(f"{hub} vs {peer} KiB/connection (ratio {ratio})", ratio is not None and ratio <= 1, f"N={r['settings']['connections']}")
+
+
+TARGETS = [
+    Target("idle", "idle memory", "≤ 16 KiB RSS per connection at 10,000", _idle_rss),
+    Target("idle", "idle CPU", "≤ 3 % of a core at 10,000", _idle_cpu),
+    Target("fanout", "fanout throughput", "≥ 40,000 deliveries/s, p99 ≤ 100 ms, no loss", _fanout_throughput),
+    Target("fanout", "fanout latency", "10,000 conn. at 5,000 events/s: p50 ≤ 5 ms, p99 ≤ 50 ms", _fanout_10k),
+    Target("broadcast", "broadcast", "10,000 subscribers: last delivery ≤ 250 ms", _broadcast),
+    Target("polling", "polling CPU", "SSE ≤ 1/20 of 2 s polling's CPU at 10,000", _polling_cpu),
+    Target("polling", "staleness", "SSE median ≤ 5 ms (polling ~1 s)", _polling_staleness),
+    Target("churn", "connects", "≥ 1,000 connects/s", _connects),
+    Target("churn", "reconnect storm", "10,000 clients recover ≤ 15 s, no loss", _storm),
+    Target("peer", "vs peer: deliveries", "≥ the sse-starlette peer's deliveries/s", _peer_deliveries),
+    Target("peer", "vs peer: memory", "≤ the peer's memory per connection", _peer_memory),
+]
+
+
+def evaluate(results: dict[str, Any], load_average: list[float]) -> list[dict[str, Any]]:
+    rows = []
+    for target in TARGETS:
+        result = results.get(target.scenario)
+        if result is None:
+            continue
+        check = target.check(result)
+        rows.append(
+            {
+                "target": target.name,
+                "required": target.required,
+                "measured": check.measured,
+                "met": "n/a (smaller run)" if check.met is None else ("met" if check.met else "NOT met"),
+                "run": check.scale,
+                "load average at start": " ".join(str(v) for v in load_average),
+            }
+        )
+    return rows
