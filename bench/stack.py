@@ -67,6 +67,7 @@ class Stack:
         }
         self._exit = ExitStack()
         self.process: subprocess.Popen[bytes] | None = None
+        self.final_log = ""
         self.valkey: EmbeddedRedis | None = None
 
     def __enter__(self) -> Stack:
@@ -128,14 +129,15 @@ class Stack:
         raise RuntimeError(f"the {self.server} was not ready within {READY_TIMEOUT:.0f}s:\n{self.log_tail()}")
 
     def _stop_server(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        # Its log lives in a folder about to be removed: warnings go in the report.
+        self.final_log = self.log_tail()
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -262,10 +262,12 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: 
 class HubProcess:
     """A real `hub serve` process on a free port."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, output: Path | None = None) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], port: int, output: Path | None = None, host: str = "127.0.0.1"
+    ) -> None:
         self.process = process
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{host}:{port}"
         #: The file the process's stdout and stderr go to, when asked for.
         self.output = output
 
@@ -352,7 +354,7 @@ def hub_process(settings: Settings) -> Iterator[Callable[..., HubProcess]]:
                 process = subprocess.Popen(
                     command, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
                 )
-        hub = HubProcess(process, port, output)
+        hub = HubProcess(process, port, output, host=env.get("HUB_HOST", "127.0.0.1"))
         started.append(hub)
         wait_ready(hub.url + "/readyz", process)
         return hub

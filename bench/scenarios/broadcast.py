@@ -74,6 +74,7 @@ def measure(server: str, connections: int, events: int, rate: float) -> dict[str
         "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
         "core_busy_percent": core_busy_percent(cores_before, cores_after),
         "load_average": load_average(),
+        "server_log": stack.final_log,
     }
 
 

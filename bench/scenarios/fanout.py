@@ -46,6 +46,7 @@ def measure(server: str, connections: int, rate: float, duration: float, *, kind
         "duration": duration,
         "open_seconds": round(opened["seconds"], 2),
         **figures,
+        "server_log": stack.final_log,
     }
 
 

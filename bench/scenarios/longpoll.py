@@ -45,7 +45,7 @@ def run(params: Params) -> dict[str, Any]:
                 raise BenchError(f"{failed} long-poll clients did not get their first answer")
             figures = publish_and_measure(stack, load, jobs, rate=rate, duration=duration)
             load.call("close_all", 60)
-    return {"settings": chosen, "connections": connections, "rate": rate, "duration": duration, **figures}
+    return {"settings": chosen, "connections": connections, "rate": rate, "duration": duration, **figures, "server_log": stack.final_log}
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:

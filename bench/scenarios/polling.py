@@ -85,6 +85,7 @@ def measure_polling(connections: int, rate: float, duration: float) -> dict[str,
         "core_busy_percent": core_busy_percent(cores_before, cores_after),
         "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
         "load_average": load_average(),
+        "server_log": stack.final_log,
     }
 
 
@@ -101,6 +102,7 @@ def measure_sse(connections: int, rate: float, duration: float) -> dict[str, Any
         **figures,
         "staleness_ms": figures["latency_ms"],
         "projected_cpu_percent": figures["server_cpu_percent"],
+        "server_log": stack.final_log,
     }
 
 
