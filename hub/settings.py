@@ -143,6 +143,10 @@ class Settings:
             raise ConfigError("HUB_JWT_ALGORITHMS cannot include 'none'")
         if self.jwt_public_key and any(a.startswith("HS") for a in self.jwt_algorithms):
             raise ConfigError("with HUB_JWT_PUBLIC_KEY, HUB_JWT_ALGORITHMS must be asymmetric (RS*/ES*/PS*)")
+        if not self.jwt_public_key and any(not a.startswith("HS") for a in self.jwt_algorithms):
+            # A shared secret cannot check RS/ES/PS signatures: refuse the mix
+            # at start instead of failing every such token later.
+            raise ConfigError("HUB_JWT_ALGORITHMS other than HS* need HUB_JWT_PUBLIC_KEY")
 
 
 def read_env_file(path: str) -> dict[str, str]:
