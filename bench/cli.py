@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -13,9 +14,10 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-from bench import plots, report, targets
+from bench import plots, profile, report, targets
 from bench.params import Params
 from bench.scenarios import broadcast, churn, fanout, idle, longpoll, peer, polling
+from bench.stack import PROFILE_DIR_ENV
 from bench.system import cpu_sets, load_average, machine, pin, raise_open_files
 
 SCENARIOS: dict[str, ModuleType] = {
@@ -37,6 +39,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-job", type=int, help="fanout: connections per job (default 1)")
     parser.add_argument("--json", type=Path, help="where the run's JSON goes (the .md and plots go beside it)")
     parser.add_argument("--quick", action="store_true", help="small N and a few seconds each: a smoke test")
+    parser.add_argument(
+        "--profile", action="store_true", help="run each server under py-spy and report where it spends its time"
+    )
     return parser.parse_args(argv)
 
 
@@ -52,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     pin(cpu_sets()[1])  # this process and everything it starts, but the server, stay off the server's core
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     started = datetime.now(UTC)
+    path = args.json or RESULTS / f"{args.scenario}-{started:%Y%m%d-%H%M%S}.json"
+    if args.profile:
+        os.environ[PROFILE_DIR_ENV] = str(path.parent / f"{path.stem}-profiles")
     run: dict[str, Any] = {
         "started_at": started.isoformat(timespec="seconds"),
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -79,13 +87,24 @@ def main(argv: list[str] | None = None) -> int:
     run["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     run["targets"] = targets.evaluate(run["results"], run["load_average_start"])
     sections = [(name, SCENARIOS[name].rows(result)) for name, result in run["results"].items()]
+    run["profiles"] = {p: profile.summarize(p) for p in _profiles(run["results"]) if Path(p).exists()}
     text = report.markdown(run, sections)
-    path = args.json or RESULTS / f"{args.scenario}-{started:%Y%m%d-%H%M%S}.json"
+    text += "".join(profile.markdown(Path(p).name, summary) + "\n" for p, summary in run["profiles"].items())
     run["plots"] = [str(p) for p in plots.draw(run["results"], path.parent, path.stem)]
     md = report.write(path, run, text)
     print(text)
     print(f"written: {path}, {md}" + "".join(f", {p}" for p in run["plots"]))
     return 1 if run["failures"] else 0
+
+
+def _profiles(value: Any) -> list[str]:
+    """Every profile a scenario's stacks wrote, wherever it sits in the results."""
+    if isinstance(value, dict):
+        found = [p for p in value.get("profiles", []) if isinstance(p, str)]
+        return found + [p for key, item in value.items() if key != "profiles" for p in _profiles(item)]
+    if isinstance(value, list):
+        return [p for item in value for p in _profiles(item)]
+    return []
 
 
 def _valkey_version() -> str | None:

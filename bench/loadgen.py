@@ -11,6 +11,7 @@ slow server. Commands and answers travel as dicts over a pipe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import multiprocessing
 import time
@@ -106,16 +107,19 @@ class Worker:
         clients = [SseClient(spec, self.target, self.tally) for spec in specs]
         results = await asyncio.gather(*(open_one(c) for c in clients))
         self.streams += clients
-        return {"opened": sum(results), "failed": len(results) - sum(results), "errors": dict(errors), "seconds": time.monotonic() - started}
+        return {
+            "opened": sum(results),
+            "failed": len(results) - sum(results),
+            "errors": dict(errors),
+            "seconds": time.monotonic() - started,
+        }
 
     async def op_expect(self, counts: dict[str, int], timeout: float) -> dict[str, Any]:
         """Waits until every client has every event the publisher sent."""
         deadline = time.monotonic() + timeout
         clients = [*self.streams, *self.loops]
         while True:
-            missing = sum(
-                1 for c in clients if isinstance(c, (SseClient, LongPollClient)) and not _complete(c, counts)
-            )
+            missing = sum(1 for c in clients if isinstance(c, (SseClient, LongPollClient)) and not _complete(c, counts))
             if missing == 0 or time.monotonic() > deadline:
                 return {"complete": missing == 0, "incomplete_clients": missing}
             await asyncio.sleep(0.05)
@@ -320,7 +324,11 @@ class LoadGen:
         # Generous: connects are paced, so 10,000 of them take a while.
         budget = timeout + len(specs) / 200
         replies = self.call(
-            "open_sse", budget, [{"specs": part} for part in self.split(specs)], timeout=timeout, track_events=track_events
+            "open_sse",
+            budget,
+            [{"specs": part} for part in self.split(specs)],
+            timeout=timeout,
+            track_events=track_events,
         )
         errors: Counter[str] = Counter()
         for reply in replies:
@@ -337,10 +345,8 @@ class LoadGen:
 
     def close(self) -> None:
         for conn in self._conns:
-            try:
+            with contextlib.suppress(OSError, ValueError):  # already gone
                 conn.send({"op": "exit"})
-            except (OSError, ValueError):
-                pass
         for process in self._processes:
             process.join(5)
             if process.is_alive():

@@ -67,7 +67,9 @@ def _polling_vs_sse(polling: dict[str, Any], path: Path) -> Path:
     cpu_axes.set_ylabel("hub CPU, % of one core")
     cpu_axes.set_title(f"{polled['connections']:,} clients")
     stale_axes.bar(
-        labels, [polled["staleness_ms"]["p50_ms"] or 0, sse["staleness_ms"]["p50_ms"] or 0], color=["#c0504d", "#4f81bd"]
+        labels,
+        [polled["staleness_ms"]["p50_ms"] or 0, sse["staleness_ms"]["p50_ms"] or 0],
+        color=["#c0504d", "#4f81bd"],
     )
     stale_axes.set_yscale("log")
     stale_axes.set_ylabel("median staleness (ms)")

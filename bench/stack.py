@@ -8,6 +8,7 @@ and the load generator share the other one(s).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import ExitStack
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,9 @@ SERVERS = {
     "hub": [sys.executable, "-m", "hub", "serve"],
     "peer": [sys.executable, "-m", "bench.peers.sse_starlette_peer"],
 }
+#: When set (by `--profile`), py-spy samples the server during each
+#: measurement window and writes its samples into this folder.
+PROFILE_DIR_ENV = "BENCH_PROFILE_DIR"
 
 
 class Stack:
@@ -68,6 +73,7 @@ class Stack:
         self._exit = ExitStack()
         self.process: subprocess.Popen[bytes] | None = None
         self.final_log = ""
+        self.profiles: list[str] = []
         self.valkey: EmbeddedRedis | None = None
 
     def __enter__(self) -> Stack:
@@ -88,6 +94,7 @@ class Stack:
         self._exit.callback(self.valkey.stop)
         assert self.valkey.process is not None
         pin(self.load_cpus, self.valkey.process.pid)
+        self.valkey_probe = ProcessProbe(self.valkey.process.pid)
         self.redis_url = self.valkey.url
         self.env["HUB_REDIS_URL"] = self.redis_url
         self.redis = redis.Redis.from_url(self.redis_url)
@@ -108,6 +115,43 @@ class Stack:
         self._exit.callback(self._stop_server)
         self._wait_ready()
         self.probe = ProcessProbe(self.process.pid)
+
+    @contextlib.contextmanager
+    def profiled(self, label: str) -> Iterator[None]:
+        """Samples the server with py-spy for the block, with `--profile`."""
+        folder = os.environ.get(PROFILE_DIR_ENV)
+        if not folder or self.process is None:
+            yield
+            return
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        path = os.path.join(folder, f"{self.server}-{label}-n{self.connections}.txt")
+        spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        # --nonblocking: sampling must not pause the server it measures; and
+        # py-spy runs on the load cores, not the server's.
+        command = [spy, "record", "--pid", str(self.process.pid), "--nonblocking", "--function"]
+        with open(self.log_path, "ab") as log:
+            sampler = subprocess.Popen(
+                [*command, "--format", "raw", "--output", path],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=lambda: (die_with_parent(), pin(self.load_cpus)),
+            )
+        try:
+            yield
+        finally:
+            sampler.send_signal(signal.SIGINT)  # py-spy writes its samples on Ctrl-C
+            try:
+                sampler.wait(30)
+            except subprocess.TimeoutExpired:
+                sampler.kill()
+                sampler.wait()
+            self.profiles.append(path)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """For the report, after the stack stopped: the server's last log
+        lines (warnings) and the profiles taken, if any."""
+        return {"server_log": self.final_log, "profiles": self.profiles}
 
     def _prepare_child(self) -> None:
         die_with_parent()

@@ -119,10 +119,8 @@ def _version(package: str) -> str | None:
 def machine() -> dict[str, Any]:
     with open("/proc/meminfo", encoding="ascii") as handle:
         mem_kib = int(handle.readline().split()[1])
-    model = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8") if "model name" in line),
-        platform.processor(),
-    )
+    with open("/proc/cpuinfo", encoding="utf-8") as handle:
+        model = next((line.split(":", 1)[1].strip() for line in handle if "model name" in line), platform.processor())
     server, load = cpu_sets()
     return {
         "cores": os.cpu_count(),

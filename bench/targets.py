@@ -76,9 +76,10 @@ def _broadcast(r: dict[str, Any]) -> Check:
 
 def _polling_cpu(r: dict[str, Any]) -> Check:
     n, ratio = r["polling"]["connections"], r["cpu_ratio_polling_to_sse"]
+    polled, sse = r["polling"], r["sse"]
     measured = (
-        f"polling {r['polling']['projected_cpu_percent']} % of a core (measured {r['polling']['server_cpu_percent']} %), "
-        f"SSE {r['sse']['server_cpu_percent']} %: ratio {ratio}"
+        f"polling {polled['projected_cpu_percent']} % of a core (measured {polled['server_cpu_percent']} %), "
+        f"SSE {sse['server_cpu_percent']} %: ratio {ratio}"
     )
     return Check(measured, _judge(ratio is not None and ratio >= 20, n), f"N={n}")
 
@@ -97,7 +98,10 @@ def _connects(r: dict[str, Any]) -> Check:
 def _storm(r: dict[str, Any]) -> Check:
     s = r["storm"]
     ok = s["recovery_s"] is not None and s["recovery_s"] <= 15 and s["lost"] == 0 and s["duplicates"] == 0
-    measured = f"recovered in {s['recovery_s']} s (all back after {s['all_reconnected_s']} s), lost {s['lost']}, dup {s['duplicates']}"
+    measured = (
+        f"recovered in {s['recovery_s']} s (all back after {s['all_reconnected_s']} s), "
+        f"lost {s['lost']}, dup {s['duplicates']}"
+    )
     return Check(measured, _judge(ok, s["connections"]), f"N={s['connections']}, {s['rate']:,.0f} events/s")
 
 
@@ -107,7 +111,9 @@ def _peer_deliveries(r: dict[str, Any]) -> Check:
     ok = per_cpu is not None and per_cpu >= 1 and achieved is not None and achieved >= 0.99
     n = r["settings"]["connections"]
     return Check(
-        f"deliveries per CPU-s hub/peer {per_cpu}; deliveries/s hub/peer {achieved}", _judge(ok, n, PEER_SCALE), f"N={n}"
+        f"deliveries per CPU-s hub/peer {per_cpu}; deliveries/s hub/peer {achieved}",
+        _judge(ok, n, PEER_SCALE),
+        f"N={n}",
     )
 
 

@@ -69,49 +69,48 @@ class PayloadTooLarge(ClientError):
     code = "payload_too_large"
 
 
-class Unavailable(ClientError):
-    """Redis is unreachable: the request may succeed later."""
+class RetryLater(ClientError):
+    """A refusal that may succeed later: it says when, in `Retry-After`."""
 
-    status = 503
-    code = "unavailable"
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "2"}
-
-
-class TooManyConnections(ClientError):
-    status = 429
-    code = "too_many_connections"
-
-    def __init__(self, limit: int, retry_after: int = 5) -> None:
-        super().__init__("", limit=limit)
+    def __init__(self, message: str = "", *, retry_after: int, **extra: Any) -> None:
+        super().__init__(message, **extra)
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
 
 
-class RateLimited(ClientError):
+class Unavailable(RetryLater):
+    """Redis is unreachable."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str = "", retry_after: int = 2) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class TooManyConnections(RetryLater):
+    status = 429
+    code = "too_many_connections"
+
+    def __init__(self, limit: int, retry_after: int = 5) -> None:
+        super().__init__(retry_after=retry_after, limit=limit)
+
+
+class RateLimited(RetryLater):
     """Too many jobs started in the current minute."""
 
     status = 429
     code = "rate_limited"
 
     def __init__(self, limit: int, retry_after: int) -> None:
-        super().__init__("too many jobs started this minute", limit=limit)
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
+        super().__init__("too many jobs started this minute", retry_after=retry_after, limit=limit)
 
 
-class ServerBusy(ClientError):
+class ServerBusy(RetryLater):
     status = 503
     code = "server_busy"
 
     def __init__(self, retry_after: int = 5) -> None:
-        super().__init__("")
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
+        super().__init__(retry_after=retry_after)

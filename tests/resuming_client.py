@@ -40,10 +40,12 @@ async def follow(
     *,
     timeout: float = 60.0,
     on_event: Callable[[Frame, Followed], Any] | None = None,
+    last_event_id: str | None = None,
 ) -> Followed:
-    """Follows `path` through `hubs` (base URLs, tried in turn) until the end."""
+    """Follows `path` through `hubs` (base URLs, tried in turn) until the end,
+    from `last_event_id` if given."""
     seen = Followed()
-    last_id: str | None = None
+    last_id = last_event_id
     deadline = time.monotonic() + timeout
     attempt = 0
     while time.monotonic() < deadline:

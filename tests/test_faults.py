@@ -4,6 +4,7 @@ reconnect, never an event."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -206,3 +207,35 @@ async def test_age_limit_fails_the_job_once_with_the_reason(ctx, api, settings, 
     updates = [f for f in await stream.frames_until_end() if f.type == "job_update"]
     assert [f.data["status"] for f in updates] == ["failed"], "never started, failed once"
     assert "age limit" in updates[-1].data["failedReason"]
+
+
+async def test_a_pubsub_connection_killed_under_the_hub_is_noticed_and_nothing_is_lost(ctx, api, hub_url):
+    """Redis drops the hub's pub/sub connection (as a failover or a proxy
+    would): the bus notices on its own, and clients lose nothing."""
+    await ctx.journal.create("kept", "alice", "character")
+    alice = api("alice")
+    seen_ids: list[str] = []
+    stream = await alice.stream("/api/v1/sse/jobs/character/kept")
+    for _ in range(3):
+        frame = await stream.frame()
+        if frame.id:
+            seen_ids.append(frame.id)
+    await ctx.redis.client_kill_filter(_type="pubsub")
+    published = [
+        (await ctx.journal.update("kept", "alice", "character", status="active", progress=p))[0].decode()
+        for p in (10, 20)
+    ]
+    # The stream ends (or carries the events live); either way a resume has everything.
+    while (frame := await stream.frame()) is not None:
+        if frame.id:
+            seen_ids.append(frame.id)
+    # A client resumes as any SSE client would (the hub may say 503 for a moment).
+    resuming = asyncio.create_task(
+        follow([hub_url], "/api/v1/sse/jobs/character/kept", alice.token, last_event_id=seen_ids[-1])
+    )
+    await ctx.journal.update("kept", "alice", "character", status="completed", progress=100, result={})
+    seen_ids += (await resuming).ids
+    history = [i.decode() for i, _ in await ctx.redis.xrange(ctx.keys.job_events("kept"))]
+    assert seen_ids == history[history.index(seen_ids[0]) :], "no gap, no duplicate"
+    assert set(published) <= set(seen_ids)
+    await eventually(lambda: ctx.metrics.redis_reconnects._value.get() >= 1)

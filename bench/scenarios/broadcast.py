@@ -12,9 +12,9 @@ from typing import Any
 
 from bench.loadgen import LoadGen
 from bench.params import Params
+from bench.publisher import Publisher
 from bench.scenarios.common import open_streams, population, warm_up
 from bench.stack import Stack
-from bench.publisher import Publisher
 from bench.stats import percentile_of
 from bench.system import core_busy_percent, core_times, cpu_percent, load_average
 
@@ -36,7 +36,9 @@ def measure(server: str, connections: int, events: int, rate: float) -> dict[str
         specs, jobs = population(stack, connections, per_job=connections)
         with LoadGen(stack.port, connections, stack.load_cpus) as load:
             open_streams(load, specs, track_events=True)
-            with Publisher(stack.redis_url, stack.settings.namespace, jobs, rate, events / rate, stack.load_cpus) as pub:
+            with Publisher(
+                stack.redis_url, stack.settings.namespace, jobs, rate, events / rate, stack.load_cpus
+            ) as pub:
                 load.stats(reset=True)
                 cores_before, before = core_times(), stack.probe.sample()
                 pub.start()
@@ -74,7 +76,7 @@ def measure(server: str, connections: int, events: int, rate: float) -> dict[str
         "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
         "core_busy_percent": core_busy_percent(cores_before, cores_after),
         "load_average": load_average(),
-        "server_log": stack.final_log,
+        **stack.diagnostics(),
     }
 
 

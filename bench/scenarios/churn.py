@@ -68,7 +68,7 @@ def measure_connects(clients: int, duration: float) -> dict[str, Any]:
         "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
         "core_busy_percent": core_busy_percent(cores_before, cores_after),
         "load_average": load_average(),
-        "server_log": stack.final_log,
+        **stack.diagnostics(),
     }
 
 
@@ -114,7 +114,7 @@ def measure_storm(connections: int, rate: float) -> dict[str, Any]:
         "server_cpu_percent": round(cpu_percent(before, after), 1),
         "core_busy_percent": core_busy_percent(cores_before, cores_after),
         "load_average": load_average(),
-        "server_log": stack.final_log,
+        **stack.diagnostics(),
     }
 
 

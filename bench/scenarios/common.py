@@ -20,7 +20,9 @@ def job_path(job_id: str) -> str:
     return f"/api/v1/sse/jobs/character/{job_id}"
 
 
-def population(stack: Stack, connections: int, *, per_job: int = 1, kind: str = "jobs", prefix: str = "j") -> tuple[list[ClientSpec], list[tuple[str, str]]]:
+def population(
+    stack: Stack, connections: int, *, per_job: int = 1, kind: str = "jobs", prefix: str = "j"
+) -> tuple[list[ClientSpec], list[tuple[str, str]]]:
     """Clients and the jobs they follow.
 
     kind "jobs": one user per connection, `per_job` connections per job. A
@@ -75,20 +77,22 @@ def publish_and_measure(
     *,
     rate: float,
     duration: float,
+    label: str,
     drain_timeout: float = 20.0,
 ) -> dict[str, Any]:
     """Publishes at `rate` for `duration`, waits until every client has every
     event (or `drain_timeout`), and reports deliveries, latency, losses and
     the CPU each party used meanwhile."""
-    with Publisher(stack.redis_url, stack.settings.namespace, jobs, rate, duration, stack.load_cpus) as publisher:
+    publisher = Publisher(stack.redis_url, stack.settings.namespace, jobs, rate, duration, stack.load_cpus)
+    with publisher, stack.profiled(label):
         load.stats(reset=True)
-        cores_before, server_before = core_times(), stack.probe.sample()
+        cores_before, server_before, valkey_before = core_times(), stack.probe.sample(), stack.valkey_probe.sample()
         publisher.start()
         published = publisher.result()
-    drained = load.call("expect", drain_timeout + 10, counts=published["counts"], timeout=drain_timeout)
-    server_after, cores_after = stack.probe.sample(), core_times()
+        drained = load.call("expect", drain_timeout + 10, counts=published["counts"], timeout=drain_timeout)
+        server_after, valkey_after, cores_after = stack.probe.sample(), stack.valkey_probe.sample(), core_times()
     stats = load.stats(counts=published["counts"])
-    return delivery_figures(
+    figures = delivery_figures(
         stats,
         published,
         started_ns=publisher.started_ns or 0,
@@ -96,6 +100,8 @@ def publish_and_measure(
         cores=core_busy_percent(cores_before, cores_after),
         complete=all(d["complete"] for d in drained),
     )
+    figures["valkey_cpu_percent"] = round(cpu_percent(valkey_before, valkey_after), 1)
+    return figures
 
 
 def delivery_figures(

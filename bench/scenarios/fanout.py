@@ -34,7 +34,7 @@ def measure(server: str, connections: int, rate: float, duration: float, *, kind
         specs, jobs = population(stack, connections, per_job=per_job, kind=kind)
         with LoadGen(stack.port, connections, stack.load_cpus) as load:
             opened = open_streams(load, specs)
-            figures = publish_and_measure(stack, load, jobs, rate=rate, duration=duration)
+            figures = publish_and_measure(stack, load, jobs, rate=rate, duration=duration, label=f"fanout-{kind}")
             load.call("close_all", 60)
     return {
         "server": server,
@@ -46,7 +46,7 @@ def measure(server: str, connections: int, rate: float, duration: float, *, kind
         "duration": duration,
         "open_seconds": round(opened["seconds"], 2),
         **figures,
-        "server_log": stack.final_log,
+        **stack.diagnostics(),
     }
 
 

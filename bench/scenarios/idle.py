@@ -41,9 +41,10 @@ def measure(server: str, connections: int, window: float, keepalive_seconds: flo
             opened = open_streams(load, specs)
             time.sleep(SETTLE_SECONDS)
             load.stats(reset=True)
-            cores_before, before = core_times(), stack.probe.sample()
-            time.sleep(window)
-            after, cores_after = stack.probe.sample(), core_times()
+            with stack.profiled("idle"):
+                cores_before, before = core_times(), stack.probe.sample()
+                time.sleep(window)
+                after, cores_after = stack.probe.sample(), core_times()
             stats = load.stats()
             load.call("close_all", 60)
     grown = after.rss_bytes - baseline.rss_bytes
@@ -64,7 +65,7 @@ def measure(server: str, connections: int, window: float, keepalive_seconds: flo
         "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
         "core_busy_percent": core_busy_percent(cores_before, cores_after),
         "load_average": load_average(),
-        "server_log": stack.final_log,
+        **stack.diagnostics(),
     }
 
 

@@ -28,9 +28,7 @@ def run(params: Params) -> dict[str, Any]:
     with Stack("hub", connections=connections) as stack:
         warm_up(stack)
         streams, jobs = population(stack, connections)
-        specs = [
-            ClientSpec(path=s.path.replace("/sse/", "/poll/"), token=s.token, jobs=s.jobs) for s in streams
-        ]
+        specs = [ClientSpec(path=s.path.replace("/sse/", "/poll/"), token=s.token, jobs=s.jobs) for s in streams]
         with LoadGen(stack.port, connections, stack.load_cpus) as load:
             # The loops run until stopped; the duration only bounds them.
             started = load.call(
@@ -43,9 +41,16 @@ def run(params: Params) -> dict[str, Any]:
             failed = sum(r["failed"] for r in started)
             if failed:
                 raise BenchError(f"{failed} long-poll clients did not get their first answer")
-            figures = publish_and_measure(stack, load, jobs, rate=rate, duration=duration)
+            figures = publish_and_measure(stack, load, jobs, rate=rate, duration=duration, label="longpoll")
             load.call("close_all", 60)
-    return {"settings": chosen, "connections": connections, "rate": rate, "duration": duration, **figures, "server_log": stack.final_log}
+    return {
+        "settings": chosen,
+        "connections": connections,
+        "rate": rate,
+        "duration": duration,
+        **figures,
+        **stack.diagnostics(),
+    }
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:

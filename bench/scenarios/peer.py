@@ -50,8 +50,12 @@ def run(params: Params) -> dict[str, Any]:
         ),
         "fanout_p50": _ratio(hub["fanout"]["latency_ms"]["p50_ms"], peer["fanout"]["latency_ms"]["p50_ms"]),
         "fanout_p99": _ratio(hub["fanout"]["latency_ms"]["p99_ms"], peer["fanout"]["latency_ms"]["p99_ms"]),
-        "broadcast_last_p50": _ratio(hub["broadcast"]["last_delivery_p50_ms"], peer["broadcast"]["last_delivery_p50_ms"]),
-        "broadcast_last_max": _ratio(hub["broadcast"]["last_delivery_max_ms"], peer["broadcast"]["last_delivery_max_ms"]),
+        "broadcast_last_p50": _ratio(
+            hub["broadcast"]["last_delivery_p50_ms"], peer["broadcast"]["last_delivery_p50_ms"]
+        ),
+        "broadcast_last_max": _ratio(
+            hub["broadcast"]["last_delivery_max_ms"], peer["broadcast"]["last_delivery_max_ms"]
+        ),
     }
     return {"settings": s, **measured, "ratios_hub_to_peer": ratios}
 

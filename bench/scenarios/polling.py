@@ -51,13 +51,14 @@ def measure_polling(connections: int, rate: float, duration: float) -> dict[str,
                 interval=POLL_INTERVAL,
             )
             time.sleep(POLL_INTERVAL + 1)  # every poller has started its rhythm
-            with Publisher(stack.redis_url, stack.settings.namespace, jobs, rate, duration, stack.load_cpus) as pub:
+            publisher = Publisher(stack.redis_url, stack.settings.namespace, jobs, rate, duration, stack.load_cpus)
+            with publisher, stack.profiled("polling"):
                 load.stats(reset=True)
                 cores_before, before = core_times(), stack.probe.sample()
-                pub.start()
-                published = pub.result()
-            time.sleep(POLL_INTERVAL)  # the last changes get their poll too
-            after, cores_after = stack.probe.sample(), core_times()
+                publisher.start()
+                published = publisher.result()
+                time.sleep(POLL_INTERVAL)  # the last changes get their poll too
+                after, cores_after = stack.probe.sample(), core_times()
             stats = load.stats()
             load.call("close_all", 60)
     window = after.at - before.at
@@ -85,7 +86,7 @@ def measure_polling(connections: int, rate: float, duration: float) -> dict[str,
         "core_busy_percent": core_busy_percent(cores_before, cores_after),
         "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
         "load_average": load_average(),
-        "server_log": stack.final_log,
+        **stack.diagnostics(),
     }
 
 
@@ -95,14 +96,14 @@ def measure_sse(connections: int, rate: float, duration: float) -> dict[str, Any
         specs, jobs = population(stack, connections)
         with LoadGen(stack.port, connections, stack.load_cpus) as load:
             open_streams(load, specs)
-            figures = publish_and_measure(stack, load, jobs, rate=rate, duration=duration)
+            figures = publish_and_measure(stack, load, jobs, rate=rate, duration=duration, label="sse")
             load.call("close_all", 60)
     return {
         "connections": connections,
         **figures,
         "staleness_ms": figures["latency_ms"],
         "projected_cpu_percent": figures["server_cpu_percent"],
-        "server_log": stack.final_log,
+        **stack.diagnostics(),
     }
 
 

@@ -20,18 +20,10 @@ from hub.subscriber import CloseReason
 class PollHandler(SubscriptionHandler):
     transport = "longpoll"
 
-    async def get(self, job_type: str | None = None, job_id: str | None = None) -> None:
-        identity, source, terminal_id = await self.resolve(job_type, job_id)
-        cursor = self.cursor_from(self.get_query_argument("cursor", None))
-        if self.has_seen_the_end(terminal_id, cursor):
-            # As for SSE: the job's stream is over and nothing will follow.
-            self.set_status(204)
-            self.finish()
-            return
-        with await self.ctx.connections.acquire(identity.user, self.transport):
-            await self._poll(source, cursor, identity.expires_at)
+    def requested_cursor(self) -> str | None:
+        return self.get_query_argument("cursor", None)
 
-    async def _poll(self, source: Source, cursor: Cursor | None, expires_at: float) -> None:
+    async def serve(self, source: Source, cursor: Cursor | None, expires_at: float) -> None:
         feed = self.open_feed(source, cursor)
         try:
             events = await feed.open()

@@ -35,19 +35,10 @@ class SSEHandler(SubscriptionHandler):
         # Never compress: a gzip stream holds events back in its buffer.
         self._transforms = []
 
-    async def get(self, job_type: str | None = None, job_id: str | None = None) -> None:
-        identity, source, terminal_id = await self.resolve(job_type, job_id)
-        raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("lastEventId", None)
-        cursor = self.cursor_from(raw)
-        if self.has_seen_the_end(terminal_id, cursor):
-            # The client has seen the end: 204 tells EventSource not to reconnect.
-            self.set_status(204)
-            self.finish()
-            return
-        with await self.ctx.connections.acquire(identity.user, self.transport):
-            await self._stream(source, cursor, identity.expires_at)
+    def requested_cursor(self) -> str | None:
+        return self.request.headers.get("Last-Event-ID") or self.get_query_argument("lastEventId", None)
 
-    async def _stream(self, source: Source, cursor: Cursor | None, expires_at: float) -> None:
+    async def serve(self, source: Source, cursor: Cursor | None, expires_at: float) -> None:
         settings = self.ctx.settings
         feed = self.open_feed(source, cursor)
         try:

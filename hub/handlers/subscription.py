@@ -38,13 +38,26 @@ class SubscriptionHandler(BaseHandler):
             raise
         return identity, JobSource(job_id, self.ctx.keys), job.terminal_id
 
-    @staticmethod
-    def cursor_from(raw: str | None) -> Cursor | None:
-        return parse_cursor(raw) if raw else None
+    async def get(self, job_type: str | None = None, job_id: str | None = None) -> None:
+        identity, source, terminal_id = await self.resolve(job_type, job_id)
+        raw = self.requested_cursor()
+        cursor = parse_cursor(raw) if raw else None
+        if terminal_id is not None and cursor is not None and cursor >= parse_cursor(terminal_id):
+            # The client has seen the job's end: 204 says nothing more will
+            # come (and tells EventSource not to reconnect).
+            self.set_status(204)
+            self.finish()
+            return
+        with await self.ctx.connections.acquire(identity.user, self.transport):
+            await self.serve(source, cursor, identity.expires_at)
 
-    @staticmethod
-    def has_seen_the_end(terminal_id: str | None, cursor: Cursor | None) -> bool:
-        return terminal_id is not None and cursor is not None and cursor >= parse_cursor(terminal_id)
+    def requested_cursor(self) -> str | None:
+        """The client's cursor, as the transport carries it."""
+        raise NotImplementedError
+
+    async def serve(self, source: Source, cursor: Cursor | None, expires_at: float) -> None:
+        """Sends the client what follows `cursor`, until `expires_at` at most."""
+        raise NotImplementedError
 
     def open_feed(self, source: Source, cursor: Cursor | None) -> Feed:
         self.feed = Feed(
