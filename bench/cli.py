@@ -18,7 +18,7 @@ from bench import plots, profile, report, targets
 from bench.params import Params
 from bench.scenarios import broadcast, churn, fanout, idle, longpoll, peer, polling
 from bench.stack import PROFILE_DIR_ENV
-from bench.system import cpu_sets, load_average, machine, pin, raise_open_files
+from bench.system import cpu_sets, load_average, machine, pin, raise_open_files, source_version
 
 SCENARIOS: dict[str, ModuleType] = {
     module.NAME: module for module in (idle, fanout, broadcast, longpoll, polling, churn, peer)
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "params": params.as_dict(),
         "machine": machine(),
+        "source": source_version(str(Path(__file__).resolve().parent.parent)),
         "load_average_start": load_average(),
         "uptime": Path("/proc/uptime").read_text().split()[0],
         "results": {},

@@ -116,6 +116,20 @@ def _version(package: str) -> str | None:
         return None
 
 
+def source_version(root: str) -> dict[str, Any]:
+    """The commit measured, and whether the server's code had uncommitted changes."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    changed = git("status", "--porcelain", "--", "hub", "actors")
+    return {"commit": git("rev-parse", "HEAD") or None, "hub_uncommitted_files": len(changed.splitlines())}
+
+
 def machine() -> dict[str, Any]:
     with open("/proc/meminfo", encoding="ascii") as handle:
         mem_kib = int(handle.readline().split()[1])

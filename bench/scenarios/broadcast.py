@@ -36,15 +36,14 @@ def measure(server: str, connections: int, events: int, rate: float) -> dict[str
         specs, jobs = population(stack, connections, per_job=connections)
         with LoadGen(stack.port, connections, stack.load_cpus) as load:
             open_streams(load, specs, track_events=True)
-            with Publisher(
-                stack.redis_url, stack.settings.namespace, jobs, rate, events / rate, stack.load_cpus
-            ) as pub:
+            publisher = Publisher(stack.redis_url, stack.settings.namespace, jobs, rate, events / rate, stack.load_cpus)
+            with publisher, stack.profiled("broadcast"):
                 load.stats(reset=True)
                 cores_before, before = core_times(), stack.probe.sample()
-                pub.start()
-                published = pub.result()
-            drained = load.call("expect", 40, counts=published["counts"], timeout=30)
-            after, cores_after = stack.probe.sample(), core_times()
+                publisher.start()
+                published = publisher.result()
+                drained = load.call("expect", 40, counts=published["counts"], timeout=30)
+                after, cores_after = stack.probe.sample(), core_times()
             stats = load.stats(counts=published["counts"])
             load.call("close_all", 60)
     per_event = []

@@ -43,11 +43,11 @@ def measure_connects(clients: int, duration: float) -> dict[str, Any]:
         warm_up(stack)
         specs, _ = population(stack, clients)
         with LoadGen(stack.port, clients, stack.load_cpus) as load:
-            cores_before, before = core_times(), stack.probe.sample()
-            replies = load.call(
-                "churn", duration + 60, [{"specs": part} for part in load.split(specs)], duration=duration, timeout=10.0
-            )
-            after, cores_after = stack.probe.sample(), core_times()
+            with stack.profiled("connects"):
+                cores_before, before = core_times(), stack.probe.sample()
+                parts = [{"specs": part} for part in load.split(specs)]
+                replies = load.call("churn", duration + 60, parts, duration=duration, timeout=10.0)
+                after, cores_after = stack.probe.sample(), core_times()
             stats = load.stats()
     outcomes: dict[str, int] = {}
     connect = Histogram()
@@ -79,17 +79,19 @@ def measure_storm(connections: int, rate: float) -> dict[str, Any]:
         with LoadGen(stack.port, connections, stack.load_cpus) as load:
             open_streams(load, specs)
             budget = WARM_SECONDS + RECOVERY_LIMIT + 10
-            with Publisher(stack.redis_url, stack.settings.namespace, jobs, rate, budget, stack.load_cpus) as pub:
-                pub.start()
+            publisher = Publisher(stack.redis_url, stack.settings.namespace, jobs, rate, budget, stack.load_cpus)
+            with publisher:
+                publisher.start()
                 time.sleep(WARM_SECONDS)
-                cores_before, before = core_times(), stack.probe.sample()
-                dropped = load.call("drop_and_resume", 60, timeout=10.0, attempts=RESUME_ATTEMPTS)
-                status = _wait_reconnected(load, connections)
-                time.sleep(2.0)  # events keep flowing after everyone is back
-                pub.stop()
-                published = pub.result()
-            drained = load.call("expect", 70, counts=published["counts"], timeout=60)
-            after, cores_after = stack.probe.sample(), core_times()
+                with stack.profiled("storm"):
+                    cores_before, before = core_times(), stack.probe.sample()
+                    dropped = load.call("drop_and_resume", 60, timeout=10.0, attempts=RESUME_ATTEMPTS)
+                    status = _wait_reconnected(load, connections)
+                    time.sleep(2.0)  # events keep flowing after everyone is back
+                    publisher.stop()
+                    published = publisher.result()
+                    drained = load.call("expect", 70, counts=published["counts"], timeout=60)
+                    after, cores_after = stack.probe.sample(), core_times()
             final = load.call("storm_status", 30)
             stats = load.stats(counts=published["counts"])
             load.call("close_all", 60)
