@@ -47,6 +47,11 @@ class Event:
     #: The job's last event: completed or failed.
     terminal: bool = False
     cursor: Cursor | None = field(default=None, compare=False)
+    #: The SSE frame, encoded once for every subscriber that gets the event.
+    frame: bytes = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frame", encode_frame(self.data, self.id))
 
     @classmethod
     def stored(cls, event_id: str, data: str, published_at: float | None, terminal: bool) -> Event:
@@ -70,7 +75,7 @@ class Event:
         return value
 
     def sse_frame(self) -> bytes:
-        return encode_frame(self.data, self.id)
+        return self.frame
 
 
 def encode_frame(data: str, event_id: str | None = None, retry_ms: int | None = None) -> bytes:

@@ -23,6 +23,9 @@ MAX_BODY_BYTES = 1024 * 1024
 #: Headers up to this size are read (and above 16 KiB refused with JSON);
 #: larger ones make the server drop the connection.
 MAX_HEADER_BYTES = 64 * 1024
+#: Connections the kernel queues before the hub accepts them: a reconnect
+#: storm of thousands would otherwise see dropped SYNs and retry for seconds.
+LISTEN_BACKLOG = 4096
 #: On SIGTERM, open connections get this long to end before they are cut.
 DRAIN_SECONDS = 10.0
 
@@ -56,7 +59,7 @@ async def serve(settings: Settings, *, dev_tokens: bool = False) -> None:
         body_timeout=settings.request_timeout_seconds,
     )
     server.dead_client_ms = int(settings.dead_client_seconds * 1000)
-    server.listen(settings.port, settings.host)
+    server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
     await ctx.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -16,10 +16,13 @@ class CloseReason:
 
 
 class Subscriber:
+    # One per connection, so kept small: a deque and at most one waiting future.
+    __slots__ = ("_max_queued", "_queue", "_waiter", "closed_reason")
+
     def __init__(self, max_queued: int) -> None:
         self._queue: deque[Event] = deque()
         self._max_queued = max_queued
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self.closed_reason: str | None = None
 
     @property
@@ -27,7 +30,7 @@ class Subscriber:
         return self.closed_reason is not None
 
     def push(self, event: Event) -> None:
-        if self.closed:
+        if self.closed_reason is not None:
             return
         if len(self._queue) >= self._max_queued:
             # Dropping the client is safe: it resumes from its cursor. Growing
@@ -35,28 +38,40 @@ class Subscriber:
             self.close(CloseReason.SLOW)
             return
         self._queue.append(event)
-        self._wakeup.set()
+        self._wake()
 
     def close(self, reason: str) -> None:
         if self.closed_reason is None:
             self.closed_reason = reason
             self._queue.clear()
-        self._wakeup.set()
+        self._wake()
 
     def pop_ready(self) -> Event | None:
         """The next event if one is already waiting; never blocks."""
-        if self._queue and not self.closed:
+        if self._queue and self.closed_reason is None:
             return self._queue.popleft()
         return None
 
     async def next(self, timeout: float) -> Event | None:
         """The next live event; None after `timeout` seconds or once closed."""
-        if not self._queue and not self.closed:
-            self._wakeup.clear()
+        if not self._queue and self.closed_reason is None:
+            # A bare future and a timer: far cheaper than asyncio.wait_for,
+            # which wraps every wait in a task of its own.
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, wake, waiter)
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
-            except TimeoutError:
-                return None
-        if self._queue and not self.closed:
-            return self._queue.popleft()
-        return None
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return self.pop_ready()
+
+    def _wake(self) -> None:
+        wake(self._waiter)
+
+
+def wake(waiter: asyncio.Future[None] | None) -> None:
+    """Resolves a waiting future, once; harmless when there is none or it is done."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)

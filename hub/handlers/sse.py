@@ -11,7 +11,7 @@ from tornado.iostream import StreamClosedError
 from hub.events import KEEPALIVE_FRAME, Cursor, Event, retry_frame
 from hub.feed import JobSource, Source
 from hub.handlers.subscription import SubscriptionHandler
-from hub.subscriber import CloseReason
+from hub.subscriber import CloseReason, wake
 
 #: After a shutdown or a Redis reconnect, clients are told to come back within
 #: this many ms, spread at random so that thousands do not arrive at once.
@@ -101,10 +101,20 @@ class SSEHandler(SubscriptionHandler):
         if not frames:
             return
         self.write(frames)
-        try:
-            await asyncio.wait_for(self.flush(), self.ctx.settings.write_timeout_seconds)
-        except TimeoutError:
-            self.ctx.metrics.slow_consumers_disconnected.inc()
-            self._abort()
-            raise SlowClient() from None
+        flushed = self.flush()
+        if not flushed.done():
+            # Wait for the flush or the write timeout, whichever comes first,
+            # with a bare future and a timer: asyncio.wait_for would wrap every
+            # write of every stream in a task of its own.
+            loop = asyncio.get_running_loop()
+            settled = loop.create_future()
+            flushed.add_done_callback(lambda _: wake(settled))
+            timer = loop.call_later(self.ctx.settings.write_timeout_seconds, wake, settled)
+            await settled
+            timer.cancel()
+            if not flushed.done():
+                self.ctx.metrics.slow_consumers_disconnected.inc()
+                self._abort()
+                raise SlowClient()
+        flushed.result()  # raises StreamClosedError if the client went away
         self.count_delivered(events, replayed)
