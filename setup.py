@@ -26,6 +26,15 @@ setup(
             "pytest>=8",
             "pytest-tornado>=0.8.1",
         ],
+        # The benchmark (python -m bench): the peer it compares the hub with,
+        # its plots, and the sampling profiler behind --profile.
+        "bench": [
+            "sse-starlette>=2.0",
+            "starlette>=0.37",
+            "uvicorn>=0.30",
+            "matplotlib>=3.8",
+            "py-spy>=0.3.14",
+        ],
     },
     entry_points={"console_scripts": ["hub = hub.cli:main"]},
 )

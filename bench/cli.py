@@ -1,5 +1,6 @@
 """`python -m bench SCENARIO|all [--connections N[,N...]] [--duration S]
-[--rate R] [--per-job K] [--json PATH] [--quick]`"""
+[--rate R] [--per-job K] [--json PATH] [--quick] [--profile]`: runs the
+scenarios, then writes the run's JSON, its markdown summary and its plots."""
 
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="where the run's JSON goes (the .md and plots go beside it)")
     parser.add_argument("--quick", action="store_true", help="small N and a few seconds each: a smoke test")
     parser.add_argument(
-        "--profile", action="store_true", help="run each server under py-spy and report where it spends its time"
+        "--profile",
+        action="store_true",
+        help="sample each server with py-spy during its measurement windows and log its garbage collections",
     )
     return parser.parse_args(argv)
 
@@ -90,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     sections = [(name, SCENARIOS[name].rows(result)) for name, result in run["results"].items()]
     run["profiles"] = {p: profile.summarize(p) for p in _profiles(run["results"]) if Path(p).exists()}
     text = report.markdown(run, sections)
+    gc_rows = [{"window": name, **pauses} for name, pauses in _gc_windows(run["results"]).items()]
+    if gc_rows:
+        text += "## Garbage collections of the server during each window (≥ 1 ms, and every full one)\n\n"
+        text += report.markdown_table(gc_rows) + "\n"
     text += "".join(profile.markdown(Path(p).name, summary) + "\n" for p, summary in run["profiles"].items())
     run["plots"] = [str(p) for p in plots.draw(run["results"], path.parent, path.stem)]
     md = report.write(path, run, text)
@@ -106,6 +113,19 @@ def _profiles(value: Any) -> list[str]:
     if isinstance(value, list):
         return [p for item in value for p in _profiles(item)]
     return []
+
+
+def _gc_windows(value: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if isinstance(value, dict):
+        found.update(value.get("gc_pauses") or {})
+        for key, item in value.items():
+            if key != "gc_pauses":
+                found.update(_gc_windows(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.update(_gc_windows(item))
+    return found
 
 
 def _valkey_version() -> str | None:

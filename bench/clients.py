@@ -1,16 +1,13 @@
-"""The simulated clients: SSE streams, long-polls and status pollers, each a
-plain asyncio protocol on a raw socket, and the tally they report into.
-
-Each logical client keeps, per job it follows, the set of sequence numbers
-it received, so that losses and duplicates are counted by event and per
-connection, not inferred from totals.
-"""
+"""The simulated stream clients: EventSource-like SSE connections on raw
+sockets (a plain asyncio protocol each), the ledger in which each connection
+records, per job it follows, the sequence numbers it received (so losses and
+duplicates are counted by event and per connection, not inferred from
+totals), and the tally a load-generator process reports."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
 import socket
 import time
 from collections import Counter
@@ -19,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.stats import Histogram
-from bench.wire import Head, ResponseReader, SseDecoder, benchmark_update, parse_step
+from bench.wire import Head, ResponseReader, SseDecoder, benchmark_update, retry_after
 
 #: Linux: pick the source port at connect() time, per destination, instead
 #: of at bind() time; otherwise each source address offers only ~28k ports
@@ -36,6 +33,54 @@ class ClientSpec:
     path: str
     token: str
     jobs: tuple[str, ...]
+
+
+class Ledger:
+    """What one connection received, per job it follows, by sequence number."""
+
+    def __init__(self, jobs: tuple[str, ...]) -> None:
+        self.seqs: dict[str, set[int]] = {job: set() for job in jobs}
+        self.foreign = 0  # events of jobs the connection does not follow
+        self.duplicates = 0
+
+    def add(self, job: str, seq: int) -> bool:
+        """Records one event; False if it belongs to a job not followed."""
+        seqs = self.seqs.get(job)
+        if seqs is None:
+            self.foreign += 1
+            return False
+        if seq in seqs:
+            self.duplicates += 1
+        seqs.add(seq)
+        return True
+
+    def complete(self, expected: dict[str, int]) -> bool:
+        return all(len(seqs) >= expected.get(job, 0) for job, seqs in self.seqs.items())
+
+    def missing(self, expected: dict[str, int]) -> dict[str, list[int]]:
+        """The sequence numbers of each job that never arrived."""
+        gaps = {}
+        for job, seqs in self.seqs.items():
+            absent = [s for s in range(1, expected.get(job, 0) + 1) if s not in seqs]
+            if absent:
+                gaps[job] = absent
+        return gaps
+
+    def accounting(self, expected: dict[str, int]) -> dict[str, int]:
+        """Received, lost, duplicated and unexpected events."""
+        lost = unexpected = received = 0
+        for job, seqs in self.seqs.items():
+            want = expected.get(job, 0)
+            inside = sum(1 for s in seqs if s <= want)
+            lost += want - inside
+            unexpected += len(seqs) - inside
+            received += len(seqs)
+        return {
+            "received": received,
+            "lost": lost,
+            "unexpected": unexpected + self.foreign,
+            "duplicates": self.duplicates,
+        }
 
 
 class Tally:
@@ -108,7 +153,7 @@ class Target:
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-class _Wire(asyncio.Protocol):
+class Wire(asyncio.Protocol):
     """Hands a connection's bytes to its client; one per TCP connection."""
 
     def __init__(self, owner: Any) -> None:
@@ -133,11 +178,9 @@ class SseClient:
         self.spec = spec
         self.target = target
         self.tally = tally
-        self.seqs: dict[str, set[int]] = {job: set() for job in spec.jobs}
-        self.foreign = 0  # events of jobs this client does not follow
-        self.duplicates = 0
+        self.ledger = Ledger(spec.jobs)
         self.last_id: bytes | None = None
-        self.wire: _Wire | None = None
+        self.wire: Wire | None = None
         self.greeted: asyncio.Future[None] | None = None
         self.open = False
         self.closed_by_server = 0
@@ -147,6 +190,11 @@ class SseClient:
         self.reconnected_ns: int | None = None
         self.caught_up_ns: int | None = None
         self.retries = 0
+        #: Seconds the server's last refusal asked to wait (its Retry-After).
+        self.retry_after = 0.0
+        #: Called when the server ends an open stream; EventSource would
+        #: reconnect with Last-Event-ID, and in the storm so does this client.
+        self.on_server_close: Callable[[SseClient], None] | None = None
 
     async def connect(self, timeout: float, resume: bool = False) -> None:
         """Returns once the stream's `connected` frame arrived: the server
@@ -158,7 +206,8 @@ class SseClient:
         self.greeted = asyncio.get_running_loop().create_future()
         self._reader = ResponseReader()
         self._decoder = SseDecoder()
-        wire = _Wire(self)
+        self._error_body = b""
+        wire = Wire(self)
         self.wire = wire
         try:
             transport = await self.target.connect(lambda: wire, timeout)
@@ -183,7 +232,7 @@ class SseClient:
         if wire is not None and wire.transport is not None:
             wire.transport.close()
 
-    def on_data(self, wire: _Wire, data: bytes) -> None:
+    def on_data(self, wire: Wire, data: bytes) -> None:
         if wire is not self.wire:
             return  # a connection this client already dropped
         tally = self.tally
@@ -218,20 +267,15 @@ class SseClient:
                 self._record(job, seq, sent_ns, now)
 
     def _record(self, job: str, seq: int, sent_ns: int, now: int) -> None:
-        seqs = self.seqs.get(job)
-        if seqs is None:
-            self.foreign += 1
+        if not self.ledger.add(job, seq):
             return
-        if seq in seqs:
-            self.duplicates += 1
-        seqs.add(seq)
         self.tally.delivery(job, seq, sent_ns, now)
         if self.reconnected_ns is not None and sent_ns <= self.reconnected_ns:
             self.caught_up_ns = now  # a replayed (or in-flight) event sent before the stream was back
 
     def _refused(self, head: Head, pieces: list[bytes]) -> None:
         """A non-200 answer: fails the connect with the server's error code."""
-        self._error_body = getattr(self, "_error_body", b"") + b"".join(pieces)
+        self._error_body += b"".join(pieces)
         if not self._reader.complete:
             return
         try:
@@ -241,198 +285,20 @@ class SseClient:
         self._error_body = b""
         reason = f"HTTP {head.status} {code}".strip()
         self.tally.errors[reason] += 1
+        self.retry_after = retry_after(head)
         if self.greeted and not self.greeted.done():
             self.greeted.set_exception(ConnectionError(reason))
             self.greeted.exception()
 
-    def on_lost(self, wire: _Wire) -> None:
+    def on_lost(self, wire: Wire) -> None:
         if wire is not self.wire:
             return
         self.wire = None
-        if self.open:
-            self.closed_by_server += 1
-        self.open = False
+        was_open, self.open = self.open, False
         if self.greeted and not self.greeted.done():
             self.greeted.set_exception(ConnectionError("closed before the stream started"))
             self.greeted.exception()
-
-    def accounting(self, expected: dict[str, int]) -> dict[str, int]:
-        """Received, lost, duplicated and unexpected events of this connection."""
-        lost = unexpected = received = 0
-        for job, seqs in self.seqs.items():
-            want = expected.get(job, 0)
-            inside = sum(1 for s in seqs if s <= want)
-            lost += want - inside
-            unexpected += len(seqs) - inside
-            received += len(seqs)
-        return {
-            "received": received,
-            "lost": lost,
-            "unexpected": unexpected + self.foreign,
-            "duplicates": self.duplicates,
-        }
-
-
-class HttpConnection:
-    """A keep-alive connection for request/response clients (long-poll,
-    status polling), one request at a time."""
-
-    def __init__(self, target: Target, tally: Tally) -> None:
-        self.target = target
-        self.tally = tally
-        self.wire: _Wire | None = None
-        self._answer: asyncio.Future[tuple[Head, bytes]] | None = None
-        self._reader = ResponseReader()
-        self._body: list[bytes] = []
-
-    async def get(self, path: str, token: str, timeout: float) -> tuple[Head, bytes]:
-        if self.wire is None:
-            wire = _Wire(self)
-            await self.target.connect(lambda: wire, timeout)
-            self.wire = wire
-            self._reader = ResponseReader()
-        request = self.target.request(path, token)
-        self._answer = asyncio.get_running_loop().create_future()
-        self._body = []
-        assert self.wire.transport is not None
-        self.wire.transport.write(request)
-        self.tally.bytes_out += len(request)
-        self.tally.requests += 1
-        try:
-            return await asyncio.wait_for(self._answer, timeout)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        wire, self.wire = self.wire, None
-        if wire is not None and wire.transport is not None:
-            wire.transport.abort()
-
-    def on_data(self, wire: _Wire, data: bytes) -> None:
-        if wire is not self.wire:
-            return
-        self.tally.bytes_in += len(data)
-        self._body += self._reader.feed(data)
-        if self._reader.complete and self._reader.head is not None:
-            answer, head = self._answer, self._reader.head
-            self._reader.next_response()
-            if head.headers.get("connection", "").lower() == "close":
-                self.close()
-            if answer is not None and not answer.done():
-                answer.set_result((head, b"".join(self._body)))
-
-    def on_lost(self, wire: _Wire) -> None:
-        if wire is self.wire:
-            self.wire = None
-        if self._answer is not None and not self._answer.done():
-            self._answer.set_exception(ConnectionError("connection closed"))
-            self._answer.exception()
-
-
-class LongPollClient:
-    """Follows a job with long-polls: each answer's cursor is the next ask."""
-
-    def __init__(self, spec: ClientSpec, target: Target, tally: Tally, hold_timeout: float) -> None:
-        self.spec = spec
-        self.tally = tally
-        self.http = HttpConnection(target, tally)
-        self.seqs: dict[str, set[int]] = {job: set() for job in spec.jobs}
-        self.foreign = 0
-        self.duplicates = 0
-        self.cursor: str | None = None
-        self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.stopping = False
-        self._hold_timeout = hold_timeout
-
-    async def run(self, deadline: float) -> None:
-        while not self.stopping and time.monotonic() < deadline:
-            query = f"?cursor={self.cursor}" if self.cursor else ""
-            try:
-                head, body = await self.http.get(self.spec.path + query, self.spec.token, self._hold_timeout)
-            except (OSError, TimeoutError, ConnectionError) as exc:
-                if self.stopping:
-                    return
-                self.tally.errors[type(exc).__name__] += 1
-                await asyncio.sleep(0.2)
-                continue
-            if head.status != 200:
-                self.tally.errors[f"http_{head.status}"] += 1
-                await asyncio.sleep(0.5)
-                continue
-            answer = json.loads(body)
-            now = time.monotonic_ns()
-            for event in answer["events"]:
-                parsed = parse_step(event.get("step", "")) if event.get("type") == "job_update" else None
-                if parsed is not None:
-                    seqs = self.seqs.get(event.get("jobId", ""))
-                    if seqs is None:
-                        self.foreign += 1
-                        continue
-                    if parsed[0] in seqs:
-                        self.duplicates += 1
-                    seqs.add(parsed[0])
-                    self.tally.delivery(event["jobId"], parsed[0], parsed[1], now)
-            self.cursor = answer["cursor"]
-            if not self.started.done():
-                self.started.set_result(None)
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.http.close()
-
-    accounting = SseClient.accounting
-
-
-class StatusPoller:
-    """The old way: GET the job's status every `interval` seconds and notice
-    when it changed. Staleness is measured for each change it notices."""
-
-    def __init__(self, spec: ClientSpec, target: Target, tally: Tally, interval: float) -> None:
-        self.spec = spec
-        self.tally = tally
-        self.http = HttpConnection(target, tally)
-        self.interval = interval
-        self.last_seq = 0
-        self.changes_seen = 0
-        self.changes_skipped = 0  # overwritten before a poll could see them
-        self.missed_polls = 0
-        self.stopping = False
-
-    async def run(self, deadline: float) -> None:
-        next_at = time.monotonic() + random.uniform(0, self.interval)  # spread, as real clients are
-        while not self.stopping:
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self.stopping or time.monotonic() >= deadline:
-                return
-            try:
-                head, body = await self.http.get(self.spec.path, self.spec.token, 10.0)
-            except (OSError, TimeoutError, ConnectionError) as exc:
-                if self.stopping:
-                    return
-                self.tally.errors[type(exc).__name__] += 1
-            else:
-                self._on_answer(head, body)
-            next_at += self.interval
-            while next_at < time.monotonic():  # a late answer skips polls instead of bunching them
-                next_at += self.interval
-                self.missed_polls += 1
-
-    def _on_answer(self, head: Head, body: bytes) -> None:
-        if head.status != 200:
-            self.tally.errors[f"http_{head.status}"] += 1
-            return
-        state = json.loads(body)["data"]
-        parsed = parse_step(state.get("step", ""))
-        now = time.monotonic_ns()
-        if parsed is not None and parsed[0] > self.last_seq:
-            self.changes_skipped += parsed[0] - self.last_seq - 1
-            self.last_seq = parsed[0]
-            self.changes_seen += 1
-            self.tally.delivery(self.spec.jobs[0], parsed[0], parsed[1], now)
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.http.close()
+        if was_open:
+            self.closed_by_server += 1
+            if self.on_server_close is not None:
+                self.on_server_close(self)

@@ -26,9 +26,11 @@ def draw(results: dict[str, Any], folder: Path, stem: str) -> list[Path]:
 
 def _latency_by_connections(fanout: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     variants = sorted(
-        (v for v in fanout["variants"] if v["server"] == "hub" and v["kind"] == "jobs"), key=lambda v: v["connections"]
+        (v for v in fanout["variants"] if v["server"] == "hub" and v.get("role", "sweep") == "sweep"),
+        key=lambda v: v["connections"],
     )
     counts = [v["connections"] for v in variants]
     figure, axes = plt.subplots(figsize=(7, 4.5))
@@ -36,6 +38,16 @@ def _latency_by_connections(fanout: dict[str, Any], path: Path) -> Path:
         axes.plot(counts, [v["latency_ms"][key] for v in variants], marker="o", label=label)
     axes.set_xscale("log")
     axes.set_yscale("log")
+    # Plain numbers on both axes, and a tick at each measured connection count.
+    axes.set_xticks(counts)
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    low, high = axes.get_ylim()
+    low = min(low, 1.0)  # so the 1 ms line is always there to read against
+    axes.set_ylim(low, high)
+    # Label the minor ticks too, unless the range is so wide they would crowd.
+    axes.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}") if high / low < 30 else NullFormatter())
     axes.set_xlabel("SSE connections (one job each)")
     axes.set_ylabel("publish → client parsed (ms)")
     rate = variants[0]["rate"] if variants else 0
@@ -50,6 +62,7 @@ def _latency_by_connections(fanout: dict[str, Any], path: Path) -> Path:
 
 def _polling_vs_sse(polling: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     polled, sse = polling["polling"], polling["sse"]
     figure, (cpu_axes, stale_axes) = plt.subplots(1, 2, figsize=(9, 4))
@@ -63,7 +76,7 @@ def _polling_vs_sse(polling: dict[str, Any], path: Path) -> Path:
             color="#e6b8b7",
             label="needed beyond one core (projected)",
         )
-        cpu_axes.legend()
+        cpu_axes.legend(loc="center right", fontsize="small")
     cpu_axes.set_ylabel("hub CPU, % of one core")
     cpu_axes.set_title(f"{polled['connections']:,} clients")
     stale_axes.bar(
@@ -72,6 +85,8 @@ def _polling_vs_sse(polling: dict[str, Any], path: Path) -> Path:
         color=["#c0504d", "#4f81bd"],
     )
     stale_axes.set_yscale("log")
+    stale_axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    stale_axes.yaxis.set_minor_formatter(NullFormatter())
     stale_axes.set_ylabel("median staleness (ms)")
     stale_axes.set_title("change → client sees it")
     figure.tight_layout()

@@ -44,6 +44,8 @@ def markdown(run: dict[str, Any], sections: list[tuple[str, list[dict[str, Any]]
         f"Linux {machine['kernel']}, Python {machine['python']}, Tornado {machine['versions']['tornado']}, "
         f"redis-py {machine['versions']['redis']}, Valkey {run.get('valkey_version')}  \n"
         f"Load average at start / end: {run['load_average_start']} / {run.get('load_average_end')}  \n"
+        f"Source: commit {run['source']['commit']}, {run['source']['hub_uncommitted_files']} uncommitted file(s) "
+        f"under hub/ and actors/  \n"
         f"Pinning: server on {machine['pinning']['server']}, load on {machine['pinning']['load']}\n",
     ]
     for title, rows in sections:

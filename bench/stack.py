@@ -25,6 +25,8 @@ from typing import Any
 
 import redis
 
+from bench.gcwatch import GC_LOG_ENV
+from bench.gcwatch import pauses as gc_pauses
 from bench.system import ProcessProbe, cpu_sets, pin
 from hub.auth import issue_token
 from hub.embedded import EmbeddedRedis, free_port
@@ -40,12 +42,14 @@ TOKEN_TTL = 6 * 3600
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
+#: Each server as `python -m MODULE ARGS`.
 SERVERS = {
-    "hub": [sys.executable, "-m", "hub", "serve"],
-    "peer": [sys.executable, "-m", "bench.peers.sse_starlette_peer"],
+    "hub": ["hub", "serve"],
+    "peer": ["bench.peers.sse_starlette_peer"],
 }
 #: When set (by `--profile`), py-spy samples the server during each
-#: measurement window and writes its samples into this folder.
+#: measurement window and writes its samples into this folder, and the
+#: server runs under bench.gcwatch, which logs its garbage collections.
 PROFILE_DIR_ENV = "BENCH_PROFILE_DIR"
 
 
@@ -74,6 +78,8 @@ class Stack:
         self.process: subprocess.Popen[bytes] | None = None
         self.final_log = ""
         self.profiles: list[str] = []
+        self.gc_log: str | None = None
+        self.gc_windows: dict[str, dict[str, Any]] = {}
         self.valkey: EmbeddedRedis | None = None
 
     def __enter__(self) -> Stack:
@@ -102,9 +108,13 @@ class Stack:
         self.settings = Settings(redis_url=self.redis_url, namespace=NAMESPACE, jwt_secret=SECRET)
         self.log_path = os.path.join(data_dir, f"{self.server}.log")
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        command = [sys.executable, "-m", *SERVERS[self.server]]
+        if os.environ.get(PROFILE_DIR_ENV):
+            self.gc_log = env[GC_LOG_ENV] = os.path.join(data_dir, "gc.log")
+            command = [sys.executable, "-m", "bench.gcwatch", *SERVERS[self.server]]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                SERVERS[self.server],
+                command,
                 env=env,
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
@@ -137,9 +147,12 @@ class Stack:
                 stderr=log,
                 preexec_fn=lambda: (die_with_parent(), pin(self.load_cpus)),
             )
+        began = time.monotonic()
         try:
             yield
         finally:
+            if self.gc_log:
+                self.gc_windows[os.path.basename(path)] = gc_pauses(self.gc_log, began, time.monotonic())
             sampler.send_signal(signal.SIGINT)  # py-spy writes its samples on Ctrl-C
             try:
                 sampler.wait(30)
@@ -149,9 +162,15 @@ class Stack:
             self.profiles.append(path)
 
     def diagnostics(self) -> dict[str, Any]:
-        """For the report, after the stack stopped: the server's last log
-        lines (warnings) and the profiles taken, if any."""
-        return {"server_log": self.final_log, "profiles": self.profiles}
+        """For the report, after the stack stopped: the server's settings, its
+        last log lines (warnings) and the profiles taken, if any."""
+        env = {name: value for name, value in self.env.items() if "SECRET" not in name}
+        return {
+            "server_env": env,
+            "server_log": self.final_log,
+            "profiles": self.profiles,
+            "gc_pauses": self.gc_windows,
+        }
 
     def _prepare_child(self) -> None:
         die_with_parent()

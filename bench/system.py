@@ -105,6 +105,18 @@ def core_busy_percent(before: dict[int, tuple[int, int]], after: dict[int, tuple
     return busy
 
 
+def listen_overflows() -> int:
+    """Connections the kernel dropped, machine-wide since boot, because a
+    listening socket's accept queue was full (the client retries its SYN
+    after 1 s, then 3 s, 7 s...). Read before and after a burst."""
+    with open("/proc/net/netstat", encoding="ascii") as handle:
+        lines = handle.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True)).get("ListenOverflows", 0))
+    return 0
+
+
 def load_average() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 

@@ -44,7 +44,9 @@ def _idle_cpu(r: dict[str, Any]) -> Check:
 
 def _fanout_throughput(r: dict[str, Any]) -> Check:
     hub = [v for v in r["variants"] if v["server"] == "hub"]
-    best = max(hub, key=lambda v: v["deliveries_per_s"] or 0)
+    # Judged on the variants that offered the target's load; else shown only.
+    offering = [v for v in hub if v["rate"] * v["per_job"] >= 40_000] or hub
+    best = max(offering, key=lambda v: v["deliveries_per_s"] or 0)
     p99 = best["latency_ms"]["p99_ms"]
     offered = best["rate"] * best["per_job"]
     ok = (best["deliveries_per_s"] or 0) >= 40_000 and p99 is not None and p99 <= 100 and best["lost"] == 0
@@ -52,11 +54,12 @@ def _fanout_throughput(r: dict[str, Any]) -> Check:
         f"{best['deliveries_per_s']:,.0f}/s (offered {offered:,.0f}/s), p99 {p99} ms, lost {best['lost']}; "
         f"{best['deliveries_per_server_cpu_second'] or 0:,.0f} deliveries per hub CPU-second"
     )
-    return Check(measured, ok if offered >= 40_000 else None, f"N={best['connections']}, {best['kind']}")
+    run = f"N={best['connections']}, {best['per_job']} per job, {best['rate']:,.0f} events/s"
+    return Check(measured, ok if offered >= 40_000 else None, run)
 
 
 def _fanout_10k(r: dict[str, Any]) -> Check:
-    hub = [v for v in r["variants"] if v["server"] == "hub" and v["kind"] == "jobs"]
+    hub = [v for v in r["variants"] if v["server"] == "hub" and v.get("role", "sweep") == "sweep"]
     v = max(hub, key=lambda v: v["connections"])
     p50, p99 = v["latency_ms"]["p50_ms"], v["latency_ms"]["p99_ms"]
     ok = p50 is not None and p99 is not None and p50 <= 5 and p99 <= 50 and v["lost"] == 0

@@ -28,6 +28,14 @@ def parse_head(raw: bytes) -> Head:
     return Head(status, headers)
 
 
+def retry_after(head: Head) -> float:
+    """The Retry-After of a refusal, in seconds (0 when absent)."""
+    try:
+        return float(head.headers.get("retry-after", "0"))
+    except ValueError:
+        return 0.0
+
+
 class ResponseReader:
     """Reads one HTTP/1.1 response at a time from a byte stream; `next_response`
     starts on the following one (keep-alive)."""

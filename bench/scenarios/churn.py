@@ -20,13 +20,16 @@ from bench.publisher import Publisher
 from bench.scenarios.common import open_streams, population, warm_up
 from bench.stack import Stack
 from bench.stats import Histogram
-from bench.system import core_busy_percent, core_times, cpu_percent, load_average
+from bench.system import core_busy_percent, core_times, cpu_percent, listen_overflows, load_average
 
 NAME = "churn"
 #: Events flowing before the storm, and at most how long recovery may take.
 WARM_SECONDS = 3.0
 RECOVERY_LIMIT = 120.0
 RESUME_ATTEMPTS = 30
+#: How long a resuming client waits for its answer: a browser waits minutes;
+#: a short client timeout would only add retries to the storm.
+RESUME_TIMEOUT = 60.0
 
 
 def settings(params: Params) -> dict[str, Any]:
@@ -44,10 +47,12 @@ def measure_connects(clients: int, duration: float) -> dict[str, Any]:
         specs, _ = population(stack, clients)
         with LoadGen(stack.port, clients, stack.load_cpus) as load:
             with stack.profiled("connects"):
+                overflows = listen_overflows()
                 cores_before, before = core_times(), stack.probe.sample()
                 parts = [{"specs": part} for part in load.split(specs)]
                 replies = load.call("churn", duration + 60, parts, duration=duration, timeout=10.0)
                 after, cores_after = stack.probe.sample(), core_times()
+                overflows = listen_overflows() - overflows
             stats = load.stats()
     outcomes: dict[str, int] = {}
     connect = Histogram()
@@ -64,6 +69,7 @@ def measure_connects(clients: int, duration: float) -> dict[str, Any]:
         "connects_per_s": round(ok / seconds, 1),
         "failures": {k: v for k, v in outcomes.items() if k != "ok"},
         "connect_ms": connect.summary(),
+        "listen_queue_overflows": overflows,
         "server_cpu_percent": round(cpu_percent(before, after), 1),
         "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
         "core_busy_percent": core_busy_percent(cores_before, cores_after),
@@ -84,13 +90,15 @@ def measure_storm(connections: int, rate: float) -> dict[str, Any]:
                 publisher.start()
                 time.sleep(WARM_SECONDS)
                 with stack.profiled("storm"):
+                    overflows = listen_overflows()
                     cores_before, before = core_times(), stack.probe.sample()
-                    dropped = load.call("drop_and_resume", 60, timeout=10.0, attempts=RESUME_ATTEMPTS)
+                    dropped = load.call("drop_and_resume", 60, timeout=RESUME_TIMEOUT, attempts=RESUME_ATTEMPTS)
                     status = _wait_reconnected(load, connections)
+                    overflows = listen_overflows() - overflows
                     time.sleep(2.0)  # events keep flowing after everyone is back
                     publisher.stop()
                     published = publisher.result()
-                    drained = load.call("expect", 70, counts=published["counts"], timeout=60)
+                    drained = load.call("expect", 130, counts=published["counts"], timeout=120)
                     after, cores_after = stack.probe.sample(), core_times()
             final = load.call("storm_status", 30)
             stats = load.stats(counts=published["counts"])
@@ -107,12 +115,17 @@ def measure_storm(connections: int, rate: float) -> dict[str, Any]:
         "all_reconnected_s": round((max(reconnected) - dropped_ns) / 1e9, 2) if reconnected else None,
         "recovery_s": round((max(caught_up) - dropped_ns) / 1e9, 2) if caught_up else None,
         "reconnect_retries": sum(f["retries"] for f in final),
+        # SYNs the kernel dropped because the hub's accept queue (Tornado's
+        # default backlog: 128) was full; each costs its client 1 s or more.
+        "listen_queue_overflows": overflows,
         "wait_status": status,
         "lost": accounting["lost"],
         "duplicates": accounting["duplicates"],
         "unexpected": accounting["unexpected"],
         "all_delivered": all(d["complete"] for d in drained),
         "client_errors": stats["errors"],
+        "streams_closed_by_server": stats["streams_closed_by_server"],
+        "incomplete_sample": stats["incomplete_sample"],
         "server_cpu_percent": round(cpu_percent(before, after), 1),
         "core_busy_percent": core_busy_percent(cores_before, cores_after),
         "load_average": load_average(),
@@ -157,6 +170,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "all back s": storm["all_reconnected_s"],
             "recovered s": storm["recovery_s"],
             "retries": storm["reconnect_retries"],
+            "SYNs dropped": storm["listen_queue_overflows"],
             "lost": storm["lost"],
             "dup": storm["duplicates"],
             "server CPU %": storm["server_cpu_percent"],

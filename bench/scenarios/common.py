@@ -11,7 +11,7 @@ from bench.clients import ClientSpec
 from bench.loadgen import BenchError, LoadGen
 from bench.publisher import Publisher
 from bench.stack import Stack
-from bench.system import core_busy_percent, core_times, cpu_percent, load_average
+from bench.system import core_busy_percent, core_times, cpu_percent, listen_overflows, load_average
 
 MIB = 1024 * 1024
 
@@ -43,7 +43,9 @@ def population(
 
 
 def open_streams(load: LoadGen, specs: list[ClientSpec], track_events: bool = False) -> dict[str, Any]:
+    overflows = listen_overflows()
     opened = load.open_sse(specs, track_events=track_events)
+    opened["listen_queue_overflows"] = listen_overflows() - overflows
     if opened["failed"]:
         raise BenchError(f"{opened['failed']} of {len(specs)} streams did not open: {opened['errors']}")
     return opened
@@ -78,11 +80,12 @@ def publish_and_measure(
     rate: float,
     duration: float,
     label: str,
-    drain_timeout: float = 20.0,
+    drain_timeout: float = 120.0,
 ) -> dict[str, Any]:
     """Publishes at `rate` for `duration`, waits until every client has every
-    event (or `drain_timeout`), and reports deliveries, latency, losses and
-    the CPU each party used meanwhile."""
+    event (or until deliveries stop, or `drain_timeout`: an overloaded server
+    drains its backlog after the publisher stops), and reports deliveries,
+    latency, losses and the CPU each party used meanwhile."""
     publisher = Publisher(stack.redis_url, stack.settings.namespace, jobs, rate, duration, stack.load_cpus)
     with publisher, stack.profiled(label):
         load.stats(reset=True)
@@ -145,5 +148,6 @@ def delivery_figures(
         "core_busy_percent": cores,
         "client_errors": stats["errors"],
         "streams_closed_by_server": stats["streams_closed_by_server"],
+        "incomplete_sample": stats["incomplete_sample"],
         "load_average": load_average(),
     }

@@ -1,8 +1,13 @@
 """fanout: N streams, events at a fixed rate R spread over their jobs.
 
-Variants: job streams (one user per connection, `--per-job` connections per
-job, 1 by default so each event has one recipient), for each connection
-count of the sweep; and at the largest count, N users each on `/my`.
+Variants, each on a fresh server:
+- "sweep": job streams (one user per connection, `--per-job` connections per
+  job, 1 by default so each event has one recipient), at each connection
+  count of the sweep;
+- "my": at the largest count, N users each on `/my`;
+- "capacity": at the largest count, 10 streams per job and events at a rate
+  that offers 40,000 deliveries/s (the target), for a shorter time: when the
+  server cannot keep up, the backlog it builds must still drain.
 Reports deliveries/s, latency percentiles, losses and the server's CPU.
 """
 
@@ -18,26 +23,37 @@ from bench.stack import Stack
 NAME = "fanout"
 
 
+#: Deliveries per second the capacity variant offers, and streams per job there.
+CAPACITY_DELIVERIES = 40_000
+CAPACITY_PER_JOB = 10
+
+
 def settings(params: Params) -> dict[str, Any]:
     return {
         "sweep": params.connection_sweep([1_000, 2_500, 5_000, 10_000], [50, 200]),
         "rate": params.events_per_second(5_000, 200),
         "duration": params.seconds(20, 3),
         "per_job": params.subscribers_per_job(),
+        "capacity_rate": (CAPACITY_DELIVERIES if not params.quick else 1_000) / CAPACITY_PER_JOB,
+        "capacity_duration": min(params.seconds(20, 3), 10),
     }
 
 
-def measure(server: str, connections: int, rate: float, duration: float, *, kind: str, per_job: int) -> dict[str, Any]:
+def measure(
+    server: str, connections: int, rate: float, duration: float, *, kind: str, per_job: int, role: str = "sweep"
+) -> dict[str, Any]:
     """One variant on a fresh server."""
     with Stack(server, connections=connections) as stack:
         warm_up(stack)
         specs, jobs = population(stack, connections, per_job=per_job, kind=kind)
         with LoadGen(stack.port, connections, stack.load_cpus) as load:
             opened = open_streams(load, specs)
-            figures = publish_and_measure(stack, load, jobs, rate=rate, duration=duration, label=f"fanout-{kind}")
+            label = f"fanout-{kind}-x{per_job}"
+            figures = publish_and_measure(stack, load, jobs, rate=rate, duration=duration, label=label)
             load.call("close_all", 60)
     return {
         "server": server,
+        "role": role,
         "kind": kind,
         "connections": connections,
         "jobs": len(jobs),
@@ -45,6 +61,7 @@ def measure(server: str, connections: int, rate: float, duration: float, *, kind
         "rate": rate,
         "duration": duration,
         "open_seconds": round(opened["seconds"], 2),
+        "listen_queue_overflows_while_opening": opened["listen_queue_overflows"],
         **figures,
         **stack.diagnostics(),
     }
@@ -58,7 +75,18 @@ def run(params: Params) -> dict[str, Any]:
             measure("hub", connections, chosen["rate"], chosen["duration"], kind="jobs", per_job=chosen["per_job"])
         )
     largest = max(chosen["sweep"])
-    variants.append(measure("hub", largest, chosen["rate"], chosen["duration"], kind="my", per_job=1))
+    variants.append(measure("hub", largest, chosen["rate"], chosen["duration"], kind="my", per_job=1, role="my"))
+    variants.append(
+        measure(
+            "hub",
+            largest,
+            chosen["capacity_rate"],
+            chosen["capacity_duration"],
+            kind="jobs",
+            per_job=CAPACITY_PER_JOB,
+            role="capacity",
+        )
+    )
     return {"settings": chosen, "variants": variants}
 
 
@@ -69,8 +97,9 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 def variant_row(v: dict[str, Any]) -> dict[str, Any]:
     latency = v["latency_ms"]
     return {
-        "variant": f"{v['server']} {'/my' if v['kind'] == 'my' else 'job streams'}",
+        "variant": f"{v['server']} {v.get('role', 'sweep')}",
         "connections": v["connections"],
+        "per job": v["per_job"],
         "events/s": v["rate"],
         "deliveries/s": v["deliveries_per_s"],
         "p50 ms": latency["p50_ms"],

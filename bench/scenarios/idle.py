@@ -53,6 +53,7 @@ def measure(server: str, connections: int, window: float, keepalive_seconds: flo
         "connections": connections,
         "open_seconds": round(opened["seconds"], 2),
         "connects_per_s": round(connections / opened["seconds"], 1),
+        "listen_queue_overflows_while_opening": opened["listen_queue_overflows"],
         "rss_baseline_mib": round(baseline.rss_bytes / MIB, 1),
         "rss_mib": round(after.rss_bytes / MIB, 1),
         "rss_per_connection_kib": round(grown / connections / 1024, 2),

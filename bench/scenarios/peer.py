@@ -21,10 +21,10 @@ SERVERS = ("hub", "peer")
 
 def settings(params: Params) -> dict[str, Any]:
     return {
-        "connections": params.connection_count(5_000, 100),
+        "connections": params.connection_count(10_000, 100),
         "idle_window": params.seconds(20, 3),
         "keepalive_seconds": 1 if params.quick else 15,
-        "fanout_rate": params.events_per_second(2_500, 100),
+        "fanout_rate": params.events_per_second(5_000, 100),
         "fanout_duration": params.seconds(20, 3),
         "broadcast_events": 10 if not params.quick else 3,
     }
