@@ -145,7 +145,7 @@ class Target:
         except BaseException:
             sock.close()
             raise
-        return transport  # type: ignore[return-value]
+        return transport
 
     def request(self, path: str, token: str, extra: dict[str, str] | None = None) -> bytes:
         lines = [f"GET {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Authorization: Bearer {token}"]

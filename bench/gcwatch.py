@@ -38,7 +38,8 @@ def main() -> None:
 
 def pauses(path: str, since: float, until: float) -> dict[str, Any]:
     """The collections that started between two monotonic times."""
-    total = gen2 = count = 0
+    gen2 = count = 0
+    total = 0.0
     longest = 0.0
     try:
         with open(path, encoding="ascii") as handle:

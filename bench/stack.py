@@ -145,7 +145,7 @@ class Stack:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                preexec_fn=lambda: (die_with_parent(), pin(self.load_cpus)),
+                preexec_fn=self._prepare_sampler,
             )
         began = time.monotonic()
         try:
@@ -160,6 +160,10 @@ class Stack:
                 sampler.kill()
                 sampler.wait()
             self.profiles.append(path)
+
+    def _prepare_sampler(self) -> None:
+        die_with_parent()
+        pin(self.load_cpus)
 
     def diagnostics(self) -> dict[str, Any]:
         """For the report, after the stack stopped: the server's settings, its

@@ -42,6 +42,7 @@ class Fanout:
         self.confirmed: dict[str, asyncio.Future[None]] = {}
         self.dropped = 0
         self.ready = False
+        self.pending: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         await self.pubsub.connect()  # type: ignore[no-untyped-call]
@@ -81,7 +82,12 @@ class Fanout:
         if not queues:
             del self.channels[channel]
             del self.confirmed[channel]
-            asyncio.get_running_loop().create_task(self.pubsub.unsubscribe(channel))
+            task = asyncio.get_running_loop().create_task(self._unsubscribe(channel))
+            self.pending.add(task)  # held, so it is not collected mid-flight
+            task.add_done_callback(self.pending.discard)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        await self.pubsub.unsubscribe(channel)
 
 
 SECRET = os.environ.get("HUB_JWT_SECRET", "")
