@@ -31,7 +31,7 @@ from bench.system import ProcessProbe, cpu_sets, pin
 from hub.auth import issue_token
 from hub.embedded import EmbeddedRedis, free_port
 from hub.journal import Journal
-from hub.processes import die_with_parent
+from hub.processes import die_with_parent, stop_process
 from hub.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,13 +196,8 @@ class Stack:
         raise RuntimeError(f"the {self.server} was not ready within {READY_TIMEOUT:.0f}s:\n{self.log_tail()}")
 
     def _stop_server(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, STOP_TIMEOUT)
         # Its log lives in a folder about to be removed: warnings go in the report.
         self.final_log = self.log_tail()
 

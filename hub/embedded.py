@@ -5,7 +5,6 @@ needs a system install."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -13,7 +12,7 @@ import time
 import redis
 
 from hub.errors import ConfigError
-from hub.processes import die_with_parent
+from hub.processes import die_with_parent, stop_process
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -104,14 +103,8 @@ class EmbeddedRedis:
         return False
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, STOP_TIMEOUT)
 
     def kill(self) -> None:
         """Stops the server abruptly, as a crash would."""

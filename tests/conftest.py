@@ -21,6 +21,7 @@ from hub.app import build_context, connect_redis, make_app
 from hub.auth import issue_token
 from hub.context import HubContext
 from hub.dispatch import JobDispatcher
+from hub.processes import stop_process
 from hub.settings import Settings
 from tests import sse_client
 
@@ -297,14 +298,8 @@ class HubProcess:
                     total += sample.value
         return total
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+    def stop(self, timeout: float = 30) -> int:
+        return stop_process(self.process, timeout)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
