@@ -24,6 +24,7 @@ from hub.handlers.tickets import TicketHandler
 from hub.history import History
 from hub.journal import Journal
 from hub.keys import KeySpace
+from hub.live import LiveStreams
 from hub.metrics import HubMetrics
 from hub.rate_limit import JobRateLimit
 from hub.settings import Settings
@@ -83,6 +84,11 @@ def build_context(settings: Settings, redis: Redis, enqueue: Enqueue) -> HubCont
         slots=slots,
         tickets=Tickets(redis, keys),
         job_rate=JobRateLimit(redis, keys, settings.job_rate_per_minute),
+        live_streams=LiveStreams(
+            keepalive_seconds=settings.keepalive_seconds,
+            write_timeout_seconds=settings.write_timeout_seconds,
+            on_keepalive=metrics.keepalives.inc,
+        ),
     )
 
 

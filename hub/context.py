@@ -15,6 +15,7 @@ from hub.connections import ConnectionManager, UserSlots
 from hub.history import History
 from hub.journal import Journal
 from hub.keys import KeySpace
+from hub.live import LiveStreams
 from hub.metrics import HubMetrics
 from hub.rate_limit import JobRateLimit
 from hub.settings import Settings
@@ -39,6 +40,7 @@ class HubContext:
     slots: UserSlots
     tickets: Tickets
     job_rate: JobRateLimit
+    live_streams: LiveStreams
 
     async def start(self) -> None:
         """Connects what runs in the background: the event bus and the

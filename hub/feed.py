@@ -115,10 +115,8 @@ class Feed:
             event = await self.subscriber.next(remaining)
             if event is None:
                 return None
-            if self.last is not None and event.cursor is not None and event.cursor <= self.last:
-                continue
-            self._track([event])
-            return event
+            if self.accept(event):
+                return event
 
     def ready(self, limit: int) -> list[Event]:
         """Live events that have already arrived (at most `limit`), without waiting."""
@@ -127,11 +125,20 @@ class Feed:
             event = self.subscriber.pop_ready()
             if event is None:
                 break
-            if self.last is not None and event.cursor is not None and event.cursor <= self.last:
-                continue
-            self._track([event])
-            batch.append(event)
+            if self.accept(event):
+                batch.append(event)
         return batch
+
+    def accept(self, event: Event) -> bool:
+        """Whether a live event is new to this client (and, if so, tracks it)."""
+        cursor = event.cursor
+        if cursor is not None:
+            if self.last is not None and cursor <= self.last:
+                return False
+            self.last = cursor
+        if event.terminal and self.source.ends_with_job:
+            self.ended = True
+        return True
 
     def _track(self, events: list[Event]) -> list[Event]:
         for event in events:

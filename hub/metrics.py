@@ -43,7 +43,9 @@ class HubMetrics:
         for transport in TRANSPORTS:
             self.connections.labels(transport)
             self.connections_opened.labels(transport)
-            self.events_delivered.labels(transport)
-            self.events_replayed.labels(transport)
+        # Bound once: looking a child up by its labels costs more than the
+        # increment itself, and these count every delivery.
+        self.delivered = {t: self.events_delivered.labels(t) for t in TRANSPORTS}
+        self.replayed = {t: self.events_replayed.labels(t) for t in TRANSPORTS}
         for reason in REJECT_REASONS:
             self.connections_rejected.labels(reason)

@@ -12,6 +12,7 @@ import time
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
+from hub import collector
 from hub.app import build_context, connect_redis, make_app
 from hub.dispatch import JobDispatcher
 from hub.errors import ConfigError
@@ -61,6 +62,7 @@ async def serve(settings: Settings, *, dev_tokens: bool = False) -> None:
     server.dead_client_ms = int(settings.dead_client_seconds * 1000)
     server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
     await ctx.start()
+    collector.settle()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

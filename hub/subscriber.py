@@ -1,9 +1,15 @@
-"""One client's inbox of live events: bounded, closed when it cannot keep up."""
+"""One client's inbox of live events: bounded, closed when it cannot keep up.
+
+A subscriber either queues events for its owner to take (`next`, long-polls)
+or, once given a `sink`, hands each one over at once, from the bus's own
+call (live SSE streams: no task is woken per event).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 from hub.events import Event
 
@@ -13,17 +19,22 @@ class CloseReason:
     SLOW = "slow_consumer"
     BUS_RESET = "bus_reset"
     SHUTDOWN = "shutdown"
+    #: The job's terminal event has been written.
+    ENDED = "ended"
+    TOKEN_EXPIRED = "token_expired"
 
 
 class Subscriber:
     # One per connection, so kept small: a deque and at most one waiting future.
-    __slots__ = ("_max_queued", "_queue", "_waiter", "closed_reason")
+    __slots__ = ("_queue", "_waiter", "closed_reason", "max_queued", "sink")
 
     def __init__(self, max_queued: int) -> None:
         self._queue: deque[Event] = deque()
-        self._max_queued = max_queued
+        self.max_queued = max_queued
         self._waiter: asyncio.Future[None] | None = None
         self.closed_reason: str | None = None
+        #: When set, takes every event instead of the queue.
+        self.sink: Callable[[Event], None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -32,7 +43,10 @@ class Subscriber:
     def push(self, event: Event) -> None:
         if self.closed_reason is not None:
             return
-        if len(self._queue) >= self._max_queued:
+        if self.sink is not None:
+            self.sink(event)
+            return
+        if len(self._queue) >= self.max_queued:
             # Dropping the client is safe: it resumes from its cursor. Growing
             # the queue is not: one stuck client would hold the hub's memory.
             self.close(CloseReason.SLOW)
@@ -44,6 +58,7 @@ class Subscriber:
         if self.closed_reason is None:
             self.closed_reason = reason
             self._queue.clear()
+            self.sink = None
         self._wake()
 
     def pop_ready(self) -> Event | None:
@@ -66,6 +81,16 @@ class Subscriber:
                 timer.cancel()
                 self._waiter = None
         return self.pop_ready()
+
+    async def wait_closed(self) -> str:
+        """Waits, with no timer, until the subscriber is closed; returns why."""
+        while self.closed_reason is None:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return self.closed_reason
 
     def _wake(self) -> None:
         wake(self._waiter)

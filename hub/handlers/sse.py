@@ -8,9 +8,10 @@ import time
 
 from tornado.iostream import StreamClosedError
 
-from hub.events import KEEPALIVE_FRAME, Cursor, Event, retry_frame
-from hub.feed import JobSource, Source
+from hub.events import Cursor, Event, retry_frame
+from hub.feed import Feed, JobSource, Source
 from hub.handlers.subscription import SubscriptionHandler
+from hub.live import LiveStream
 from hub.subscriber import CloseReason, wake
 
 #: After a shutdown or a Redis reconnect, clients are told to come back within
@@ -48,26 +49,37 @@ class SSEHandler(SubscriptionHandler):
             self.set_header("X-Accel-Buffering", "no")
             await self._send(retry_frame(settings.sse_retry_ms) + self._greeting(source).sse_frame(), [])
             await self._send(b"".join(e.sse_frame() for e in backlog), backlog, replayed=cursor is not None)
-            while not feed.ended:
-                # A stream does not outlive its token.
-                token_left = expires_at - time.time()
-                if token_left <= 0:
-                    await self._send(TOKEN_EXPIRED.sse_frame(), [])
-                    break
-                event = await feed.next(min(settings.keepalive_seconds, token_left))
-                if feed.subscriber.closed:
-                    await self._on_feed_closed(feed.subscriber.closed_reason)
-                    return
-                if event is not None:
-                    await self._send(event.sse_frame(), [event])
-                elif time.time() < expires_at:
-                    await self._send(KEEPALIVE_FRAME, [])
-                    self.ctx.metrics.keepalives.inc()
+            reason = await self._follow(feed, expires_at)
+            if not await self._on_feed_closed(reason):
+                return
         except (StreamClosedError, SlowClient):
             return
         finally:
             feed.close()
         self.finish()
+
+    async def _follow(self, feed: Feed, expires_at: float) -> str:
+        """The live phase: the bus writes each event to the connection until
+        the feed closes. Returns why it closed."""
+        if feed.ended:
+            return CloseReason.ENDED
+        if time.time() >= expires_at:
+            return CloseReason.TOKEN_EXPIRED  # a stream does not outlive its token
+        live = LiveStream(
+            stream=self.request.connection.stream,  # type: ignore[union-attr]
+            # Tornado chunks a response without a length to an HTTP/1.1
+            # request (never HEAD here: streams answer GET only).
+            chunked=self.request.version == "HTTP/1.1",
+            feed=feed,
+            expires_at=expires_at,
+            streams=self.ctx.live_streams,
+            on_delivered=self.count_live,
+        )
+        live.start()
+        try:
+            return await feed.subscriber.wait_closed()
+        finally:
+            live.stop()
 
     @staticmethod
     def _greeting(source: Source) -> Event:
@@ -77,27 +89,34 @@ class SSEHandler(SubscriptionHandler):
             )
         return Event.make({"type": "connected", "message": "Connected to your job stream"})
 
-    async def _on_feed_closed(self, reason: str | None) -> None:
+    async def _on_feed_closed(self, reason: str) -> bool:
+        """Ends the stream as `reason` calls for; True if the response is
+        still to be finished normally."""
+        if reason == CloseReason.ENDED:
+            return True
+        if reason == CloseReason.TOKEN_EXPIRED:
+            await self._send(TOKEN_EXPIRED.sse_frame(), [])
+            return True
         if reason == CloseReason.SLOW:
             self.ctx.metrics.slow_consumers_disconnected.inc()
             self._abort()
-        elif reason == CloseReason.CLIENT_GONE:
+            return False
+        if reason == CloseReason.CLIENT_GONE:
             self._abort()
-        else:
-            # The bus was reset or the hub is shutting down: end the response
-            # normally, so EventSource reconnects with its Last-Event-ID, after
-            # a random delay so thousands of clients do not all come at once.
-            try:
-                await self._send(retry_frame(random.randint(*RECONNECT_SPREAD_MS)), [])
-                self.finish()
-            except (StreamClosedError, SlowClient):
-                pass
+            return False
+        # The bus was reset or the hub is shutting down: end the response
+        # normally, so EventSource reconnects with its Last-Event-ID, after
+        # a random delay so thousands of clients do not all come at once.
+        await self._send(retry_frame(random.randint(*RECONNECT_SPREAD_MS)), [])
+        return True
 
     def _abort(self) -> None:
         if self.request.connection is not None:
             self.request.connection.close()  # type: ignore[attr-defined]
 
     async def _send(self, frames: bytes, events: list[Event], replayed: bool = False) -> None:
+        """A write at the start or the end of a stream (the live phase writes
+        through LiveStream): waits until the client has it."""
         if not frames:
             return
         self.write(frames)

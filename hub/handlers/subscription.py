@@ -5,6 +5,7 @@ differ only in how they write."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from hub.auth import Identity
@@ -69,18 +70,22 @@ class SubscriptionHandler(BaseHandler):
         )
         return self.feed
 
-    def count_delivered(self, events: list[Event], replayed: bool) -> None:
+    def count_delivered(self, events: Sequence[Event], replayed: bool) -> None:
         if not events:
             return
         metrics = self.ctx.metrics
-        metrics.events_delivered.labels(self.transport).inc(len(events))
+        metrics.delivered[self.transport].inc(len(events))
         if replayed:
-            metrics.events_replayed.labels(self.transport).inc(len(events))
+            metrics.replayed[self.transport].inc(len(events))
             return
         now = time.time()
+        observe = metrics.delivery_seconds.observe
         for event in events:
             if event.published_at is not None:
-                metrics.delivery_seconds.observe(max(0.0, now - event.published_at))
+                observe(max(0.0, now - event.published_at))
+
+    def count_live(self, events: Sequence[Event]) -> None:
+        self.count_delivered(events, replayed=False)
 
     def on_connection_close(self) -> None:
         if self.feed is not None:
