@@ -16,7 +16,7 @@ MAX_TOKEN_LENGTH = 8192
 MAX_USER_ID_LENGTH = 256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
     """Who is asking, and until when their credentials hold (epoch seconds)."""
 

@@ -55,9 +55,13 @@ class EventBus:
         self._ping_interval = ping_interval
         self._on_reconnect = on_reconnect or (lambda: None)
         self._on_event = on_event or (lambda fanout: None)
-        self._channels: dict[str, set[Subscriber]] = {}
+        # Each channel's local subscribers: one subscriber alone (the common
+        # case, a job followed by one stream) or a set of them. A set per
+        # channel would cost a couple of hundred bytes per connection.
+        self._channels: dict[str, Subscriber | set[Subscriber]] = {}
         # Futures waiting for Redis to confirm a SUBSCRIBE, oldest first.
         self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
+        # Channels whose SUBSCRIBE Redis has not confirmed yet.
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._pubsub: PubSub | None = None
         self._connected = asyncio.Event()
@@ -92,22 +96,26 @@ class EventBus:
         """Adds `subscriber` to `channel`; returns once Redis delivers to it."""
         if not self._connected.is_set() or self._pubsub is None:
             raise StoreUnavailable("event bus is not connected to Redis")
-        subscribers = self._channels.get(channel)
-        if subscribers is None:
-            subscribers = self._channels[channel] = set()
+        present = self._channels.get(channel)
+        if present is None:
+            self._channels[channel] = subscriber
             confirmed = asyncio.get_running_loop().create_future()
             self._confirmations.setdefault(channel, deque()).append(confirmed)
             self._ready[channel] = confirmed
-            subscribers.add(subscriber)
             try:
                 await self._pubsub.subscribe(channel)
             except Exception as exc:
                 self._discard(channel, subscriber)
                 raise StoreUnavailable(f"cannot subscribe: {exc}") from None
+        elif isinstance(present, set):
+            present.add(subscriber)
         else:
-            subscribers.add(subscriber)
+            self._channels[channel] = {present, subscriber}
+        ready = self._ready.get(channel)
+        if ready is None:
+            return  # confirmed long ago
         try:
-            await asyncio.wait_for(asyncio.shield(self._ready[channel]), SUBSCRIBE_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(ready), SUBSCRIBE_TIMEOUT)
         except (TimeoutError, BusReset):
             self._discard(channel, subscriber)
             raise StoreUnavailable("Redis did not confirm the subscription") from None
@@ -116,11 +124,12 @@ class EventBus:
         self._discard(channel, subscriber)
 
     def _discard(self, channel: str, subscriber: Subscriber) -> None:
-        subscribers = self._channels.get(channel)
-        if subscribers is None:
-            return
-        subscribers.discard(subscriber)
-        if subscribers:
+        present = self._channels.get(channel)
+        if isinstance(present, set):
+            present.discard(subscriber)
+            if present:
+                return
+        elif present is not subscriber:
             return
         del self._channels[channel]
         self._ready.pop(channel, None)
@@ -187,15 +196,19 @@ class EventBus:
         raw_channel = message.get("channel")
         channel = raw_channel.decode() if isinstance(raw_channel, bytes) else str(raw_channel)
         if kind == "message":
-            subscribers = self._channels.get(channel)
-            if not subscribers:
+            present = self._channels.get(channel)
+            if present is None:
                 return
             data = message["data"]
             assert isinstance(data, (bytes, str))
             event = Event.from_message(data)  # parsed once for all subscribers
-            for subscriber in tuple(subscribers):
-                subscriber.push(event)
-            self._on_event(len(subscribers))
+            if isinstance(present, set):
+                for subscriber in tuple(present):
+                    subscriber.push(event)
+                self._on_event(len(present))
+            else:
+                present.push(event)
+                self._on_event(1)
         elif kind == "subscribe":
             waiting = self._confirmations.get(channel)
             if not waiting:
@@ -205,12 +218,14 @@ class EventBus:
             future = waiting.popleft()
             if not waiting:
                 del self._confirmations[channel]
+            if self._ready.get(channel) is future:
+                del self._ready[channel]
             if not future.done():
                 future.set_result(None)
 
     def _reset(self, reason: str) -> None:
-        for subscribers in self._channels.values():
-            for subscriber in subscribers:
+        for present in self._channels.values():
+            for subscriber in present if isinstance(present, set) else (present,):
                 subscriber.close(reason)
         self._channels.clear()
         self._ready.clear()

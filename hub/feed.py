@@ -22,7 +22,7 @@ from hub.subscriber import Subscriber
 MAX_BATCH = 500
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobSource:
     """A job's own stream; it ends with the job's terminal event."""
 
@@ -48,7 +48,7 @@ class JobSource:
         return Event.make({"type": "reset", "jobId": self.job_id, "message": RESET_MESSAGE})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UserSource:
     """Every job of one user (`/my`); it never ends by itself."""
 
@@ -78,6 +78,8 @@ Source = JobSource | UserSource
 
 
 class Feed:
+    __slots__ = ("_bus", "_cursor", "_history", "_subscribed", "ended", "last", "source", "subscriber")
+
     def __init__(self, *, bus: EventBus, history: History, source: Source, cursor: Cursor | None, max_queued: int):
         self._bus = bus
         self._history = history

@@ -116,7 +116,8 @@ class LiveStream:
         self._on_delivered = on_delivered
         #: The events of the write the kernel has not taken yet, if any.
         self._pending: Sequence[Event] | None = None
-        self._queue: deque[Event] = deque()
+        #: Events that came while a write was pending; made when first needed.
+        self._queue: deque[Event] | None = None
         self._stopped = False
         self.last_write = time.monotonic()
         self.pending_since = 0.0
@@ -145,6 +146,8 @@ class LiveStream:
             self.close(CloseReason.TOKEN_EXPIRED)
         elif self._pending is None:
             self._write((event,))
+        elif self._queue is None:
+            self._queue = deque((event,))
         elif len(self._queue) < self._feed.subscriber.max_queued:
             self._queue.append(event)
         else:
@@ -211,8 +214,7 @@ class LiveStream:
             return
         self._written(events)
         if self._queue and self._feed.subscriber.closed_reason is None:
-            batch = list(self._queue)
-            self._queue.clear()
+            batch, self._queue = list(self._queue), None
             self._write(batch)
 
     def _written(self, events: Sequence[Event]) -> None:

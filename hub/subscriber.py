@@ -25,11 +25,12 @@ class CloseReason:
 
 
 class Subscriber:
-    # One per connection, so kept small: a deque and at most one waiting future.
+    # One per connection, so kept small: the queue is made when first needed
+    # (a live SSE stream never needs one), and there is one future at most.
     __slots__ = ("_queue", "_waiter", "closed_reason", "max_queued", "sink")
 
     def __init__(self, max_queued: int) -> None:
-        self._queue: deque[Event] = deque()
+        self._queue: deque[Event] | None = None
         self.max_queued = max_queued
         self._waiter: asyncio.Future[None] | None = None
         self.closed_reason: str | None = None
@@ -46,7 +47,9 @@ class Subscriber:
         if self.sink is not None:
             self.sink(event)
             return
-        if len(self._queue) >= self.max_queued:
+        if self._queue is None:
+            self._queue = deque()
+        elif len(self._queue) >= self.max_queued:
             # Dropping the client is safe: it resumes from its cursor. Growing
             # the queue is not: one stuck client would hold the hub's memory.
             self.close(CloseReason.SLOW)
@@ -57,7 +60,7 @@ class Subscriber:
     def close(self, reason: str) -> None:
         if self.closed_reason is None:
             self.closed_reason = reason
-            self._queue.clear()
+            self._queue = None
             self.sink = None
         self._wake()
 
@@ -82,15 +85,13 @@ class Subscriber:
                 self._waiter = None
         return self.pop_ready()
 
-    async def wait_closed(self) -> str:
-        """Waits, with no timer, until the subscriber is closed; returns why."""
-        while self.closed_reason is None:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        return self.closed_reason
+    def when_closed(self) -> asyncio.Future[None]:
+        """A future (no task, no timer) that resolves once the subscriber is
+        closed; for a subscriber with a sink, which nothing else wakes."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        if self.closed_reason is not None:
+            waiter.set_result(None)
+        return waiter
 
     def _wake(self) -> None:
         wake(self._waiter)

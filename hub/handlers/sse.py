@@ -40,46 +40,57 @@ class SSEHandler(SubscriptionHandler):
         return self.request.headers.get("Last-Event-ID") or self.get_query_argument("lastEventId", None)
 
     async def serve(self, source: Source, cursor: Cursor | None, expires_at: float) -> None:
-        settings = self.ctx.settings
         feed = self.open_feed(source, cursor)
+        live: LiveStream | None = None
         try:
-            backlog = await feed.open()
-            self.set_header("Content-Type", "text/event-stream; charset=utf-8")
-            self.set_header("Cache-Control", "no-cache")
-            self.set_header("X-Accel-Buffering", "no")
-            await self._send(retry_frame(settings.sse_retry_ms) + self._greeting(source).sse_frame(), [])
-            await self._send(b"".join(e.sse_frame() for e in backlog), backlog, replayed=cursor is not None)
-            reason = await self._follow(feed, expires_at)
+            await self._replay(feed, cursor)
+            if feed.ended:
+                reason = CloseReason.ENDED
+            elif time.time() >= expires_at:
+                reason = CloseReason.TOKEN_EXPIRED  # a stream does not outlive its token
+            else:
+                # The live phase: the bus writes each event to the connection
+                # until the feed closes. This coroutine only waits, on one
+                # future: it is one of ten thousand, so it keeps little.
+                live = LiveStream(
+                    stream=self.request.connection.stream,  # type: ignore[union-attr]
+                    # Tornado chunks a response without a length to an HTTP/1.1
+                    # request (never HEAD here: streams answer GET only).
+                    chunked=self.request.version == "HTTP/1.1",
+                    feed=feed,
+                    expires_at=expires_at,
+                    streams=self.ctx.live_streams,
+                    on_delivered=self.count_live,
+                )
+                live.start()
+                while feed.subscriber.closed_reason is None:
+                    await feed.subscriber.when_closed()
+                reason = feed.subscriber.closed_reason
+                live.stop()
             if not await self._on_feed_closed(reason):
                 return
         except (StreamClosedError, SlowClient):
             return
         finally:
+            if live is not None:
+                live.stop()
             feed.close()
         self.finish()
 
-    async def _follow(self, feed: Feed, expires_at: float) -> str:
-        """The live phase: the bus writes each event to the connection until
-        the feed closes. Returns why it closed."""
-        if feed.ended:
-            return CloseReason.ENDED
-        if time.time() >= expires_at:
-            return CloseReason.TOKEN_EXPIRED  # a stream does not outlive its token
-        live = LiveStream(
-            stream=self.request.connection.stream,  # type: ignore[union-attr]
-            # Tornado chunks a response without a length to an HTTP/1.1
-            # request (never HEAD here: streams answer GET only).
-            chunked=self.request.version == "HTTP/1.1",
-            feed=feed,
-            expires_at=expires_at,
-            streams=self.ctx.live_streams,
-            on_delivered=self.count_live,
-        )
-        live.start()
-        try:
-            return await feed.subscriber.wait_closed()
-        finally:
-            live.stop()
+    async def _replay(self, feed: Feed, cursor: Cursor | None) -> None:
+        """Opens the stream: headers, greeting, then what the client missed.
+        (Its own coroutine, so that none of it is kept for the live phase.)"""
+        backlog = await feed.open()
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        greeting = retry_frame(self.ctx.settings.sse_retry_ms) + self._greeting(feed.source).sse_frame()
+        await self._send(greeting, [])
+        await self._send(b"".join(e.sse_frame() for e in backlog), backlog, replayed=cursor is not None)
+        # The headers are on the wire: a copy kept for the stream's lifetime
+        # would be a kilobyte per connection for nothing.
+        for name in list(self._headers):
+            self.clear_header(name)
 
     @staticmethod
     def _greeting(source: Source) -> Event:
