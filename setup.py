@@ -13,8 +13,10 @@ setup(
     package_data={"hub": ["lua/*.lua", "static/*"], "hub_client": ["py.typed"]},
     install_requires=[
         "tornado>=6.4",
-        # hiredis parses Redis replies in C: a quarter of the hub's CPU under load.
-        "redis[hiredis]>=5.0",
+        "redis>=5.0",
+        # Parses Redis replies in C: for redis-py, and for the event bus's
+        # own pub/sub connection (hub/pubsub.py).
+        "hiredis>=3.0",
         "PyJWT[crypto]>=2.12",
         "dramatiq[redis]>=1.17",
         "prometheus-client>=0.20",

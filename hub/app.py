@@ -61,7 +61,7 @@ def build_context(settings: Settings, redis: Redis, enqueue: Enqueue) -> HubCont
     keys = KeySpace(settings.namespace)
     slots = UserSlots(redis, keys, ttl=settings.process_ttl_seconds)
     bus = EventBus(
-        redis,
+        settings.redis_url or "",
         on_reconnect=metrics.redis_reconnects.inc,
         on_event=lambda fanout: metrics.bus_messages.inc(),
     )

@@ -6,10 +6,11 @@ unsubscribed when its last one leaves. `subscribe` returns only once Redis has
 confirmed the subscription, so a caller that reads history afterwards cannot
 miss an event published in between.
 
-redis-py may reconnect a pub/sub connection behind our back (and lose the
-messages published meanwhile), or not notice a dead one, so the bus checks
-liveness itself with pings and treats any surprise as a reset: every local
-subscriber is closed and resumes from its cursor, which history still has.
+The connection (hub.pubsub) hands each message over as it is parsed, and the
+bus fans it out in the same call. A connection may die without a word, so the
+bus checks liveness itself with pings and treats any surprise as a reset:
+every local subscriber is closed and resumes from its cursor, which history
+still has.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
+import hiredis
 
 from hub.errors import StoreUnavailable
 from hub.events import Event
+from hub.pubsub import PubSubConnection, open_pubsub
 from hub.subscriber import CloseReason, Subscriber
 
 log = logging.getLogger("hub.bus")
@@ -45,13 +48,13 @@ class BusReset(Exception):
 class EventBus:
     def __init__(
         self,
-        redis: Redis,
+        redis_url: str,
         *,
         ping_interval: float = DEFAULT_PING_INTERVAL,
         on_reconnect: Callable[[], None] | None = None,
         on_event: Callable[[int], None] | None = None,
     ) -> None:
-        self._redis = redis
+        self._redis_url = redis_url
         self._ping_interval = ping_interval
         self._on_reconnect = on_reconnect or (lambda: None)
         self._on_event = on_event or (lambda fanout: None)
@@ -63,11 +66,10 @@ class EventBus:
         self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
         # Channels whose SUBSCRIBE Redis has not confirmed yet.
         self._ready: dict[str, asyncio.Future[None]] = {}
-        self._pubsub: PubSub | None = None
+        self._pubsub: PubSubConnection | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ever_connected = False
-        self._background: set[asyncio.Task[None]] = set()
         self._session_connected = False
 
     @property
@@ -103,7 +105,7 @@ class EventBus:
             self._confirmations.setdefault(channel, deque()).append(confirmed)
             self._ready[channel] = confirmed
             try:
-                await self._pubsub.subscribe(channel)
+                self._pubsub.send("SUBSCRIBE", channel)
             except Exception as exc:
                 self._discard(channel, subscriber)
                 raise StoreUnavailable(f"cannot subscribe: {exc}") from None
@@ -134,15 +136,10 @@ class EventBus:
         del self._channels[channel]
         self._ready.pop(channel, None)
         if self._pubsub is not None and self._connected.is_set():
-            task = asyncio.create_task(self._send_unsubscribe(self._pubsub, channel))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _send_unsubscribe(self, pubsub: PubSub, channel: str) -> None:
-        try:
-            await pubsub.unsubscribe(channel)
-        except Exception:  # a dead connection is noticed and reset by _run
-            log.debug("unsubscribe from %s failed", channel, exc_info=True)
+            try:
+                self._pubsub.send("UNSUBSCRIBE", channel)
+            except Exception:  # a dead connection is noticed and reset by _run
+                log.debug("unsubscribe from %s failed", channel, exc_info=True)
 
     async def _run(self) -> None:
         delay = RECONNECT_DELAY_MIN
@@ -160,48 +157,46 @@ class EventBus:
             await asyncio.sleep(delay * (0.5 + random.random()))
 
     async def _serve_connection(self) -> None:
-        pubsub = self._redis.pubsub()
+        pubsub = await open_pubsub(self._redis_url, self._on_reply, SUBSCRIBE_TIMEOUT)
         try:
-            await pubsub.connect()  # type: ignore[no-untyped-call]
-            await pubsub.ping()
-            if await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT) is None:
-                raise BusReset("no answer to ping")
             self._pubsub = pubsub
             self._connected.set()
             self._session_connected = True
             if self._ever_connected:
                 self._on_reconnect()
             self._ever_connected = True
-            awaiting_pong = False
-            while True:
-                message = await pubsub.get_message(timeout=self._ping_interval)
-                if message is None:
-                    if awaiting_pong:
-                        raise BusReset("no answer to ping")
-                    await pubsub.ping()
-                    awaiting_pong = True
-                    continue
-                awaiting_pong = False
-                self._handle(message)
+            pinged_at: float | None = None
+            while not pubsub.closed.done():
+                # Wakes only to check liveness: messages are handled as they arrive.
+                await asyncio.wait({pubsub.closed}, timeout=self._ping_interval)
+                if pubsub.closed.done():
+                    break
+                if pinged_at is not None and pubsub.last_received < pinged_at:
+                    raise BusReset("no answer to ping")
+                if time.monotonic() - pubsub.last_received >= self._ping_interval:
+                    pinged_at = time.monotonic()
+                    pubsub.send("PING")
+                else:
+                    pinged_at = None
+            pubsub.closed.result()  # raises why the connection ended
         finally:
             self._connected.clear()
             self._pubsub = None
-            try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            except Exception:
-                log.debug("closing pub/sub failed", exc_info=True)
+            pubsub.close()
 
-    def _handle(self, message: dict[str, object]) -> None:
-        kind = message["type"]
-        raw_channel = message.get("channel")
-        channel = raw_channel.decode() if isinstance(raw_channel, bytes) else str(raw_channel)
-        if kind == "message":
-            present = self._channels.get(channel)
+    def _on_reply(self, reply: Any) -> None:
+        """One reply from Redis, as soon as it is parsed (raises BusReset to
+        drop the connection)."""
+        if not isinstance(reply, list):
+            if isinstance(reply, hiredis.ReplyError):
+                raise BusReset(f"Redis refused a pub/sub command: {reply}")
+            return  # PONG, when no channel is subscribed
+        kind = reply[0]
+        if kind == b"message":
+            present = self._channels.get(reply[1].decode())
             if present is None:
                 return
-            data = message["data"]
-            assert isinstance(data, (bytes, str))
-            event = Event.from_message(data)  # parsed once for all subscribers
+            event = Event.from_message(reply[2])  # parsed once for all subscribers
             if isinstance(present, set):
                 for subscriber in tuple(present):
                     subscriber.push(event)
@@ -209,12 +204,11 @@ class EventBus:
             else:
                 present.push(event)
                 self._on_event(1)
-        elif kind == "subscribe":
+        elif kind == b"subscribe":
+            channel = reply[1].decode()
             waiting = self._confirmations.get(channel)
             if not waiting:
-                # A confirmation nobody asked for: redis-py re-subscribed after
-                # a silent reconnect, and messages may have been lost meanwhile.
-                raise BusReset("unexpected re-subscription")
+                raise BusReset("a subscription nobody asked for")
             future = waiting.popleft()
             if not waiting:
                 del self._confirmations[channel]

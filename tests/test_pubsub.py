@@ -1,0 +1,77 @@
+"""The event bus's own Redis connection: the URLs it understands, and
+authentication against a real server (with a user of its own, made for the
+test, so nothing else on the shared server changes)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+import pytest
+
+from hub.errors import ConfigError
+from hub.pubsub import open_pubsub, parse_url
+
+pytestmark = pytest.mark.gen_test(timeout=30)
+
+
+def test_urls_the_hub_takes_are_understood():
+    plain = parse_url("redis://127.0.0.1:6380/2")
+    assert (plain.host, plain.port, plain.password, plain.tls) == ("127.0.0.1", 6380, None, None)
+    assert parse_url("redis://redis.internal").port == 6379
+    secret = parse_url("redis://app:p%40ss%3Aword@redis.internal:6379/0")
+    assert (secret.username, secret.password) == ("app", "p@ss:word")
+    assert parse_url("redis://:only-a-password@h").password == "only-a-password"
+    assert parse_url("redis://:only-a-password@h").username is None
+    tls = parse_url("rediss://h:6390")
+    assert isinstance(tls.tls, ssl.SSLContext) and tls.tls.verify_mode == ssl.CERT_REQUIRED
+    unverified = parse_url("rediss://h?ssl_cert_reqs=none").tls
+    assert unverified is not None and unverified.verify_mode == ssl.CERT_NONE
+    socket = parse_url("unix://:pw@/run/redis/redis.sock")
+    assert (socket.path, socket.password) == ("/run/redis/redis.sock", "pw")
+    for bad in ("http://h:6379", "redis://h:notaport", "unix://"):
+        with pytest.raises(ConfigError):
+            parse_url(bad)
+
+
+@pytest.fixture
+def bus_user(sync_redis, namespace) -> Any:
+    """A Redis user allowed pub/sub and PING only, removed after the test."""
+    name = f"bus-{namespace}"
+    rules = ("on", ">right-password", "resetchannels", "&*", "+@pubsub", "+ping")
+    sync_redis.execute_command("ACL", "SETUSER", name, *rules)
+    yield name
+    sync_redis.execute_command("ACL", "DELUSER", name)
+
+
+async def test_a_user_with_a_password_subscribes_and_gets_messages(redis_url, bus_user, ctx, namespace):
+    host_port = redis_url.split("://", 1)[1].split("/", 1)[0]
+    replies: list[Any] = []
+    arrived = asyncio.Event()
+
+    def on_reply(reply: Any) -> None:
+        replies.append(reply)
+        arrived.set()
+
+    connection = await open_pubsub(f"redis://{bus_user}:right-password@{host_port}/0", on_reply, timeout=5)
+    try:
+        channel = f"{namespace}:check"
+        connection.send("SUBSCRIBE", channel)
+        while not any(r[0] == b"subscribe" for r in replies if isinstance(r, list)):
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), 5)
+        await ctx.redis.publish(channel, "hello")
+        while [b"message", channel.encode(), b"hello"] not in replies:
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), 5)
+    finally:
+        connection.close()
+
+
+async def test_a_wrong_password_is_refused_in_redis_words_without_the_password(redis_url, bus_user):
+    host_port = redis_url.split("://", 1)[1].split("/", 1)[0]
+    with pytest.raises(ConnectionError) as refused:
+        await open_pubsub(f"redis://{bus_user}:not-the-password@{host_port}", lambda reply: None, timeout=5)
+    assert "WRONGPASS" in str(refused.value) or "invalid" in str(refused.value).lower()
+    assert "not-the-password" not in str(refused.value)
