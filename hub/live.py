@@ -24,7 +24,7 @@ from typing import Any
 from tornado.iostream import IOStream, StreamClosedError
 
 from hub.events import KEEPALIVE_FRAME, Event
-from hub.feed import MAX_BATCH, Feed
+from hub.feed import Feed
 from hub.subscriber import CloseReason
 
 log = logging.getLogger("hub.live")
@@ -125,7 +125,7 @@ class LiveStream:
     def start(self) -> None:
         """Sends what arrived during the replay, then takes events as they come."""
         self._streams.add(self)
-        arrived = self._feed.ready(MAX_BATCH)
+        arrived = self._feed.ready(self._feed.subscriber.max_queued)
         self._feed.subscriber.sink = self.deliver
         if arrived:
             self._write(arrived)

@@ -82,3 +82,34 @@ async def test_a_paused_client_gets_every_event_once_and_in_order_when_it_reads_
     assert [f.id for f in frames] == ids
     assert hub.metric("hub_slow_consumers_disconnected_total") == 0
     writer.close()
+
+
+async def test_events_that_arrive_while_a_slow_client_takes_its_replay_all_follow_it(
+    hub_process, settings, sync_redis, token
+):
+    hub = hub_process(HUB_SUBSCRIBER_QUEUE="1000", HUB_WRITE_TIMEOUT_SECONDS="60")
+    journal = Journal(sync_redis, settings)
+    first = journal.create("catchup", "late", "character")[0].decode()
+    # ~7 MB of history after the client's cursor: its replay cannot all go
+    # to the kernel while the client reads nothing.
+    ids = [
+        journal.update("catchup", "late", "character", progress=n // 9, note=PAYLOAD)[0].decode() for n in range(900)
+    ]
+    reader, writer = await open_socket(hub.port, receive_buffer=4096)
+    writer.write(
+        f"GET /api/v1/sse/jobs/character/catchup HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {first}\r\n"
+        f"Authorization: Bearer {token('late')}\r\n\r\n".encode()
+    )
+    response = await read_response(reader, writer, timeout=10)
+    greeting = await response.frame()
+    while greeting is not None and greeting.type != "connected":
+        greeting = await response.frame()
+    # The replay follows the greeting, and stalls on the full socket.
+    # Meanwhile, more than one batch of live events waits for the replay to end.
+    ids += [journal.update("catchup", "late", "character", progress=100)[0].decode() for _ in range(700)]
+    ids.append(journal.update("catchup", "late", "character", status="completed", progress=100)[0].decode())
+
+    frames = await response.frames_until_end(timeout=30)
+    assert [f.id for f in frames] == ids
+    assert hub.metric("hub_slow_consumers_disconnected_total") == 0
+    writer.close()
