@@ -41,6 +41,8 @@ class HubContext:
     tickets: Tickets
     job_rate: JobRateLimit
     live_streams: LiveStreams
+    #: Set on SIGTERM: the process answers what it holds, then exits.
+    draining: bool = False
 
     async def start(self) -> None:
         """Connects what runs in the background: the event bus and the

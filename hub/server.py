@@ -70,6 +70,7 @@ async def serve(settings: Settings, *, dev_tokens: bool = False) -> None:
     log.info("listening on http://%s:%d/", settings.host, settings.port)
     await stop.wait()
 
+    ctx.draining = True
     log.info("draining %d connection(s)", ctx.connections.total)
     server.stop()
     await ctx.bus.close()  # ends every stream and held poll; clients resume elsewhere

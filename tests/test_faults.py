@@ -239,3 +239,24 @@ async def test_a_pubsub_connection_killed_under_the_hub_is_noticed_and_nothing_i
     assert seen_ids == history[history.index(seen_ids[0]) :], "no gap, no duplicate"
     assert set(published) <= set(seen_ids)
     await eventually(lambda: ctx.metrics.redis_reconnects._value.get() >= 1)
+
+
+@pytest.mark.parametrize("draining", [True, False])
+async def test_a_request_cut_short_by_the_process_exiting_gets_503_not_500(ctx, api, draining):
+    # When the process exits after its drain, the event loop cancels the
+    # requests still running, and Tornado answers each with send_error(500).
+    # A hub that is draining says 503 instead: the client should retry.
+    cursor = (await ctx.journal.create("cut", "alice", "character"))[0].decode()
+    sent = await api("alice").send(f"/api/v1/poll/jobs/character/cut?cursor={cursor}")
+    await eventually(lambda: ctx.connections.total == 1)  # the poll is held
+    ctx.draining = draining
+    running = [t for t in asyncio.all_tasks() if "RequestHandler._execute" in repr(t.get_coro())]
+    assert len(running) == 1
+    running[0].cancel()
+    response = await sent.response()
+    body = await response.json_body()
+    if draining:
+        assert response.status == 503 and body["error"] == "unavailable"
+        assert int(response.headers["retry-after"]) > 0
+    else:
+        assert response.status == 500 and body["error"] == "internal_error"

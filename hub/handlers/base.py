@@ -102,6 +102,10 @@ class BaseHandler(tornado.web.RequestHandler):
             error = NotFound("no such resource")
         elif status_code < 500:
             error = BadRequest(self._reason)
+        elif exc is None and self.ctx.draining:
+            # The process is exiting and Tornado cancelled a request still
+            # running after the drain: it is worth retrying elsewhere.
+            error = Unavailable("the hub is restarting; try again")
         else:
             self.set_header("Content-Type", JSON_TYPE)
             self.finish('{"error":"internal_error","message":"the hub failed to answer; see its log"}')
