@@ -28,7 +28,7 @@ import hiredis
 
 from hub.errors import StoreUnavailable
 from hub.events import Event
-from hub.pubsub import PubSubConnection, open_pubsub
+from hub.pubsub import PubSubConnection, open_pubsub, parse_url
 from hub.subscriber import CloseReason, Subscriber
 
 log = logging.getLogger("hub.bus")
@@ -54,7 +54,8 @@ class EventBus:
         on_reconnect: Callable[[], None] | None = None,
         on_event: Callable[[int], None] | None = None,
     ) -> None:
-        self._redis_url = redis_url
+        # Parsed now, so that a URL the bus cannot use stops the hub at start.
+        self._target = parse_url(redis_url)
         self._ping_interval = ping_interval
         self._on_reconnect = on_reconnect or (lambda: None)
         self._on_event = on_event or (lambda fanout: None)
@@ -121,6 +122,9 @@ class EventBus:
         except (TimeoutError, BusReset):
             self._discard(channel, subscriber)
             raise StoreUnavailable("Redis did not confirm the subscription") from None
+        except BaseException:  # cancelled: the caller will not unsubscribe
+            self._discard(channel, subscriber)
+            raise
 
     def unsubscribe(self, channel: str, subscriber: Subscriber) -> None:
         self._discard(channel, subscriber)
@@ -157,7 +161,7 @@ class EventBus:
             await asyncio.sleep(delay * (0.5 + random.random()))
 
     async def _serve_connection(self) -> None:
-        pubsub = await open_pubsub(self._redis_url, self._on_reply, SUBSCRIBE_TIMEOUT)
+        pubsub = await open_pubsub(self._target, self._on_reply, SUBSCRIBE_TIMEOUT)
         try:
             self._pubsub = pubsub
             self._connected.set()
@@ -193,16 +197,22 @@ class EventBus:
             return  # PONG, when no channel is subscribed
         kind = reply[0]
         if kind == b"message":
-            present = self._channels.get(reply[1].decode())
+            channel = reply[1].decode()
+            present = self._channels.get(channel)
             if present is None:
                 return
-            event = Event.from_message(reply[2])  # parsed once for all subscribers
+            try:
+                event = Event.from_message(reply[2])  # parsed once for all subscribers
+            except Exception:
+                # Not the hub's: someone else published on its channel.
+                log.warning("dropped a malformed message on %s", channel)
+                return
             if isinstance(present, set):
                 for subscriber in tuple(present):
-                    subscriber.push(event)
+                    self._push(subscriber, event)
                 self._on_event(len(present))
             else:
-                present.push(event)
+                self._push(present, event)
                 self._on_event(1)
         elif kind == b"subscribe":
             channel = reply[1].decode()
@@ -216,6 +226,15 @@ class EventBus:
                 del self._ready[channel]
             if not future.done():
                 future.set_result(None)
+
+    @staticmethod
+    def _push(subscriber: Subscriber, event: Event) -> None:
+        """One subscriber's surprise must not reset the bus for all the others."""
+        try:
+            subscriber.push(event)
+        except Exception:
+            log.exception("delivering an event failed; that client is dropped")
+            subscriber.close(CloseReason.CLIENT_GONE)
 
     def _reset(self, reason: str) -> None:
         for present in self._channels.values():

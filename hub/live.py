@@ -139,8 +139,8 @@ class LiveStream:
         self._feed.subscriber.close(reason)
 
     def deliver(self, event: Event) -> None:
-        """Takes one event from the bus; never raises into it."""
-        if not self._feed.accept(event):
+        """Takes one event from the bus."""
+        if self._feed.ended or not self._feed.accept(event):
             return
         if time.time() >= self._expires_at:
             self.close(CloseReason.TOKEN_EXPIRED)
@@ -157,6 +157,8 @@ class LiveStream:
     def tick(self, now: float, wall: float) -> bool:
         """The clock's visit: drops a stalled client, ends an expired stream,
         or keeps an idle one alive. True when it sent a keepalive."""
+        if self._feed.subscriber.closed_reason is not None:
+            return False  # closed, and its handler has yet to stop it
         if self._pending is not None:
             if now - self.pending_since > self._streams.write_timeout_seconds:
                 self.close(CloseReason.SLOW)

@@ -8,8 +8,9 @@ the bus within the same call. It speaks only what the bus needs (AUTH, PING,
 SUBSCRIBE, UNSUBSCRIBE, in RESP2) and understands the URLs the hub takes:
 `redis://[[user]:password@]host[:port][/db]`, the same with `rediss://` for
 TLS (`?ssl_cert_reqs=none` to skip verification, `?ssl_ca_certs=PATH` for a
-private CA) and `unix://[[user]:password@]/path/to/socket`. Pub/sub ignores
-the database number.
+private CA, `?ssl_certfile=PATH&ssl_keyfile=PATH` for a client certificate)
+and `unix://[[user]:password@]/path/to/socket`. Pub/sub ignores the database
+number.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class Target:
 def parse_url(url: str) -> Target:
     parts = urlsplit(url)
     username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
+    # An empty password ("redis://:@host") is none at all, as redis-py reads it.
+    password = unquote(parts.password) if parts.password else None
     if parts.scheme == "unix":
         if not parts.path:
             raise ConfigError("HUB_REDIS_URL: a unix:// URL needs the socket's path")
@@ -60,9 +62,14 @@ def parse_url(url: str) -> Target:
     if parts.scheme == "rediss":
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
         tls = ssl.create_default_context(cafile=query.get("ssl_ca_certs"))
-        if query.get("ssl_cert_reqs", "").lower() in ("none", "optional"):
+        if "ssl_certfile" in query:
+            tls.load_cert_chain(query["ssl_certfile"], query.get("ssl_keyfile"))
+        requirement = query.get("ssl_cert_reqs", "required").lower()
+        if requirement == "none":
             tls.check_hostname = False
             tls.verify_mode = ssl.CERT_NONE
+        elif requirement == "optional":
+            tls.verify_mode = ssl.CERT_OPTIONAL
     try:
         port = parts.port or DEFAULT_PORT
     except ValueError:
@@ -125,10 +132,9 @@ class PubSubConnection(asyncio.Protocol):
             self.closed.exception()  # retrieved: whoever waits sees it; nobody must
 
 
-async def open_pubsub(url: str, on_reply: OnReply, timeout: float) -> PubSubConnection:
+async def open_pubsub(target: Target, on_reply: OnReply, timeout: float) -> PubSubConnection:
     """Connects, authenticates and checks that Redis answers; then every
     reply goes to `on_reply`."""
-    target = parse_url(url)
     loop = asyncio.get_running_loop()
     answered: asyncio.Future[None] = loop.create_future()
 

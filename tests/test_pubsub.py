@@ -24,10 +24,13 @@ def test_urls_the_hub_takes_are_understood():
     assert (secret.username, secret.password) == ("app", "p@ss:word")
     assert parse_url("redis://:only-a-password@h").password == "only-a-password"
     assert parse_url("redis://:only-a-password@h").username is None
+    assert parse_url("redis://:@h").password is None  # no AUTH at all, as redis-py reads it
     tls = parse_url("rediss://h:6390")
     assert isinstance(tls.tls, ssl.SSLContext) and tls.tls.verify_mode == ssl.CERT_REQUIRED
     unverified = parse_url("rediss://h?ssl_cert_reqs=none").tls
     assert unverified is not None and unverified.verify_mode == ssl.CERT_NONE
+    optional = parse_url("rediss://h?ssl_cert_reqs=optional").tls
+    assert optional is not None and optional.verify_mode == ssl.CERT_OPTIONAL and optional.check_hostname
     socket = parse_url("unix://:pw@/run/redis/redis.sock")
     assert (socket.path, socket.password) == ("/run/redis/redis.sock", "pw")
     for bad in ("http://h:6379", "redis://h:notaport", "unix://"):
@@ -54,7 +57,8 @@ async def test_a_user_with_a_password_subscribes_and_gets_messages(redis_url, bu
         replies.append(reply)
         arrived.set()
 
-    connection = await open_pubsub(f"redis://{bus_user}:right-password@{host_port}/0", on_reply, timeout=5)
+    target = parse_url(f"redis://{bus_user}:right-password@{host_port}/0")
+    connection = await open_pubsub(target, on_reply, timeout=5)
     try:
         channel = f"{namespace}:check"
         connection.send("SUBSCRIBE", channel)
@@ -72,6 +76,24 @@ async def test_a_user_with_a_password_subscribes_and_gets_messages(redis_url, bu
 async def test_a_wrong_password_is_refused_in_redis_words_without_the_password(redis_url, bus_user):
     host_port = redis_url.split("://", 1)[1].split("/", 1)[0]
     with pytest.raises(ConnectionError) as refused:
-        await open_pubsub(f"redis://{bus_user}:not-the-password@{host_port}", lambda reply: None, timeout=5)
+        await open_pubsub(parse_url(f"redis://{bus_user}:not-the-password@{host_port}"), lambda r: None, timeout=5)
     assert "WRONGPASS" in str(refused.value) or "invalid" in str(refused.value).lower()
     assert "not-the-password" not in str(refused.value)
+
+
+async def test_a_malformed_message_on_a_hub_channel_is_dropped_and_streams_go_on(ctx, api):
+    job_id = "garbled"
+    await ctx.journal.create(job_id, "alice", "character")
+    stream = await api("alice").stream(f"/api/v1/sse/jobs/character/{job_id}")
+    first = await stream.frame()
+    while first is not None and first.type != "initial_status":
+        first = await stream.frame()
+    reconnects = ctx.metrics.redis_reconnects._value.get()
+    # Someone else's message on the job's channel: not in the hub's format.
+    await ctx.redis.publish(ctx.keys.job_channel(job_id), b"\xff not an event")
+    await ctx.redis.publish(ctx.keys.job_channel(job_id), b"1-x\n0\n0\n{}")
+    update_id = (await ctx.journal.update(job_id, "alice", "character", status="active", progress=10))[0].decode()
+    frame = await stream.frame()
+    assert frame is not None and frame.id == update_id, "the stream goes on, not reset"
+    assert ctx.bus.connected and ctx.metrics.redis_reconnects._value.get() == reconnects
+    stream.close()
