@@ -165,6 +165,14 @@ def run_watch(*args: str, token: str | None, timeout: float = 60) -> subprocess.
     )
 
 
+def start_watch(*args: str, token: str, **popen: Any) -> subprocess.Popen[Any]:
+    """`hub watch` running in the background; its output read as it comes."""
+    options: dict[str, Any] = {"stdout": subprocess.PIPE, "text": True, **popen}
+    return subprocess.Popen(
+        [sys.executable, "-m", "hub", "watch", *args], env=command_env(token), stdin=subprocess.DEVNULL, **options
+    )
+
+
 def failed_job(sync_redis: Any, settings: Settings, job_id: str, owner: str = "alice") -> list[str]:
     journal = Journal(sync_redis, settings)
     journal.create(job_id, owner, "character")
@@ -408,25 +416,8 @@ def test_hub_watch_prints_a_line_per_event_and_the_result(hub_process, worker, t
     hub = hub_process()
     alice = token("alice")
     job_id = create_character(hub.url, alice, "Mo")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hub",
-            "watch",
-            "--type",
-            "character",
-            job_id,
-            "--url",
-            hub.url,
-            "--transport",
-            transport,
-        ],
-        env=command_env(alice),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
+    process = start_watch(
+        "--type", "character", job_id, "--url", hub.url, "--transport", transport, token=alice, stderr=subprocess.PIPE
     )
     try:
         lines = Lines(process.stdout)
@@ -491,13 +482,7 @@ def test_hub_watch_resumes_after_a_drop(hub_process, token, settings, sync_redis
     journal = Journal(sync_redis, settings)
     journal.create("cli-cut", "alice", "character")
     with TcpProxy(hub.port) as proxy:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hub", "watch", "--type", "character", "cli-cut", "--url", proxy.url],
-            env=command_env(token("alice")),
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
+        process = start_watch("--type", "character", "cli-cut", "--url", proxy.url, token=token("alice"))
         try:
             lines = Lines(process.stdout)
             assert lines.next() == "queued 0%"
@@ -524,13 +509,8 @@ def test_hub_watch_on_a_terminal_draws_one_progress_line(hub_process, token, set
     hub = hub_process()
     completed_job(sync_redis, settings, "tty")
     leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hub", "watch", "--type", "character", "tty", "--url", hub.url],
-        env=command_env(token("alice")),
-        stdout=follower,
-        stderr=follower,
-        stdin=subprocess.DEVNULL,
-    )
+    watched = ("--type", "character", "tty", "--url", hub.url)
+    process = start_watch(*watched, token=token("alice"), stdout=follower, stderr=follower, text=False)
     os.close(follower)
     output = b""
     try:

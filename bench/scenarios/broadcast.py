@@ -13,10 +13,10 @@ from typing import Any
 from bench.loadgen import LoadGen
 from bench.params import Params
 from bench.publisher import Publisher
-from bench.scenarios.common import open_streams, population, warm_up
+from bench.scenarios.common import machine_during, open_streams, population, warm_up
 from bench.stack import Stack
 from bench.stats import percentile_of
-from bench.system import core_busy_percent, core_times, cpu_percent, load_average
+from bench.system import core_times, cpu_percent
 
 NAME = "broadcast"
 
@@ -72,9 +72,7 @@ def measure(server: str, connections: int, events: int, rate: float) -> dict[str
         "duplicates": accounting["duplicates"],
         "all_delivered": all(d["complete"] for d in drained),
         "server_cpu_percent": round(cpu_percent(before, after), 1),
-        "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
-        "core_busy_percent": core_busy_percent(cores_before, cores_after),
-        "load_average": load_average(),
+        **machine_during(stats, cores_before, cores_after),
         **stack.diagnostics(),
     }
 

@@ -17,7 +17,7 @@ from typing import Any
 from bench.loadgen import BenchError, LoadGen
 from bench.params import Params
 from bench.publisher import Publisher
-from bench.scenarios.common import open_streams, population, warm_up
+from bench.scenarios.common import machine_during, open_streams, population, warm_up
 from bench.stack import Stack
 from bench.stats import Histogram
 from bench.system import core_busy_percent, core_times, cpu_percent, listen_overflows, load_average
@@ -71,9 +71,7 @@ def measure_connects(clients: int, duration: float) -> dict[str, Any]:
         "connect_ms": connect.summary(),
         "listen_queue_overflows": overflows,
         "server_cpu_percent": round(cpu_percent(before, after), 1),
-        "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
-        "core_busy_percent": core_busy_percent(cores_before, cores_after),
-        "load_average": load_average(),
+        **machine_during(stats, cores_before, cores_after),
         **stack.diagnostics(),
     }
 

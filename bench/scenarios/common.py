@@ -16,6 +16,16 @@ from bench.system import core_busy_percent, core_times, cpu_percent, listen_over
 MIB = 1024 * 1024
 
 
+def machine_during(stats: dict[str, Any], cores_before: Any, cores_after: Any) -> dict[str, Any]:
+    """What else the machine did in a measurement window: the load
+    generators' CPU, each core's busy time, and the load average after it."""
+    return {
+        "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
+        "core_busy_percent": core_busy_percent(cores_before, cores_after),
+        "load_average": load_average(),
+    }
+
+
 def job_path(job_id: str) -> str:
     return f"/api/v1/sse/jobs/character/{job_id}"
 
@@ -100,7 +110,7 @@ def publish_and_measure(
         published,
         started_ns=publisher.started_ns or 0,
         server=(server_before, server_after),
-        cores=core_busy_percent(cores_before, cores_after),
+        cores=(cores_before, cores_after),
         complete=all(d["complete"] for d in drained),
     )
     figures["valkey_cpu_percent"] = round(cpu_percent(valkey_before, valkey_after), 1)
@@ -113,7 +123,7 @@ def delivery_figures(
     *,
     started_ns: int,
     server: tuple[Any, Any],
-    cores: dict[str, float],
+    cores: tuple[Any, Any],
     complete: bool,
 ) -> dict[str, Any]:
     before, after = server
@@ -144,10 +154,8 @@ def delivery_figures(
         "bytes_out": stats["bytes_out"],
         "server_rss_mib": round(after.rss_bytes / MIB, 1),
         "window_s": round(window, 2),
-        "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
-        "core_busy_percent": cores,
         "client_errors": stats["errors"],
         "streams_closed_by_server": stats["streams_closed_by_server"],
         "incomplete_sample": stats["incomplete_sample"],
-        "load_average": load_average(),
+        **machine_during(stats, *cores),
     }

@@ -12,9 +12,9 @@ from typing import Any
 
 from bench.loadgen import LoadGen
 from bench.params import Params
-from bench.scenarios.common import MIB, open_streams, population, warm_up
+from bench.scenarios.common import MIB, machine_during, open_streams, population, warm_up
 from bench.stack import Stack
-from bench.system import core_busy_percent, core_times, cpu_percent, load_average
+from bench.system import core_times, cpu_percent
 
 NAME = "idle"
 #: After the last connect, time for the server to finish setting them up.
@@ -63,9 +63,7 @@ def measure(server: str, connections: int, window: float, keepalive_seconds: flo
         "keepalives_received": stats["keepalives"],
         "streams_open_at_end": stats["streams_open"],
         "streams_closed_by_server": stats["streams_closed_by_server"],
-        "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
-        "core_busy_percent": core_busy_percent(cores_before, cores_after),
-        "load_average": load_average(),
+        **machine_during(stats, cores_before, cores_after),
         **stack.diagnostics(),
     }
 

@@ -17,9 +17,9 @@ from bench.clients import ClientSpec
 from bench.loadgen import LoadGen
 from bench.params import Params
 from bench.publisher import Publisher
-from bench.scenarios.common import open_streams, population, publish_and_measure, warm_up
+from bench.scenarios.common import machine_during, open_streams, population, publish_and_measure, warm_up
 from bench.stack import Stack
-from bench.system import core_busy_percent, core_times, cpu_percent, load_average
+from bench.system import core_times, cpu_percent
 
 NAME = "polling"
 POLL_INTERVAL = 2.0
@@ -83,9 +83,7 @@ def measure_polling(connections: int, rate: float, duration: float) -> dict[str,
         "staleness_ms": stats["latency"].summary(),
         **stats["polling"],
         "errors": stats["errors"],
-        "core_busy_percent": core_busy_percent(cores_before, cores_after),
-        "loadgen_cpu_percent": round(100 * stats["cpu_seconds"] / stats["wall_seconds"], 1),
-        "load_average": load_average(),
+        **machine_during(stats, cores_before, cores_after),
         **stack.diagnostics(),
     }
 
