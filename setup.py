@@ -10,12 +10,12 @@ setup(
     packages=[*find_packages(include=["hub", "hub.*", "actors", "actors.*"]), "hub_client"],
     # The Python client lives beside the JavaScript one, under clients/.
     package_dir={"hub_client": "clients/python/hub_client"},
-    package_data={"hub": ["lua/*.lua", "static/*"], "hub_client": ["py.typed"]},
+    package_data={"hub.store": ["lua/*.lua"], "hub.web": ["static/*"], "hub_client": ["py.typed"]},
     install_requires=[
         "tornado>=6.4",
         "redis>=5.0",
         # Parses Redis replies in C: for redis-py, and for the event bus's
-        # own pub/sub connection (hub/pubsub.py).
+        # own pub/sub connection (hub/delivery/pubsub.py).
         "hiredis>=3.0",
         "PyJWT[crypto]>=2.12",
         "dramatiq[redis]>=1.17",
@@ -39,5 +39,5 @@ setup(
             "py-spy>=0.3.14",
         ],
     },
-    entry_points={"console_scripts": ["hub = hub.cli:main"]},
+    entry_points={"console_scripts": ["hub = hub.runtime.cli:main"]},
 )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dramatiq.brokers.redis import RedisBroker
 
-from hub.keys import KeySpace
-from hub.settings import Settings
+from hub.store.keys import KeySpace
+from hub.store.settings import Settings
 
 
 def make_broker(settings: Settings) -> RedisBroker:

@@ -24,8 +24,8 @@ from dramatiq.middleware import Retries
 from actors import progress
 from actors.catalog import JOB_OPTION
 from actors.resilient import with_retries
-from hub.journal import Journal, utc_now
-from hub.settings import Settings
+from hub.store.journal import Journal, utc_now
+from hub.store.settings import Settings
 
 log = logging.getLogger("actors.lifecycle")
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.resilient import with_retries
-from hub.journal import Journal
-from hub.keys import KeySpace
-from hub.settings import Settings
+from hub.store.journal import Journal
+from hub.store.keys import KeySpace
+from hub.store.settings import Settings
 
 _current = threading.local()
 

@@ -16,13 +16,13 @@ from dramatiq.middleware import Retries
 
 from actors import catalog
 from actors.broker import make_broker
-from actors.characters import create_character
-from actors.images import generate_image
+from actors.examples.characters import create_character
+from actors.examples.images import generate_image
 from actors.lifecycle import JobLifecycle
 from actors.metrics import WorkerMetrics
-from actors.stalls import StallWatcher
-from hub.journal import Journal
-from hub.settings import Settings
+from hub.store.stalls import StallWatcher
+from hub.store.journal import Journal
+from hub.store.settings import Settings
 
 log = logging.getLogger("actors.worker")
 

@@ -131,7 +131,7 @@ def _gc_windows(value: Any) -> dict[str, Any]:
 def _valkey_version() -> str | None:
     import subprocess
 
-    from hub.embedded import server_binary
+    from hub.runtime.embedded import server_binary
 
     try:
         out = subprocess.run([server_binary(), "--version"], capture_output=True, text=True, timeout=10).stdout

@@ -1,5 +1,5 @@
 """Publishes job events at a fixed rate, the way the actors do: through
-`hub.journal.Journal`, i.e. the append_event Lua script that records each
+`hub.store.journal.Journal`, i.e. the append_event Lua script that records each
 change and PUBLISHes it.
 
 Open loop: event k is due at start + k / rate whatever the hub is doing; the
@@ -41,9 +41,9 @@ def publisher_main(
 ) -> None:
     import redis
 
-    from hub.journal import Journal
-    from hub.processes import die_with_parent
-    from hub.settings import Settings
+    from hub.store.journal import Journal
+    from hub.runtime.processes import die_with_parent
+    from hub.store.settings import Settings
 
     die_with_parent()
     pin(cpus)

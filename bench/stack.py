@@ -28,11 +28,11 @@ import redis
 from bench.gcwatch import GC_LOG_ENV
 from bench.gcwatch import pauses as gc_pauses
 from bench.system import ProcessProbe, cpu_sets, pin
-from hub.auth import issue_token
-from hub.embedded import EmbeddedRedis, free_port
-from hub.journal import Journal
-from hub.processes import die_with_parent, stop_process
-from hub.settings import Settings
+from hub.web.auth import issue_token
+from hub.runtime.embedded import EmbeddedRedis, free_port
+from hub.store.journal import Journal
+from hub.runtime.processes import die_with_parent, stop_process
+from hub.store.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "benchmark-secret-that-is-long-enough-for-hs256"

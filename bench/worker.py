@@ -28,7 +28,7 @@ OPEN_CONCURRENCY = 64
 
 
 def worker_main(conn: Connection, index: int, cpus: set[int] | None, host: str, port: int) -> None:
-    from hub.processes import die_with_parent
+    from hub.runtime.processes import die_with_parent
 
     die_with_parent()  # never outlive the benchmark
     pin(cpus)

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import redis
 
-from hub.app import build_context, connect_redis, make_app
-from hub.auth import issue_token
-from hub.context import HubContext
-from hub.dispatch import JobDispatcher
-from hub.processes import stop_process
-from hub.settings import Settings
+from hub.web.app import build_context, connect_redis, make_app
+from hub.web.auth import issue_token
+from hub.web.context import HubContext
+from hub.web.dispatch import JobDispatcher
+from hub.runtime.processes import stop_process
+from hub.store.settings import Settings
 from tests import sse_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield external
         return
     try:
-        from hub.embedded import EmbeddedRedis, server_binary
+        from hub.runtime.embedded import EmbeddedRedis, server_binary
 
         server_binary()
     except Exception as exc:  # ConfigError or ImportError
@@ -323,7 +323,7 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0
 @pytest.fixture
 def hub_process(settings: Settings) -> Iterator[Callable[..., HubProcess]]:
     """Starts real `hub serve` processes on the test's namespace."""
-    from hub.embedded import free_port
+    from hub.runtime.embedded import free_port
 
     started: list[HubProcess] = []
 

@@ -63,7 +63,7 @@ async def test_missing_token_is_401_and_counted(ctx, hub_url):
 
 
 async def test_audience_and_issuer_are_verified_when_configured(ctx, hub_url, settings_for, io_loop):
-    from hub.auth import TokenVerifier
+    from hub.web.auth import TokenVerifier
 
     ctx.verifier = TokenVerifier(settings_for(jwt_audience="hub", jwt_issuer="https://auth.example"))
     good = signed({"sub": "alice", "exp": NOW + 600, "aud": "hub", "iss": "https://auth.example"})

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from hub.embedded import EmbeddedRedis
+from hub.runtime.embedded import EmbeddedRedis
 from tests.conftest import enqueue_job, eventually
 from tests.resuming_client import follow
 from tests.sse_client import send
@@ -120,7 +120,7 @@ async def test_deploy_drains_and_clients_resume_on_another_process(hub_process, 
 
 
 async def test_sigterm_answers_held_long_polls(hub_process, token, settings, sync_redis):
-    from hub.journal import Journal
+    from hub.store.journal import Journal
 
     hub = hub_process()
     cursor = Journal(sync_redis, settings).create("held", "alice", "character")[0].decode()

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from hub.embedded import EmbeddedRedis
+from hub.runtime.embedded import EmbeddedRedis
 from tests.conftest import eventually
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.embedded import free_port
+from hub.runtime.embedded import free_port
 from tests.conftest import need
 
 STARTUP_TIMEOUT = 60.0
@@ -55,7 +55,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_hub_up_runs_everything_and_stops_cleanly(tmp_path, stop_signal):
     try:
-        from hub.embedded import server_binary
+        from hub.runtime.embedded import server_binary
 
         server_binary()
     except Exception as exc:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hub.keys import KeySpace
+from hub.store.keys import KeySpace
 
 httpx = pytest.importorskip("httpx")
 httpx_sse = pytest.importorskip("httpx_sse")

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from hub.journal import Journal
+from hub.store.journal import Journal
 from tests.conftest import ROOT, SECRET, need
 
 JS = ROOT / "clients" / "js"

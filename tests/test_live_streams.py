@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from hub.journal import Journal
+from hub.store.journal import Journal
 from tests.sse_client import parse_frame, read_response
 
 pytestmark = pytest.mark.gen_test(timeout=120)

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hub.embedded import free_port
+from hub.runtime.embedded import free_port
 from tests.conftest import enqueue_job, eventually
 from tests.sse_client import request
 

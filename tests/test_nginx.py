@@ -31,11 +31,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from hub.embedded import free_port
-from hub.events import parse_cursor
-from hub.journal import Journal
-from hub.keys import KeySpace
-from hub.settings import DEFAULT_KEEPALIVE_SECONDS, DEFAULT_LONGPOLL_TIMEOUT_SECONDS
+from hub.runtime.embedded import free_port
+from hub.store.events import parse_cursor
+from hub.store.journal import Journal
+from hub.store.keys import KeySpace
+from hub.store.settings import DEFAULT_KEEPALIVE_SECONDS, DEFAULT_LONGPOLL_TIMEOUT_SECONDS
 from tests import sse_client
 from tests.conftest import ROOT, Api, HubProcess, eventually, need, wait_ready
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from hub.errors import ConfigError
-from hub.pubsub import open_pubsub, parse_url
+from hub.delivery.pubsub import open_pubsub, parse_url
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 

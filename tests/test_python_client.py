@@ -24,10 +24,10 @@ from hub_client import HubClient, NotFound, Unauthorized
 from hub_client.errors import ProtocolError
 from hub_client.sse import Frame, LineSplitter, SSEParser
 
-from hub.auth import issue_token
-from hub.journal import Journal
-from hub.keys import KeySpace
-from hub.settings import Settings
+from hub.web.auth import issue_token
+from hub.store.journal import Journal
+from hub.store.keys import KeySpace
+from hub.store.settings import Settings
 from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -340,7 +340,7 @@ def test_a_reset_is_passed_on_and_the_fresh_state_is_not_skipped(hub_process, to
 
 
 def test_the_connection_limit_is_retried_after_retry_after(hub_process, token, settings, sync_redis):
-    from hub.connections import RETRY_AFTER_SECONDS
+    from hub.delivery.connections import RETRY_AFTER_SECONDS
 
     hub = hub_process(HUB_MAX_CONNECTIONS_PER_USER="1")
     completed_job(sync_redis, settings, "limited")

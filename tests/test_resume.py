@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from hub.history import History
-from hub.journal import Journal
+from hub.store.history import History
+from hub.store.journal import Journal
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=60)

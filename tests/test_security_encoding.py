@@ -14,8 +14,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hub.errors import BadRequest
-from hub.events import Event, encode_frame, format_cursor, parse_cursor
-from hub.job_inputs import (
+from hub.store.events import Event, encode_frame, format_cursor, parse_cursor
+from hub.web.job_inputs import (
     DESCRIPTION_MAX,
     IMAGE_SIDE_MAX,
     IMAGE_SIDE_MIN,

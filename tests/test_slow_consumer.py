@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from hub.journal import Journal
+from hub.store.journal import Journal
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=120)

@@ -1,0 +1,76 @@
+"""The `hub` command: up, serve, worker, token, watch."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from hub_client import watch as watch_command
+
+from hub.errors import ConfigError
+from hub.store.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hub", description="Realtime job-progress hub.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="run everything on this machine: Redis, web server and worker")
+    up.add_argument("--data-dir", help="where the embedded Redis keeps its files (default: a temporary folder)")
+    serve_command = commands.add_parser("serve", help="run the web server (needs HUB_REDIS_URL)")
+    # Only `hub up` passes this: it serves the demo page's token endpoint.
+    serve_command.add_argument("--dev-tokens", action="store_true", help=argparse.SUPPRESS)
+    worker = commands.add_parser("worker", help="run a Dramatiq worker for the actors (needs HUB_REDIS_URL)")
+    worker.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also import MODULE, whose @dramatiq.actor functions may report progress",
+    )
+    token = commands.add_parser("token", help="print a JWT for a user, signed with HUB_JWT_SECRET")
+    token.add_argument("--user", required=True, help="the user id (the token's sub)")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid (default 3600)")
+    watch_command.add_arguments(commands.add_parser("watch", help="follow one job's progress until it ends"))
+    args = parser.parse_args(argv)
+    if args.command == "watch":
+        # A client of the hub: it needs none of the hub's settings or logging.
+        return watch_command.run(args)
+
+    logging.basicConfig(level=os.environ.get("HUB_LOG_LEVEL", "INFO").upper(), format=LOG_FORMAT)
+    try:
+        if args.command == "up":
+            from hub.runtime.supervisor import run_everything
+
+            return run_everything(data_dir=args.data_dir)
+        settings = Settings.from_env()
+        if args.command == "serve":
+            from hub.runtime.server import serve
+
+            asyncio.run(serve(settings, dev_tokens=args.dev_tokens))
+            return 0
+        if args.command == "worker":
+            if not settings.redis_url:
+                raise ConfigError("hub worker needs HUB_REDIS_URL")
+            from actors.worker import run
+
+            run(settings, tuple(args.imports))
+            return 0
+        if args.command == "token":
+            from hub.web.auth import issue_token
+
+            if args.ttl <= 0:
+                raise ConfigError("--ttl must be greater than 0")
+            print(issue_token(settings, args.user, args.ttl))
+            return 0
+    except ConfigError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,73 @@
+"""Fails jobs that stopped moving: a job `active` or `retrying` with no event
+for HUB_JOB_STALL_SECONDS (its worker died and nothing redelivered it, or it
+hangs) is reported `failed` with a clear reason, exactly once.
+
+Every worker process runs a watcher; they may race, but the journal applies
+the failure only if the job is still running and has not changed since it
+was seen stalled, so each stalled job fails once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from hub.store.journal import Journal, utc_now
+
+log = logging.getLogger("hub.store.stalls")
+
+#: Jobs examined per sweep at most.
+SWEEP_LIMIT = 100
+
+
+class StallWatcher:
+    def __init__(self, *, redis: Any, journal: Journal, stall_seconds: float) -> None:
+        self._redis = redis
+        self._journal = journal
+        self._stall_ms = int(stall_seconds * 1000)
+        self._interval = max(0.2, min(stall_seconds / 4, 30.0))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stall-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.sweep()
+            except Exception as exc:  # Redis down: the next sweep tries again
+                log.warning("stall sweep failed: %s", exc.__class__.__name__)
+
+    def sweep(self) -> int:
+        """Fails every job stalled right now; returns how many."""
+        cutoff = int(time.time() * 1000) - self._stall_ms
+        keys = self._journal.keys
+        failed = 0
+        for raw_id in self._redis.zrangebyscore(keys.running_jobs(), "-inf", cutoff, start=0, num=SWEEP_LIMIT):
+            job_id = raw_id.decode()
+            owner, job_type = self._redis.hmget(keys.job(job_id), "owner", "type")
+            if owner is None or job_type is None:
+                self._redis.zrem(keys.running_jobs(), job_id)  # expired meanwhile
+                continue
+            seconds = self._stall_ms // 1000
+            reason = f"stalled: no progress for {seconds} s (the worker may have died)"
+            if self._journal.update(
+                job_id,
+                owner.decode(),
+                job_type.decode(),
+                unchanged_since_ms=cutoff,
+                status="failed",
+                failedReason=reason,
+                result={"error": reason},
+                completedAt=utc_now(),
+            ):
+                failed += 1
+                log.warning("job %s failed: %s", job_id, reason)
+        return failed

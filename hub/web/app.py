@@ -1,0 +1,150 @@
+"""Builds the hub: its context (Redis, bus, history, limits, metrics) and
+its Tornado application. One factory, no module-level state."""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import resources
+
+import tornado.web
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from hub.web.auth import TokenVerifier
+from hub.delivery.bus import EventBus
+from hub.delivery.connections import ConnectionManager, UserSlots
+from hub.web.context import Enqueue, HubContext
+from hub.web.handlers.base import NotFoundHandler
+from hub.web.handlers.dev import DevTokenHandler
+from hub.web.handlers.jobs import CreateJobHandler, ImageHandler, JobStatusHandler
+from hub.web.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
+from hub.web.handlers.poll import PollHandler
+from hub.web.handlers.sse import SSEHandler
+from hub.web.handlers.tickets import TicketHandler
+from hub.store.history import History
+from hub.store.journal import Journal
+from hub.store.keys import KeySpace
+from hub.delivery.live import LiveStreams
+from hub.web.metrics import HubMetrics
+from hub.web.rate_limit import JobRateLimit
+from hub.store.settings import Settings
+from hub.web.tickets import Tickets
+
+access_log = logging.getLogger("hub.access")
+
+JOB_ID = r"([^/]+)"
+JOB_TYPE = r"(character|media)"
+
+
+#: Redis connections one hub process uses at most (the pub/sub one aside).
+REDIS_POOL_SIZE = 64
+#: A request waits this long for a free Redis connection before a 503.
+REDIS_POOL_WAIT_SECONDS = 10.0
+REDIS_SOCKET_TIMEOUT = 5.0
+
+
+def connect_redis(url: str) -> Redis:
+    """The process's Redis client. Its pool makes a burst of requests (a
+    reconnect storm) wait for a connection instead of being refused."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=REDIS_POOL_WAIT_SECONDS,
+        socket_timeout=REDIS_SOCKET_TIMEOUT,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
+    )
+    return Redis(connection_pool=pool)
+
+
+def build_context(settings: Settings, redis: Redis, enqueue: Enqueue) -> HubContext:
+    metrics = HubMetrics()
+    keys = KeySpace(settings.namespace)
+    slots = UserSlots(redis, keys, ttl=settings.process_ttl_seconds)
+    bus = EventBus(
+        settings.redis_url or "",
+        on_reconnect=metrics.redis_reconnects.inc,
+        on_event=lambda fanout: metrics.bus_messages.inc(),
+    )
+    return HubContext(
+        settings=settings,
+        redis=redis,
+        keys=keys,
+        journal=Journal(redis, settings),
+        history=History(redis, keys),
+        bus=bus,
+        connections=ConnectionManager(
+            max_per_user=settings.max_connections_per_user,
+            max_total=settings.max_connections,
+            metrics=metrics,
+            slots=slots,
+        ),
+        metrics=metrics,
+        verifier=TokenVerifier(settings),
+        enqueue=enqueue,
+        slots=slots,
+        tickets=Tickets(redis, keys),
+        job_rate=JobRateLimit(redis, keys, settings.job_rate_per_minute),
+        live_streams=LiveStreams(
+            keepalive_seconds=settings.keepalive_seconds,
+            write_timeout_seconds=settings.write_timeout_seconds,
+            on_keepalive=metrics.keepalives.inc,
+        ),
+    )
+
+
+def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Application:
+    """The application; `dev_tokens` adds the development token endpoint
+    (`hub up` only: it hands a token to anyone who asks)."""
+    c = {"ctx": ctx}
+    routes = [
+        (r"/api/v1/characters", CreateJobHandler, {**c, "job_type": "character"}),
+        (r"/api/v1/media/images", CreateJobHandler, {**c, "job_type": "media"}),
+        (rf"/api/v1/(characters|media)/jobs/{JOB_ID}", JobStatusHandler, c),
+        (rf"/api/v1/media/jobs/{JOB_ID}/image\.png", ImageHandler, c),
+        (r"/api/v1/sse/tickets", TicketHandler, c),
+        (r"/api/v1/sse/jobs/my", SSEHandler, c),
+        (rf"/api/v1/sse/jobs/{JOB_TYPE}/{JOB_ID}", SSEHandler, c),
+        (r"/api/v1/poll/jobs/my", PollHandler, c),
+        (rf"/api/v1/poll/jobs/{JOB_TYPE}/{JOB_ID}", PollHandler, c),
+        (r"/healthz", HealthHandler, c),
+        (r"/readyz", ReadyHandler, c),
+        (r"/metrics", MetricsHandler, c),
+        (r"/()", tornado.web.StaticFileHandler, {"path": static_dir(), "default_filename": "index.html"}),
+        # The JavaScript client is one file shared with clients/js (a link in a
+        # source checkout), served from wherever it really is.
+        (r"/static/(hub-client\.js)", tornado.web.StaticFileHandler, {"path": js_client_dir()}),
+        (r"/static/(.*)", tornado.web.StaticFileHandler, {"path": static_dir()}),
+    ]
+    if dev_tokens:
+        routes.append((r"/api/v1/dev/token", DevTokenHandler, c))
+    return tornado.web.Application(
+        routes,  # type: ignore[arg-type]
+        default_handler_class=NotFoundHandler,
+        default_handler_args=c,
+        log_function=log_request,
+        compress_response=False,
+    )
+
+
+def static_dir() -> str:
+    return str(resources.files("hub.web").joinpath("static"))
+
+
+def js_client_dir() -> str:
+    return os.path.dirname(os.path.realpath(os.path.join(static_dir(), "hub-client.js")))
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Access log without the query string: it may carry `access_token`."""
+    status = handler.get_status()
+    request = handler.request
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    access_log.log(
+        level,
+        "%d %s %s (%s) %.1fms",
+        status,
+        request.method,
+        request.path,
+        request.remote_ip,
+        1000.0 * request.request_time(),
+    )

@@ -1,0 +1,105 @@
+"""JWT verification and (for development) issuing."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from hub.errors import ConfigError, Unauthorized
+from hub.store.settings import Settings
+
+#: Longer tokens are refused before any parsing.
+MAX_TOKEN_LENGTH = 8192
+MAX_USER_ID_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is asking, and until when their credentials hold (epoch seconds)."""
+
+    user: str
+    expires_at: float
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings) -> None:
+        key = settings.jwt_public_key or settings.jwt_secret
+        if not key:
+            raise ConfigError("set HUB_JWT_SECRET (HS256) or HUB_JWT_PUBLIC_KEY with HUB_JWT_ALGORITHMS")
+        self._key = key
+        self._algorithms = list(settings.jwt_algorithms)
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._leeway = settings.jwt_leeway_seconds
+
+    def verify(self, token: str) -> Identity:
+        """The identity of a valid token; raises Unauthorized."""
+        claims = self.claims(token)
+        return Identity(user=str(claims["sub"]), expires_at=claims["exp"])
+
+    def claims(self, token: str) -> dict[str, Any]:
+        if not token:
+            raise Unauthorized("missing token")
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise Unauthorized("token too large")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_aud": self._audience is not None,
+                    "verify_iss": self._issuer is not None,
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token expired") from None
+        except jwt.PyJWTError as exc:
+            # Not only InvalidTokenError: a token whose algorithm does not fit
+            # the configured key (InvalidKeyError) is as unusable, not a crash.
+            raise Unauthorized(f"invalid token: {_describe(exc)}") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject or len(subject) > MAX_USER_ID_LENGTH:
+            raise Unauthorized("invalid token: sub must be a non-empty string")
+        claims["exp"] = _numeric_date(claims["exp"])
+        return claims
+
+
+def issue_token(settings: Settings, user: str, ttl_seconds: int = 3600) -> str:
+    """A token the hub accepts; needs the shared secret (HS algorithms)."""
+    if not settings.jwt_secret:
+        raise ConfigError("issuing tokens needs HUB_JWT_SECRET")
+    if not user or len(user) > MAX_USER_ID_LENGTH:
+        raise ConfigError(f"user id must be 1 to {MAX_USER_ID_LENGTH} characters")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": user, "iat": now, "exp": now + int(ttl_seconds)}
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    algorithm = next((a for a in settings.jwt_algorithms if a.startswith("HS")), "HS256")
+    return jwt.encode(claims, settings.jwt_secret, algorithm=algorithm)
+
+
+def _numeric_date(value: Any) -> float:
+    # PyJWT takes anything int() takes ("1735689600" too, or 10**400, which
+    # float() cannot hold); a NumericDate is a JSON number (RFC 7519).
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            pass
+    raise Unauthorized("invalid token: exp must be a number of seconds")
+
+
+def _describe(exc: jwt.PyJWTError) -> str:
+    # PyJWT's messages name the failed check without echoing the token.
+    text = str(exc) or exc.__class__.__name__
+    return text[:120]

@@ -1,0 +1,55 @@
+"""Everything a request handler needs, built once per application and passed
+to handlers through Tornado's `initialize` (no module-level state)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from hub.web.auth import TokenVerifier
+from hub.delivery.bus import EventBus
+from hub.delivery.connections import ConnectionManager, UserSlots
+from hub.store.history import History
+from hub.store.journal import Journal
+from hub.store.keys import KeySpace
+from hub.delivery.live import LiveStreams
+from hub.web.metrics import HubMetrics
+from hub.web.rate_limit import JobRateLimit
+from hub.store.settings import Settings
+from hub.web.tickets import Tickets
+
+#: Sends a job to the workers: (job type, job id, owner, job input).
+Enqueue = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class HubContext:
+    settings: Settings
+    redis: Redis
+    keys: KeySpace
+    journal: Journal
+    history: History
+    bus: EventBus
+    connections: ConnectionManager
+    metrics: HubMetrics
+    verifier: TokenVerifier
+    enqueue: Enqueue
+    slots: UserSlots
+    tickets: Tickets
+    job_rate: JobRateLimit
+    live_streams: LiveStreams
+    #: Set on SIGTERM: the process answers what it holds, then exits.
+    draining: bool = False
+
+    async def start(self) -> None:
+        """Connects what runs in the background: the event bus and the
+        process's liveness for connection limits."""
+        self.bus.start()
+        await self.slots.start()
+
+    async def close(self) -> None:
+        await self.bus.close()
+        await self.slots.close()

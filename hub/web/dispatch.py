@@ -1,0 +1,32 @@
+"""Hands jobs to the Dramatiq workers through the broker's Redis queue."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import dramatiq
+
+from actors.broker import make_broker
+from actors.catalog import ACTORS, JOB_OPTION, QUEUE
+from hub.store.settings import Settings
+
+
+class JobDispatcher:
+    def __init__(self, settings: Settings) -> None:
+        self._broker = make_broker(settings)
+
+    async def __call__(self, job_type: str, job_id: str, owner: str, job_input: dict[str, Any]) -> None:
+        message: dramatiq.Message[Any] = dramatiq.Message(
+            queue_name=QUEUE,
+            actor_name=ACTORS[job_type],
+            args=(),
+            kwargs=job_input,
+            options={JOB_OPTION: {"id": job_id, "owner": owner, "type": job_type}},
+            message_id=job_id,
+        )
+        # Dramatiq's Redis broker blocks; keep it off the event loop.
+        await asyncio.get_running_loop().run_in_executor(None, self._broker.enqueue, message)
+
+    def close(self) -> None:
+        self._broker.close()

@@ -1,0 +1,233 @@
+"""What every handler shares: JSON errors, authentication, CORS, and request
+summaries in logs that never include the query string (it may hold a token)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from types import TracebackType
+from typing import Any
+
+import redis.exceptions
+import tornado.httputil
+import tornado.web
+
+from hub.web.auth import Identity
+from hub.web.context import HubContext
+from hub.errors import (
+    BadRequest,
+    ClientError,
+    HeadersTooLarge,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    StoreUnavailable,
+    Unauthorized,
+    Unavailable,
+)
+from hub.store.history import JobSnapshot
+
+log = logging.getLogger("hub.http")
+
+#: Request bodies larger than this are refused (the jobs API takes small JSON).
+MAX_JSON_BODY = 16 * 1024
+#: Request headers larger than this, all together, are refused with JSON; the
+#: server itself drops requests whose headers exceed a larger bound.
+MAX_HEADERS = 16 * 1024
+_JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+TOKEN_COOKIE = "hub_token"
+
+JSON_TYPE = "application/json"
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    ctx: HubContext
+    #: "sse" or "longpoll" on handlers that hold the connection open and
+    #: serve events (see SubscriptionHandler); empty on every other handler.
+    transport = ""
+
+    def __init__(
+        self, application: tornado.web.Application, request: tornado.httputil.HTTPServerRequest, **kwargs: Any
+    ) -> None:
+        # Tornado's constructor calls set_default_headers() (through clear())
+        # before initialize(), and the CORS headers need the settings by then.
+        self.ctx = kwargs["ctx"]
+        super().__init__(application, request, **kwargs)
+
+    def initialize(self, ctx: HubContext, **kwargs: Any) -> None:
+        self.ctx = ctx
+
+    # -- responses --------------------------------------------------------
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        allowed = self.ctx.settings.cors_origins
+        if allowed:
+            # Whatever the Origin (or none), the answer depends on it: a cache
+            # must not hand one origin's answer to another.
+            self.add_header("Vary", "Origin")
+        origin = self.request.headers.get("Origin")
+        if origin and origin in allowed:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Allow-Credentials", "true")
+            self.set_header("Access-Control-Expose-Headers", "Retry-After")
+
+    def options(self, *args: Any) -> None:
+        """CORS preflight: answered for allowed origins only."""
+        origin = self.request.headers.get("Origin")
+        if not origin or origin not in self.ctx.settings.cors_origins:
+            raise ClientError("origin not allowed")
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
+        self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+    def write_json(self, body: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", JSON_TYPE)
+        self.finish(json.dumps(body, separators=(",", ":")))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ClientError):
+            error = exc
+        elif isinstance(exc, (StoreUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+            error = Unavailable("Redis is not answering; try again shortly")
+        elif status_code == 405:
+            error = MethodNotAllowed(f"{self.request.method} is not allowed here")
+        elif status_code == 404:
+            error = NotFound("no such resource")
+        elif status_code < 500:
+            error = BadRequest(self._reason)
+        elif exc is None and self.ctx.draining:
+            # The process is exiting and Tornado cancelled a request still
+            # running after the drain: it is worth retrying elsewhere.
+            error = Unavailable("the hub is restarting; try again")
+        else:
+            self.set_header("Content-Type", JSON_TYPE)
+            self.finish('{"error":"internal_error","message":"the hub failed to answer; see its log"}')
+            return
+        self.set_status(error.status)
+        for name, value in error.headers().items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", JSON_TYPE)
+        self.finish(json.dumps(error.body(), separators=(",", ":")))
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(value, ClientError):
+            return  # an answer, not a failure; the access log has it
+        if isinstance(value, tornado.web.HTTPError) and value.status_code < 500:
+            # Tornado's message may quote a query argument (a token or a
+            # ticket, for "Invalid unicode in ..."); the access log has the rest.
+            return
+        if isinstance(value, (StoreUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+            log.warning("%s: Redis unavailable: %s", self._request_summary(), value.__class__.__name__)
+            return
+        # Not Tornado's default, which adds repr(request): the full URI, query included.
+        log.error("uncaught exception in %s", self._request_summary(), exc_info=(typ, value, tb))  # type: ignore[arg-type]
+
+    def _request_summary(self) -> str:
+        # Tornado's default includes the full URI, and the query may hold a token.
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+
+    # -- requests ---------------------------------------------------------
+
+    def prepare(self) -> None:
+        size = sum(len(name) + len(value) + 4 for name, value in self.request.headers.get_all())
+        if size > MAX_HEADERS:
+            raise HeadersTooLarge(f"request headers larger than {MAX_HEADERS} bytes")
+
+    def bearer_token(self) -> str | None:
+        header = self.request.headers.get("Authorization")
+        if header is None:
+            return None
+        scheme, _, credentials = header.partition(" ")
+        return credentials.strip() if scheme.lower() == "bearer" else ""
+
+    async def authenticate(self) -> Identity:
+        """Who is asking: from the Authorization header, a stream ticket, the
+        access_token query parameter or the hub_token cookie; or Unauthorized."""
+        identity = await self._identity()
+        if self.transport and identity.expires_at <= time.time():
+            # A stream or held poll ends when its token expires. The verifier's
+            # leeway would let the same token reopen it, only to end at once
+            # (a long-poll client would spin): refused, so the client renews.
+            raise Unauthorized("token expired")
+        return identity
+
+    async def _identity(self) -> Identity:
+        header = self.bearer_token()
+        if header is not None:
+            return self.ctx.verifier.verify(header)
+        ticket = self.get_query_argument("ticket", None)
+        if ticket:
+            if not self.transport:
+                # A ticket travels in a URL: it opens streams, nothing else.
+                raise Unauthorized("a ticket only opens streams and long-polls")
+            return await self.ctx.tickets.redeem(ticket)
+        token = self.get_query_argument("access_token", None) or self.get_cookie(TOKEN_COOKIE) or ""
+        return self.ctx.verifier.verify(token)
+
+    async def owned_job(self, job_type: str, job_id: str, user: str) -> JobSnapshot:
+        """The job, if it exists, has this type and belongs to `user`; else 404
+        (never 403: another user's job must look like no job at all)."""
+        if not _JOB_ID.match(job_id):
+            raise NotFound("no such job")
+        job = await self.ctx.history.job(job_id)
+        if job is None or job.owner != user or job.job_type != job_type:
+            raise NotFound("no such job")
+        return job
+
+
+@tornado.web.stream_request_body
+class JsonBodyHandler(BaseHandler):
+    """A handler that takes a small JSON body, read as it arrives so an
+    oversized one is refused with the contract's JSON instead of being read."""
+
+    def prepare(self) -> None:
+        self._body = bytearray()
+        super().prepare()
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > MAX_JSON_BODY:
+            raise PayloadTooLarge(f"body larger than {MAX_JSON_BODY} bytes")
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return  # already answered (a 413 or 431 from prepare): the rest goes nowhere
+        self._body.extend(chunk)
+        if len(self._body) > MAX_JSON_BODY:
+            # A chunked body has no Content-Length to refuse it by. Answered
+            # here, not raised: Tornado takes an exception from data_received
+            # for a crash, logs it and hangs up without an answer.
+            self._body = bytearray()
+            error = PayloadTooLarge(f"body larger than {MAX_JSON_BODY} bytes")
+            self.send_error(error.status, exc_info=(PayloadTooLarge, error, None))
+
+    def json_body(self) -> dict[str, Any]:
+        # Required, not assumed when missing: neither a cross-site form nor a
+        # fetch of an untyped body can send it without a CORS preflight, so a
+        # cookie-authenticated POST cannot be forged from another site.
+        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != JSON_TYPE:
+            raise BadRequest("Content-Type must be application/json")
+        try:
+            body = json.loads(bytes(self._body) or b"null")
+        except (ValueError, RecursionError):
+            # RecursionError: nesting deeper than the parser goes ("[[[[...").
+            raise BadRequest("body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+        return body
+
+
+class NotFoundHandler(BaseHandler):
+    def prepare(self) -> None:
+        raise NotFound("no such resource")

@@ -1,0 +1,43 @@
+"""Endpoints for operators: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from hub.web.handlers.base import BaseHandler
+
+#: Seconds /readyz waits for Redis before calling it down.
+READY_TIMEOUT = 1.0
+
+
+class HealthHandler(BaseHandler):
+    def get(self) -> None:
+        self.write_json({"status": "ok"})
+
+
+class ReadyHandler(BaseHandler):
+    async def get(self) -> None:
+        try:
+            await asyncio.wait_for(self.ctx.redis.ping(), READY_TIMEOUT)
+            redis_ok = True
+        except Exception:
+            redis_ok = False
+        bus_ok = self.ctx.bus.connected
+        if redis_ok and bus_ok:
+            self.write_json({"status": "ready"})
+        else:
+            self.set_header("Retry-After", "2")
+            self.write_json(
+                {"error": "unavailable", "message": "Redis is not answering", "redis": redis_ok, "pubsub": bus_ok},
+                status=503,
+            )
+
+
+class MetricsHandler(BaseHandler):
+    def get(self) -> None:
+        metrics = self.ctx.metrics
+        metrics.bus_channels.set(self.ctx.bus.channel_count)
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(metrics.registry))

@@ -1,0 +1,92 @@
+"""What SSE streams and long-polls share: who is asking, which stream they
+follow, from which cursor, and the feed that serves them. The two transports
+differ only in how they write."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from hub.web.auth import Identity
+from hub.errors import NotFound, Unauthorized
+from hub.store.events import Cursor, Event, parse_cursor
+from hub.delivery.feed import Feed, JobSource, Source, UserSource
+from hub.web.handlers.base import BaseHandler
+from hub.delivery.subscriber import CloseReason
+
+
+class SubscriptionHandler(BaseHandler):
+    transport = ""
+    feed: Feed | None = None
+
+    def initialize(self, ctx: Any, **kwargs: Any) -> None:
+        super().initialize(ctx)
+        self.feed = None
+
+    async def resolve(self, job_type: str | None, job_id: str | None) -> tuple[Identity, Source, str | None]:
+        """Who asks, what they follow, and the id of the job's terminal event
+        (if it has ended). Refusals are counted for the operators."""
+        try:
+            identity = await self.authenticate()
+            user = identity.user
+            if job_type is None or job_id is None:
+                return identity, UserSource(user, self.ctx.keys), None
+            job = await self.owned_job(job_type, job_id, user)
+        except (Unauthorized, NotFound) as error:
+            reason = "unauthorized" if isinstance(error, Unauthorized) else "not_found"
+            self.ctx.metrics.connections_rejected.labels(reason).inc()
+            raise
+        return identity, JobSource(job_id, self.ctx.keys), job.terminal_id
+
+    async def get(self, job_type: str | None = None, job_id: str | None = None) -> None:
+        identity, source, terminal_id = await self.resolve(job_type, job_id)
+        raw = self.requested_cursor()
+        cursor = parse_cursor(raw) if raw else None
+        if terminal_id is not None and cursor is not None and cursor >= parse_cursor(terminal_id):
+            # The client has seen the job's end: 204 says nothing more will
+            # come (and tells EventSource not to reconnect).
+            self.set_status(204)
+            self.finish()
+            return
+        with await self.ctx.connections.acquire(identity.user, self.transport):
+            await self.serve(source, cursor, identity.expires_at)
+
+    def requested_cursor(self) -> str | None:
+        """The client's cursor, as the transport carries it."""
+        raise NotImplementedError
+
+    async def serve(self, source: Source, cursor: Cursor | None, expires_at: float) -> None:
+        """Sends the client what follows `cursor`, until `expires_at` at most."""
+        raise NotImplementedError
+
+    def open_feed(self, source: Source, cursor: Cursor | None) -> Feed:
+        self.feed = Feed(
+            bus=self.ctx.bus,
+            history=self.ctx.history,
+            source=source,
+            cursor=cursor,
+            max_queued=self.ctx.settings.subscriber_queue,
+        )
+        return self.feed
+
+    def count_delivered(self, events: Sequence[Event], replayed: bool) -> None:
+        if not events:
+            return
+        metrics = self.ctx.metrics
+        metrics.delivered[self.transport].inc(len(events))
+        if replayed:
+            metrics.replayed[self.transport].inc(len(events))
+            return
+        now = time.time()
+        observe = metrics.delivery_seconds.observe
+        for event in events:
+            if event.published_at is not None:
+                observe(max(0.0, now - event.published_at))
+
+    def count_live(self, events: Sequence[Event]) -> None:
+        self.count_delivered(events, replayed=False)
+
+    def on_connection_close(self) -> None:
+        if self.feed is not None:
+            self.feed.subscriber.close(CloseReason.CLIENT_GONE)
