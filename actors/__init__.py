@@ -1,5 +1,35 @@
-"""Dramatiq actors that do the hub's jobs, and the progress-reporting API.
+"""The Python API for an app's own job types, and the hub's actors.
 
-Import `actors.worker` to declare the actors on a configured broker; this
-package itself has no side effects.
+    from actors import Integer, Text, job_type, report
+
+    @job_type("transcode", input={"url": Text(required=True), "height": Integer(default=720)})
+    def transcode(url: str, height: int) -> dict:
+        report(40, step="download")
+        ...
+        return {"url": url}
+
+Name the module in `HUB_APPS` and `hub up`, `hub serve` and `hub worker`
+register the type: the hub validates its input and enqueues it, a worker
+runs it, and every `report` reaches the job's followers. The lifecycle
+(`active`, `retrying`, `completed` with the return value, `failed` once)
+is reported for you. See docs/JOBS.md.
+
+Importing this package declares nothing on any broker; `actors.worker`
+does that for the job types of the registry.
 """
+
+from actors.progress import JobContext, current_job, report
+from hub.store.registry import JobType, external_job_type, job_type
+from hub.store.schema import Boolean, Integer, Text
+
+__all__ = [
+    "Boolean",
+    "Integer",
+    "JobContext",
+    "JobType",
+    "Text",
+    "current_job",
+    "external_job_type",
+    "job_type",
+    "report",
+]

@@ -22,9 +22,9 @@ from dramatiq import Broker, Middleware
 from dramatiq.middleware import Retries
 
 from actors import progress
-from actors.catalog import JOB_OPTION
 from actors.resilient import with_retries
 from hub.store.journal import Journal, utc_now
+from hub.store.registry import JOB_OPTION
 from hub.store.settings import Settings
 
 log = logging.getLogger("actors.lifecycle")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.resilient import with_retries
+from hub.store.files import FILE_NAME, MAX_FILE_BYTES, file_url
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import Settings
@@ -43,6 +44,24 @@ class JobContext:
             patch["step"] = str(step)[:200]
         if with_retries(lambda: self.journal.update(self.job_id, self.owner, self.job_type, **patch)):
             self.on_published("active")
+
+    def save_file(self, name: str, data: bytes, content_type: str) -> str:
+        """Keeps a file the job made (as long as the job) and returns the URL
+        its owner fetches it from."""
+        if not FILE_NAME.match(name):
+            raise ValueError(f"file name {name!r} must match {FILE_NAME.pattern[2:-2]}")
+        if len(data) > MAX_FILE_BYTES:
+            raise ValueError(f"file {name!r} is larger than {MAX_FILE_BYTES} bytes")
+        key = self.keys.job_file(self.job_id, name)
+
+        def store() -> None:
+            pipe = self.redis.pipeline()
+            pipe.hset(key, mapping={"data": data, "type": content_type})
+            pipe.expire(key, self.settings.job_ttl_seconds)
+            pipe.execute()
+
+        with_retries(store)
+        return file_url(self.job_id, name)
 
     def pause(self, steps: float = 1.0) -> None:
         """Waits as long as `steps` remote model calls would (HUB_JOB_STEP_SECONDS each)."""

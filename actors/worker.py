@@ -6,39 +6,24 @@ import importlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
-from typing import Any
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Retries
 
-from actors import catalog
 from actors.broker import make_broker
-from actors.examples.characters import create_character
-from actors.examples.images import generate_image
 from actors.lifecycle import JobLifecycle
 from actors.metrics import WorkerMetrics
-from hub.store.stalls import StallWatcher
+from hub.store import registry
 from hub.store.journal import Journal
 from hub.store.settings import Settings
+from hub.store.stalls import StallWatcher
 
 log = logging.getLogger("actors.worker")
 
-#: Retries after the first failed attempt, and the backoff between them.
-MAX_RETRIES = 3
-MIN_BACKOFF_MS = 500
-MAX_BACKOFF_MS = 10_000
-#: No attempt may run longer than this.
-TIME_LIMIT_MS = 5 * 60 * 1000
 SHUTDOWN_TIMEOUT_MS = 10_000
 IDLE_POLL_MS = 100
-
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    catalog.ACTORS["character"]: create_character,
-    catalog.ACTORS["media"]: generate_image,
-}
 
 
 class _ResultsArePublished(logging.Filter):
@@ -50,8 +35,8 @@ class _ResultsArePublished(logging.Filter):
         return "Results middleware" not in record.getMessage()
 
 
-def setup(settings: Settings) -> tuple[RedisBroker, WorkerMetrics]:
-    """A broker with the lifecycle middleware and the hub's actors declared."""
+def setup(settings: Settings, job_types: registry.Registry) -> tuple[RedisBroker, WorkerMetrics]:
+    """A broker with the lifecycle middleware and the actors of `job_types` declared."""
     broker = make_broker(settings)
     assert settings.redis_url
     metrics = WorkerMetrics()
@@ -62,38 +47,35 @@ def setup(settings: Settings) -> tuple[RedisBroker, WorkerMetrics]:
         redis=redis.Redis.from_url(settings.redis_url), settings=settings, on_published=metrics.count_event
     )
     lifecycle.install(broker)
-    for name, function in FUNCTIONS.items():
+    for actor in job_types.actors():
         declare = dramatiq.actor(
-            broker=broker,
-            actor_name=name,
-            queue_name=catalog.QUEUE,
-            max_retries=MAX_RETRIES,
-            min_backoff=MIN_BACKOFF_MS,
-            max_backoff=MAX_BACKOFF_MS,
-            time_limit=TIME_LIMIT_MS,
+            broker=broker, actor_name=actor.actor_name, queue_name=actor.queue_name, **actor.options
         )
-        declare(function)
+        declare(actor.fn)
     return broker, metrics
 
 
 def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     """Processes jobs until SIGTERM or SIGINT, then finishes in-flight work.
 
-    `imports` name modules of more actors: imported after the broker is set
-    as Dramatiq's global one, their `@dramatiq.actor` functions land on it and
-    may call `actors.progress.report`.
+    The job types come from `settings.app_modules` (HUB_APPS); `imports`
+    name more modules, imported after the broker is set as Dramatiq's global
+    one, so their plain `@dramatiq.actor` functions land on it too. The
+    worker consumes every queue an actor of its broker is declared on.
     """
     logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ResultsArePublished())
-    broker, metrics = setup(settings)
+    job_types = registry.load(settings.app_modules, settings.external_job_types)
+    broker, metrics = setup(settings, job_types)
     if settings.worker_metrics_port:
         metrics.serve(settings.worker_metrics_port)
     dramatiq.set_broker(broker)
     for module in imports:
         importlib.import_module(module)
     broker.emit_after("process_boot")
+    queues = {actor.queue_name for actor in broker.actors.values()} | {registry.QUEUE}
     worker = dramatiq.Worker(
         broker,
-        queues={catalog.QUEUE},
+        queues=queues,
         worker_threads=settings.worker_threads,
         # An idle worker looks at the queue this often (ms): a new job starts
         # within a tenth of a second instead of up to a second.
@@ -106,7 +88,12 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     stalls = StallWatcher(redis=client, journal=Journal(client, settings), stall_seconds=settings.job_stall_seconds)
     worker.start()
     stalls.start()
-    log.info("worker ready: %d threads on queue %s", settings.worker_threads, catalog.QUEUE)
+    log.info(
+        "worker ready: %d threads; job types %s; queues %s",
+        settings.worker_threads,
+        ", ".join(job_types.names()) or "none",
+        ", ".join(sorted(queues)),
+    )
     stop.wait()
     log.info("worker stopping")
     stalls.stop()

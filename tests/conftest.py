@@ -231,7 +231,7 @@ def enqueue_job(
     import dramatiq
 
     from actors.broker import make_broker
-    from actors.catalog import JOB_OPTION, QUEUE
+    from hub.store.registry import JOB_OPTION, QUEUE
 
     broker = make_broker(settings)
     job = {JOB_OPTION: {"id": job_id, "owner": owner, "type": "character"}}

@@ -6,7 +6,7 @@ import time
 
 import dramatiq
 
-from actors.catalog import QUEUE
+from hub.store.registry import QUEUE
 from actors.progress import report
 
 

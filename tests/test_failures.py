@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.catalog import QUEUE
+from hub.store.registry import QUEUE
 from tests.conftest import enqueue_job, eventually
 
 pytestmark = pytest.mark.gen_test(timeout=60)

@@ -15,16 +15,14 @@ from hypothesis import strategies as st
 
 from hub.errors import BadRequest
 from hub.store.events import Event, encode_frame, format_cursor, parse_cursor
-from hub.web.job_inputs import (
-    DESCRIPTION_MAX,
-    IMAGE_SIDE_MAX,
-    IMAGE_SIDE_MIN,
-    NAME_MAX,
-    PROMPT_MAX,
-    character_input,
-    media_input,
-)
+from actors.examples import create_character, generate_image
+from actors.examples.images import SIDE_MAX as IMAGE_SIDE_MAX
+from actors.examples.images import SIDE_MIN as IMAGE_SIDE_MIN
 from tests.sse_client import request
+
+NAME_MAX, DESCRIPTION_MAX, PROMPT_MAX = 100, 2_000, 1_000
+character_input = create_character.input.validate
+media_input = generate_image.input.validate
 
 # A spec-following SSE parser (WHATWG HTML, "Server-sent events", 9.2.6) ---------------
 

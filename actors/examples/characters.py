@@ -11,6 +11,8 @@ import random
 from typing import Any
 
 from actors.progress import current_job
+from hub.store.registry import SeedPaths, job_type
+from hub.store.schema import Text
 
 ARCHETYPES = ("wanderer", "scholar", "smuggler", "healer", "inventor", "guardian", "bard", "exile")
 TRAITS = (
@@ -57,6 +59,16 @@ TWISTS = (
 )
 
 
+@job_type(
+    "character",
+    input={
+        "name": Text(required=True, max_length=100, description="who the character is"),
+        "description": Text(max_length=2_000, description="a few words about them"),
+    },
+    actor_name="create_character",
+    seed_paths=SeedPaths(create="/api/v1/characters", segment="characters"),
+    view={"title": "Character", "summary": "backstory"},
+)
 def create_character(name: str, description: str = "") -> dict[str, Any]:
     job = current_job()
     seed = int.from_bytes(hashlib.sha256(f"{name}\0{description}".encode()).digest()[:8], "big")

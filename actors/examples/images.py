@@ -17,11 +17,31 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from actors.progress import current_job
+from hub.store.registry import SeedPaths, job_type
+from hub.store.schema import Integer, Text
 
 STRIPS = 4
+SIDE_MIN = 64
+SIDE_MAX = 1_024
+SIDE_DEFAULT = 512
 
 
-def generate_image(prompt: str, width: int = 512, height: int = 512) -> dict[str, Any]:
+def _side(what: str) -> Integer:
+    return Integer(minimum=SIDE_MIN, maximum=SIDE_MAX, default=SIDE_DEFAULT, description=f"{what} in pixels")
+
+
+@job_type(
+    "media",
+    input={
+        "prompt": Text(required=True, max_length=1_000, description="what to draw"),
+        "width": _side("width"),
+        "height": _side("height"),
+    },
+    actor_name="generate_image",
+    seed_paths=SeedPaths(create="/api/v1/media/images", segment="media"),
+    view={"title": "Image", "image": "url"},
+)
+def generate_image(prompt: str, width: int = SIDE_DEFAULT, height: int = SIDE_DEFAULT) -> dict[str, Any]:
     job = current_job()
     rng = random.Random(int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big"))
     top = tuple(rng.randint(0, 255) for _ in range(3))
@@ -54,11 +74,11 @@ def generate_image(prompt: str, width: int = 512, height: int = 512) -> dict[str
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
     png = buffer.getvalue()
-    job.redis.set(job.keys.media(job.job_id), png, ex=job.settings.job_ttl_seconds)
+    url = job.save_file("image.png", png, "image/png")
     job.report(95, step="stored")
 
     return {
-        "url": f"/api/v1/media/jobs/{job.job_id}/image.png",
+        "url": url,
         "width": width,
         "height": height,
         "bytes": len(png),

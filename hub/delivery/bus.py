@@ -26,10 +26,10 @@ from typing import Any
 
 import hiredis
 
-from hub.errors import StoreUnavailable
-from hub.store.events import Event
 from hub.delivery.pubsub import PubSubConnection, open_pubsub, parse_url
 from hub.delivery.subscriber import CloseReason, Subscriber
+from hub.errors import StoreUnavailable
+from hub.store.events import Event
 
 log = logging.getLogger("hub.delivery.bus")
 

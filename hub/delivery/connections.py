@@ -19,8 +19,8 @@ from collections import Counter
 from redis.asyncio import Redis
 
 from hub.errors import ServerBusy, TooManyConnections
-from hub.store.scripts import load_script
 from hub.store.keys import KeySpace
+from hub.store.scripts import load_script
 from hub.web.metrics import HubMetrics
 
 log = logging.getLogger("hub.delivery.connections")

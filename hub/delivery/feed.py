@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 
 from hub.delivery.bus import EventBus
+from hub.delivery.subscriber import Subscriber
 from hub.store.events import BEGINNING, Cursor, Event, parse_cursor
 from hub.store.history import CursorState, History
 from hub.store.keys import KeySpace
-from hub.delivery.subscriber import Subscriber
 
 #: Events one long-poll answer or one SSE write batch holds at most.
 MAX_BATCH = 500

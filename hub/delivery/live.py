@@ -23,9 +23,9 @@ from typing import Any
 
 from tornado.iostream import IOStream, StreamClosedError
 
-from hub.store.events import KEEPALIVE_FRAME, Event
 from hub.delivery.feed import Feed
 from hub.delivery.subscriber import CloseReason
+from hub.store.events import KEEPALIVE_FRAME, Event
 
 log = logging.getLogger("hub.delivery.live")
 

@@ -12,11 +12,11 @@ import time
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
+from hub.errors import ConfigError
 from hub.runtime import collector
+from hub.store.settings import Settings
 from hub.web.app import build_context, connect_redis, make_app
 from hub.web.dispatch import JobDispatcher
-from hub.errors import ConfigError
-from hub.store.settings import Settings
 
 log = logging.getLogger("hub.runtime.server")
 

@@ -16,11 +16,11 @@ import time
 import urllib.error
 import urllib.request
 
-from hub.web.auth import issue_token
-from hub.runtime.embedded import EmbeddedRedis
 from hub.errors import ConfigError
+from hub.runtime.embedded import EmbeddedRedis
 from hub.runtime.processes import die_with_parent
 from hub.store.settings import Settings
+from hub.web.auth import issue_token
 
 DEV_USER = "demo"
 DEV_TOKEN_TTL = 24 * 3600

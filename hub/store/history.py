@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from hub.store.events import BEGINNING, Cursor, Event, parse_cursor
+from hub.store.keys import KeySpace
 from hub.store.scripts import load_script
 from hub.store.wire import FIELD_DATA, FIELD_PUBLISHED, FIELD_TERMINAL, TERMINAL_STATUSES
-from hub.store.keys import KeySpace
 
 _DATA, _PUBLISHED, _TERMINAL = (name.encode() for name in (FIELD_DATA, FIELD_PUBLISHED, FIELD_TERMINAL))
 
@@ -27,6 +27,8 @@ class JobSnapshot:
     job_type: str
     last_id: str | None
     terminal_id: str | None
+    #: The input the job was created with.
+    job_input: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -78,7 +80,29 @@ class History:
             job_type=text.get("type", ""),
             last_id=text.get("last_id"),
             terminal_id=text.get("terminal_id"),
+            job_input=json.loads(text.get("input") or "{}"),
         )
+
+    async def jobs_of(
+        self, user_id: str, limit: int, before: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The user's jobs (their states), newest first, at most `limit`, older
+        than the position `before` (from a previous page); and the position
+        of the next page, or None. Jobs that expired meanwhile are skipped."""
+        index = self._keys.user_jobs(user_id)
+        start = f"({before}" if before else "+"
+        members: list[Any] = await self._redis.zrange(index, start, "-", desc=True, bylex=True, offset=0, num=limit)
+        ids = [_text(member).partition(":")[2] for member in members]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(self._keys.job(job_id), "state")
+            raw_states = await pipe.execute() if ids else []
+        gone = [members[i] for i, raw in enumerate(raw_states) if raw is None]
+        if gone:
+            await self._redis.zrem(index, *gone)
+        jobs = [json.loads(raw) for raw in raw_states if raw is not None]
+        next_page = _text(members[-1]).partition(":")[0] if len(members) == limit else None
+        return jobs, next_page
 
     async def user(self, user_id: str) -> UserSnapshot:
         keys = [self._keys.user_open_jobs(user_id), self._keys.user_events(user_id)]

@@ -31,7 +31,17 @@ class Journal:
         self._redis = redis
         self._append = redis.register_script(load_script("append_event.lua"))
 
-    def create(self, job_id: str, owner: str, job_type: str) -> Any:
+    def create(
+        self,
+        job_id: str,
+        owner: str,
+        job_type: str,
+        *,
+        job_input: dict[str, Any] | None = None,
+        external: bool = False,
+    ) -> Any:
+        """Records a new `queued` job. An `external` job is watched for stalls
+        from now on: nothing else will tell if its publisher never starts."""
         now = utc_now()
         state = {
             "jobId": job_id,
@@ -41,7 +51,8 @@ class Journal:
             "createdAt": now,
             "timestamp": now,
         }
-        return self._call(job_id, owner, job_type, state, create=True)
+        extra = [json.dumps(job_input or {}, separators=(",", ":"), ensure_ascii=False), "1" if external else "0"]
+        return self._call(job_id, owner, job_type, state, create=True, extra=extra)
 
     def update(
         self, job_id: str, owner: str, job_type: str, *, unchanged_since_ms: int | None = None, **patch: Any
@@ -71,6 +82,7 @@ class Journal:
         *,
         create: bool,
         unchanged_since_ms: int | None = None,
+        extra: list[str] | None = None,
     ) -> Any:
         k = self.keys
         keys = [
@@ -81,6 +93,7 @@ class Journal:
             k.job_channel(job_id),
             k.user_channel(owner),
             k.running_jobs(),
+            k.user_jobs(owner),
         ]
         args = [
             json.dumps(patch, separators=(",", ":")),
@@ -93,5 +106,6 @@ class Journal:
             job_type,
             job_id,
             "" if unchanged_since_ms is None else unchanged_since_ms,
+            *(extra or []),
         ]
         return self._append(keys=keys, args=args)

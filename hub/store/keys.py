@@ -28,13 +28,18 @@ class KeySpace:
         """Set: the user's jobs that have not finished yet."""
         return f"{self.namespace}:user:{user_id}:open"
 
+    def user_jobs(self, user_id: str) -> str:
+        """Sorted set (by member): the user's jobs, newest last, for `GET /api/v1/jobs`.
+        Each member is "<creation cursor, zero-padded>:<job id>"."""
+        return f"{self.namespace}:user:{user_id}:jobs"
+
+    def job_file(self, job_id: str, name: str) -> str:
+        """Hash: a file a job produced ("data", "type"), served to its owner."""
+        return f"{self.namespace}:job:{job_id}:file:{name}"
+
     def running_jobs(self) -> str:
         """Sorted set: jobs that are active or retrying, by last change (ms)."""
         return f"{self.namespace}:running"
-
-    def media(self, job_id: str) -> str:
-        """String: the rendered image of a media job."""
-        return f"{self.namespace}:media:{job_id}"
 
     def job_channel(self, job_id: str) -> str:
         return f"{self.namespace}:ch:job:{job_id}"

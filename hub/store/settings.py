@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hub.errors import ConfigError
+from hub.store.registry import EXAMPLES_MODULE
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8088
@@ -90,8 +91,19 @@ class Settings:
     #: Per million broker commands, how many also look for dead workers'
     #: messages to redeliver (Dramatiq's queue maintenance).
     worker_maintenance_chance: int = DEFAULT_WORKER_MAINTENANCE_CHANCE
+    #: Python modules of the app that register job types (and their actors).
+    apps: tuple[str, ...] = ()
+    #: Job types whose progress the app's own workers publish over HTTP.
+    external_job_types: tuple[str, ...] = ()
+    #: Registers the example job types of `actors.examples` and their demo.
+    example_jobs: bool = True
     #: Where a worker serves its Prometheus metrics; 0 turns them off.
     worker_metrics_port: int = DEFAULT_WORKER_METRICS_PORT
+
+    @property
+    def app_modules(self) -> tuple[str, ...]:
+        """The modules that register this deployment's job types."""
+        return ((EXAMPLES_MODULE,) if self.example_jobs else ()) + self.apps
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -5,35 +5,40 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from importlib import resources
+from typing import Any
 
 import tornado.web
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from hub.web.auth import TokenVerifier
 from hub.delivery.bus import EventBus
 from hub.delivery.connections import ConnectionManager, UserSlots
+from hub.delivery.live import LiveStreams
+from hub.store import registry
+from hub.store.history import History
+from hub.store.journal import Journal
+from hub.store.keys import KeySpace
+from hub.store.settings import Settings
+from hub.web.auth import TokenVerifier
 from hub.web.context import Enqueue, HubContext
 from hub.web.handlers.base import NotFoundHandler
 from hub.web.handlers.dev import DevTokenHandler
-from hub.web.handlers.jobs import CreateJobHandler, ImageHandler, JobStatusHandler
+from hub.web.handlers.jobs import CreateJobHandler, JobFileHandler, JobStatusHandler
 from hub.web.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from hub.web.handlers.poll import PollHandler
 from hub.web.handlers.sse import SSEHandler
 from hub.web.handlers.tickets import TicketHandler
-from hub.store.history import History
-from hub.store.journal import Journal
-from hub.store.keys import KeySpace
-from hub.delivery.live import LiveStreams
 from hub.web.metrics import HubMetrics
 from hub.web.rate_limit import JobRateLimit
-from hub.store.settings import Settings
 from hub.web.tickets import Tickets
 
 access_log = logging.getLogger("hub.access")
 
 JOB_ID = r"([^/]+)"
-JOB_TYPE = r"(character|media)"
+#: Any name a job type may have; the handler looks it up in the registry.
+JOB_TYPE = r"([a-z][a-z0-9_-]{0,31})"
+FILE_NAME = r"([A-Za-z0-9][A-Za-z0-9._-]{0,63})"
 
 
 #: Redis connections one hub process uses at most (the pub/sub one aside).
@@ -56,7 +61,10 @@ def connect_redis(url: str) -> Redis:
     return Redis(connection_pool=pool)
 
 
-def build_context(settings: Settings, redis: Redis, enqueue: Enqueue) -> HubContext:
+def build_context(
+    settings: Settings, redis: Redis, enqueue: Enqueue, job_types: registry.Registry | None = None
+) -> HubContext:
+    """The hub's context; `job_types` default to those of the settings' apps."""
     metrics = HubMetrics()
     keys = KeySpace(settings.namespace)
     slots = UserSlots(redis, keys, ttl=settings.process_ttl_seconds)
@@ -89,6 +97,7 @@ def build_context(settings: Settings, redis: Redis, enqueue: Enqueue) -> HubCont
             write_timeout_seconds=settings.write_timeout_seconds,
             on_keepalive=metrics.keepalives.inc,
         ),
+        job_types=job_types or registry.load(settings.app_modules, settings.external_job_types),
     )
 
 
@@ -96,11 +105,17 @@ def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Applic
     """The application; `dev_tokens` adds the development token endpoint
     (`hub up` only: it hands a token to anyone who asks)."""
     c = {"ctx": ctx}
-    routes = [
-        (r"/api/v1/characters", CreateJobHandler, {**c, "job_type": "character"}),
-        (r"/api/v1/media/images", CreateJobHandler, {**c, "job_type": "media"}),
-        (rf"/api/v1/(characters|media)/jobs/{JOB_ID}", JobStatusHandler, c),
-        (rf"/api/v1/media/jobs/{JOB_ID}/image\.png", ImageHandler, c),
+    routes: list[Any] = []
+    for job_type in ctx.job_types.with_seed_paths():
+        seed = job_type.seed_paths
+        assert seed is not None
+        routes += [
+            (re.escape(seed.create), CreateJobHandler, {**c, "job_type": job_type}),
+            (rf"/api/v1/{re.escape(seed.segment)}/jobs/{JOB_ID}", JobStatusHandler, {**c, "job_type": job_type}),
+            (rf"/api/v1/{re.escape(seed.segment)}/jobs/{JOB_ID}/{FILE_NAME}", JobFileHandler, c),
+        ]
+    routes += [
+        (rf"/api/v1/jobs/{JOB_ID}/files/{FILE_NAME}", JobFileHandler, c),
         (r"/api/v1/sse/tickets", TicketHandler, c),
         (r"/api/v1/sse/jobs/my", SSEHandler, c),
         (rf"/api/v1/sse/jobs/{JOB_TYPE}/{JOB_ID}", SSEHandler, c),
@@ -118,7 +133,7 @@ def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Applic
     if dev_tokens:
         routes.append((r"/api/v1/dev/token", DevTokenHandler, c))
     return tornado.web.Application(
-        routes,  # type: ignore[arg-type]
+        routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=c,
         log_function=log_request,

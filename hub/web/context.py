@@ -9,20 +9,21 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from hub.web.auth import TokenVerifier
 from hub.delivery.bus import EventBus
 from hub.delivery.connections import ConnectionManager, UserSlots
+from hub.delivery.live import LiveStreams
 from hub.store.history import History
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
-from hub.delivery.live import LiveStreams
+from hub.store.registry import JobType, Registry
+from hub.store.settings import Settings
+from hub.web.auth import TokenVerifier
 from hub.web.metrics import HubMetrics
 from hub.web.rate_limit import JobRateLimit
-from hub.store.settings import Settings
 from hub.web.tickets import Tickets
 
 #: Sends a job to the workers: (job type, job id, owner, job input).
-Enqueue = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
+Enqueue = Callable[[JobType, str, str, dict[str, Any]], Awaitable[None]]
 
 
 @dataclass
@@ -41,6 +42,7 @@ class HubContext:
     tickets: Tickets
     job_rate: JobRateLimit
     live_streams: LiveStreams
+    job_types: Registry
     #: Set on SIGTERM: the process answers what it holds, then exits.
     draining: bool = False
 

@@ -8,7 +8,7 @@ from typing import Any
 import dramatiq
 
 from actors.broker import make_broker
-from actors.catalog import ACTORS, JOB_OPTION, QUEUE
+from hub.store.registry import JOB_OPTION, JobType
 from hub.store.settings import Settings
 
 
@@ -16,13 +16,16 @@ class JobDispatcher:
     def __init__(self, settings: Settings) -> None:
         self._broker = make_broker(settings)
 
-    async def __call__(self, job_type: str, job_id: str, owner: str, job_input: dict[str, Any]) -> None:
+    async def __call__(self, job_type: JobType, job_id: str, owner: str, job_input: dict[str, Any]) -> None:
+        actor = job_type.actor
+        if actor is None:
+            raise ValueError(f"job type {job_type.name!r} is external: its own workers run it")
         message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name=QUEUE,
-            actor_name=ACTORS[job_type],
+            queue_name=actor.queue_name,
+            actor_name=actor.actor_name,
             args=(),
             kwargs=job_input,
-            options={JOB_OPTION: {"id": job_id, "owner": owner, "type": job_type}},
+            options={JOB_OPTION: {"id": job_id, "owner": owner, "type": job_type.name}},
             message_id=job_id,
         )
         # Dramatiq's Redis broker blocks; keep it off the event loop.

@@ -12,9 +12,9 @@ import time
 
 from redis.asyncio import Redis
 
-from hub.web.auth import Identity
 from hub.errors import Unauthorized
 from hub.store.keys import KeySpace
+from hub.web.auth import Identity
 
 TICKET_TTL_SECONDS = 60
 _TICKET = re.compile(r"\A[A-Za-z0-9_-]{43}\Z")

@@ -3,11 +3,14 @@
 -- subscriber can never see a published event that history lacks.
 --
 -- KEYS: job hash, job stream, user stream, user open-jobs set, job channel,
---       user channel, running-jobs index (sorted by last change)
+--       user channel, running-jobs index (sorted by last change), user's
+--       job index
 -- ARGV: patch (JSON object), publish time (epoch seconds), job history length,
 --       user history length, ttl seconds, create ("1" or "0"), owner, job type,
---       job id, and optionally "changed before" (ms): apply only if the job
---       has not changed since then (how a stalled job is failed safely)
+--       job id, "changed before" (ms) or "": apply only if the job has not
+--       changed since then (how a stalled job is failed safely), and on create
+--       the job's input (JSON) and "1" if the job is external (watched for
+--       stalls from its creation: its publisher may never start)
 -- Returns {job stream id, user stream id}, or false when the job is unknown,
 -- already finished (so a job has exactly one terminal event), or changed.
 if cjson.decode_array_with_array_mt then
@@ -26,7 +29,7 @@ if ARGV[6] == '1' then
   end
   state.jobId = ARGV[9]
   state.type = ARGV[8]
-  redis.call('HSET', KEYS[1], 'owner', ARGV[7], 'type', ARGV[8])
+  redis.call('HSET', KEYS[1], 'owner', ARGV[7], 'type', ARGV[8], 'input', ARGV[11])
   redis.call('SADD', KEYS[4], ARGV[9])
 else
   local raw = redis.call('HGET', KEYS[1], 'state')
@@ -93,11 +96,21 @@ if finished == '1' then
   redis.call('HSET', KEYS[1], 'terminal_id', job_id)
   redis.call('SREM', KEYS[4], ARGV[9])
   redis.call('ZREM', KEYS[7], ARGV[9])
-elseif RUNNING[state.status] then
+elseif RUNNING[state.status] or (ARGV[6] == '1' and ARGV[12] == '1') then
   -- Watched for stalls: a running job that stops changing is failed in the end.
   redis.call('ZADD', KEYS[7], now_ms, ARGV[9])
 end
 local ttl = tonumber(ARGV[5])
+if ARGV[6] == '1' then
+  -- Newest last; a cursor sorts as text once zero-padded, and it is unique.
+  local ms, seq = string.match(user_id, '^(%d+)-(%d+)$')
+  local function pad(digits)
+    return string.rep('0', 20 - #digits) .. digits
+  end
+  redis.call('ZADD', KEYS[8], 0, pad(ms) .. '-' .. pad(seq) .. ':' .. ARGV[9])
+  redis.call('ZREMRANGEBYRANK', KEYS[8], 0, -tonumber(ARGV[4]) - 1)
+end
+redis.call('EXPIRE', KEYS[8], ttl)
 for i = 1, 4 do
   redis.call('EXPIRE', KEYS[i], ttl)
 end

@@ -14,8 +14,6 @@ import redis.exceptions
 import tornado.httputil
 import tornado.web
 
-from hub.web.auth import Identity
-from hub.web.context import HubContext
 from hub.errors import (
     BadRequest,
     ClientError,
@@ -28,6 +26,8 @@ from hub.errors import (
     Unavailable,
 )
 from hub.store.history import JobSnapshot
+from hub.web.auth import Identity
+from hub.web.context import HubContext
 
 log = logging.getLogger("hub.http")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from hub.web.auth import issue_token
 from hub.errors import BadRequest
+from hub.web.auth import issue_token
 from hub.web.handlers.base import JsonBodyHandler
 
 DEV_TOKEN_TTL = 24 * 3600

@@ -1,76 +1,76 @@
 """The jobs API: start a job, read its state (the old polling endpoint), fetch
-a rendered image."""
+a file a job made."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from hub.web.context import HubContext
 from hub.errors import NotFound, Unavailable
+from hub.store.registry import JobType
+from hub.web.context import HubContext
 from hub.web.handlers.base import BaseHandler, JsonBodyHandler
-from hub.web.job_inputs import VALIDATORS
-
-#: API path segment -> job type.
-PATH_TYPES = {"characters": "character", "media": "media"}
-
-
-def job_links(job_type: str, job_id: str) -> dict[str, str]:
-    status_segment = "characters" if job_type == "character" else "media"
-    return {
-        "sse": f"/api/v1/sse/jobs/{job_type}/{job_id}",
-        "poll": f"/api/v1/poll/jobs/{job_type}/{job_id}",
-        "status": f"/api/v1/{status_segment}/jobs/{job_id}",
-    }
 
 
 class CreateJobHandler(JsonBodyHandler):
-    def initialize(self, ctx: HubContext, job_type: str = "", **kwargs: Any) -> None:
+    def initialize(self, ctx: HubContext, job_type: JobType | None = None, **kwargs: Any) -> None:
         super().initialize(ctx)
         self.job_type = job_type
 
     async def post(self) -> None:
+        assert self.job_type is not None
         user = (await self.authenticate()).user
-        job_input = VALIDATORS[self.job_type](self.json_body())
-        await self.ctx.job_rate.check(user)
+        job_input = self.job_type.input.validate(self.json_body())
+        await self.start_job(self.job_type, user, job_input)
+
+    async def start_job(self, job_type: JobType, owner: str, job_input: dict[str, Any]) -> None:
+        await self.ctx.job_rate.check(owner)
         job_id = uuid.uuid4().hex
-        await self.ctx.journal.create(job_id, user, self.job_type)
-        try:
-            await self.ctx.enqueue(self.job_type, job_id, user, job_input)
-        except Exception as exc:
-            reason = "the job could not be queued"
-            await self.ctx.journal.update(
-                job_id, user, self.job_type, status="failed", failedReason=reason, result={"error": reason}
-            )
-            raise Unavailable("the job queue is not answering; try again shortly") from exc
-        self.ctx.metrics.jobs_created.labels(self.job_type).inc()
+        await self.ctx.journal.create(job_id, owner, job_type.name, job_input=job_input, external=job_type.external)
+        if not job_type.external:
+            try:
+                await self.ctx.enqueue(job_type, job_id, owner, job_input)
+            except Exception as exc:
+                reason = "the job could not be queued"
+                await self.ctx.journal.update(
+                    job_id, owner, job_type.name, status="failed", failedReason=reason, result={"error": reason}
+                )
+                raise Unavailable("the job queue is not answering; try again shortly") from exc
+        self.ctx.metrics.jobs_created.labels(job_type.name).inc()
         self.write_json(
-            {
-                "jobId": job_id,
-                "type": self.job_type,
-                "status": "queued",
-                "links": job_links(self.job_type, job_id),
-            },
+            {"jobId": job_id, "type": job_type.name, "status": "queued", "links": job_type.links(job_id)},
             status=202,
         )
 
 
 class JobStatusHandler(BaseHandler):
-    async def get(self, segment: str, job_id: str) -> None:
+    def initialize(self, ctx: HubContext, job_type: JobType | None = None, **kwargs: Any) -> None:
+        super().initialize(ctx)
+        self.job_type = job_type
+
+    async def get(self, job_id: str) -> None:
+        assert self.job_type is not None
         user = (await self.authenticate()).user
-        job = await self.owned_job(PATH_TYPES[segment], job_id, user)
+        job = await self.owned_job(self.job_type.name, job_id, user)
         self.write_json({"data": job.state})
 
 
-class ImageHandler(BaseHandler):
-    """The rendered image of a media job, for its owner only."""
+class JobFileHandler(BaseHandler):
+    """A file a job made (a rendered image, say), for the job's owner only."""
 
-    async def get(self, job_id: str) -> None:
+    async def get(self, job_id: str, name: str) -> None:
         user = (await self.authenticate()).user
-        await self.owned_job("media", job_id, user)
-        image = await self.ctx.redis.get(self.ctx.keys.media(job_id))
-        if image is None:
-            raise NotFound("the image is not ready or has expired")
-        self.set_header("Content-Type", "image/png")
+        job = await self.ctx.history.job(job_id) if len(job_id) <= 64 else None
+        if job is None or job.owner != user:
+            raise NotFound("no such job")
+        data, content_type = await self.ctx.redis.hmget(self.ctx.keys.job_file(job_id, name), ["data", "type"])
+        if data is None:
+            raise NotFound("the file is not ready or has expired")
+        self.set_header("Content-Type", _text(content_type) or "application/octet-stream")
         self.set_header("Cache-Control", "private, max-age=3600")
-        self.finish(image)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.finish(data)
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else value or ""

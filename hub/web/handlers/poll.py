@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hub.store.events import BEGINNING, Cursor, Event, format_cursor
 from hub.delivery.feed import MAX_BATCH, Feed, Source
-from hub.web.handlers.subscription import SubscriptionHandler
 from hub.delivery.subscriber import CloseReason
+from hub.store.events import BEGINNING, Cursor, Event, format_cursor
+from hub.web.handlers.subscription import SubscriptionHandler
 
 
 class PollHandler(SubscriptionHandler):

@@ -8,11 +8,11 @@ import time
 
 from tornado.iostream import StreamClosedError
 
-from hub.store.events import Cursor, Event, retry_frame
 from hub.delivery.feed import Feed, JobSource, Source
-from hub.web.handlers.subscription import SubscriptionHandler
 from hub.delivery.live import LiveStream
 from hub.delivery.subscriber import CloseReason, wake
+from hub.store.events import Cursor, Event, retry_frame
+from hub.web.handlers.subscription import SubscriptionHandler
 
 #: After a shutdown or a Redis reconnect, clients are told to come back within
 #: this many ms, spread at random so that thousands do not arrive at once.

@@ -8,12 +8,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from hub.web.auth import Identity
+from hub.delivery.feed import Feed, JobSource, Source, UserSource
+from hub.delivery.subscriber import CloseReason
 from hub.errors import NotFound, Unauthorized
 from hub.store.events import Cursor, Event, parse_cursor
-from hub.delivery.feed import Feed, JobSource, Source, UserSource
+from hub.web.auth import Identity
 from hub.web.handlers.base import BaseHandler
-from hub.delivery.subscriber import CloseReason
 
 
 class SubscriptionHandler(BaseHandler):
