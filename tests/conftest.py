@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import redis
 
+from hub.runtime.processes import stop_process
+from hub.store.settings import Settings
 from hub.web.app import build_context, connect_redis, make_app
 from hub.web.auth import issue_token
 from hub.web.context import HubContext
 from hub.web.dispatch import JobDispatcher
-from hub.runtime.processes import stop_process
-from hub.store.settings import Settings
 from tests import sse_client
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,10 +24,10 @@ from hub_client import HubClient, NotFound, Unauthorized
 from hub_client.errors import ProtocolError
 from hub_client.sse import Frame, LineSplitter, SSEParser
 
-from hub.web.auth import issue_token
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import Settings
+from hub.web.auth import issue_token
 from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.web.auth import MAX_TOKEN_LENGTH, TokenVerifier
 from hub.errors import Unauthorized
 from hub.store.settings import Settings
+from hub.web.auth import MAX_TOKEN_LENGTH, TokenVerifier
 from tests.conftest import SECRET
 from tests.sse_client import request
 
