@@ -188,7 +188,7 @@ class BaseHandler(tornado.web.RequestHandler):
             if not self.transport:
                 # A ticket travels in a URL: it opens streams, nothing else.
                 raise Unauthorized("a ticket only opens streams and long-polls")
-            return await self.ctx.tickets.redeem(ticket)
+            return await self.ctx.tickets.redeem(ticket, self.request.path)
         token = self.get_query_argument("access_token", None) or self.get_cookie(TOKEN_COOKIE) or ""
         identity = self.ctx.verifier.verify(token)
         if identity.service:
