@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 
-from tests.conftest import ROOT, SECRET, need
+from hub.store.settings import Settings
+from hub.web.auth import PUBLISH_SCOPE, issue_token
+from tests.conftest import ROOT, need
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -68,9 +69,8 @@ def call(url: str, body: dict[str, Any] | None, token: str | None) -> Any:
         return json.load(answer)
 
 
-def service_token() -> str:
-    claims = {"sub": "report-worker", "exp": int(time.time()) + 600, "scope": "hub:publish"}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
+def service_token(settings: Settings) -> str:
+    return issue_token(settings, "report-worker", ttl_seconds=600, scope=PUBLISH_SCOPE)
 
 
 def warm_up(hub_url: str, timeout: float = 30.0) -> None:
@@ -260,7 +260,7 @@ def test_demo_page_shows_jobs_live(hub_process, worker, browser, transport):
 
 
 @pytest.mark.hub_settings(job_step_seconds=0.2)
-def test_demo_page_keeps_the_jobs_across_reloads(hub_process, worker, browser):
+def test_demo_page_keeps_the_jobs_across_reloads(hub_process, worker, browser, settings):
     """On a phone: jobs started, the page reloaded while they run and again
     after they ended; every card is back each time, with its right state."""
     from playwright.sync_api import expect
@@ -271,7 +271,7 @@ def test_demo_page_keeps_the_jobs_across_reloads(hub_process, worker, browser):
     sign_in(page, "ada", problems)
 
     # An external job that the test moves on itself, as the app's worker would: mid-job for sure.
-    service = service_token()
+    service = service_token(settings)
     report = call(hub.url + "/api/v1/jobs", {"type": EXTERNAL, "owner": "ada"}, service)["jobId"]
     publish = f"{hub.url}/api/v1/jobs/{report}/events"
     call(publish, {"status": "active", "progress": 40, "step": "counting"}, service)

@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import jwt
 import pytest
 
-from tests.conftest import ROOT, SECRET, need
+from hub.store.settings import Settings
+from hub.web.auth import PUBLISH_SCOPE, issue_token
+from tests.conftest import ROOT, need
 from tests.tcp_proxy import TcpProxy
 
 NODE_DIR = ROOT / "tests" / "node"
@@ -29,9 +30,8 @@ JOB_TYPE = "report"
 WAIT_SECONDS = 30.0
 
 
-def service_token(name: str = "report-worker", ttl: int = 600) -> str:
-    claims = {"sub": name, "exp": int(time.time()) + ttl, "scope": "hub:publish"}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
+def service_token(settings: Settings) -> str:
+    return issue_token(settings, "report-worker", ttl_seconds=600, scope=PUBLISH_SCOPE)
 
 
 class NodeScript:
@@ -118,7 +118,7 @@ def test_node_worker_publishes_and_the_js_client_follows_across_a_cut(
     # Given a worker of the app's own that has created a job for alice,
     worker = node_scripts(
         "external_worker.mjs",
-        {"HUB_URL": hub.url, "HUB_SERVICE_TOKEN": service_token(), "JOB_TYPE": JOB_TYPE, "JOB_OWNER": "alice"},
+        {"HUB_URL": hub.url, "HUB_SERVICE_TOKEN": service_token(settings), "JOB_TYPE": JOB_TYPE, "JOB_OWNER": "alice"},
     )
     job_id = worker.expect(lambda line: "jobId" in line or "error" in line, "job id")["jobId"]
     published: list[dict[str, Any]] = []
