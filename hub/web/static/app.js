@@ -277,6 +277,11 @@ function subscribe() {
     },
     onError: (error) => {
       if (!current() || refusedToken(error)) return;
+      // No live updates, but the jobs as they stand are still worth showing.
+      if (fresh && !listed) {
+        listed = true;
+        loadJobs(null, ofSession);
+      }
       $('connection-error-text').textContent = `Live updates stopped: ${error.message}.`;
       $('connection-error').hidden = false;
     },

@@ -26,8 +26,10 @@ export function jobCards(container, { viewOf, loadImage, onCountChange }) {
       cards.set(jobId, card);
     }
     const wasPlaced = card.parts.root.isConnected;
+    // A card drawn before its creation time was known goes where that time says.
+    const placedBlind = wasPlaced && !card.state.createdAt && change.createdAt;
     for (const field of FIELDS) if (change[field] !== undefined && change[field] !== '') card.state[field] = change[field];
-    if (!wasPlaced) place(card);
+    if (!wasPlaced || placedBlind) place(card);
     render(card);
     if (!wasPlaced) onCountChange?.(cards.size);
   }
