@@ -156,6 +156,10 @@ async def test_a_users_own_jobs_are_listed_newest_first_page_by_page(api, servic
     assert pages == [2, 2, 1]
     assert {job["jobId"]: job["status"] for job in listed}[created[0]] == "completed"
     assert {job["jobId"]: job["status"] for job in listed}[created[2]] == "failed"
+    assert [job["input"] for job in listed if job["type"] == "character"] == [
+        {"name": "Lin", "description": ""},
+        {"name": "Ada", "description": ""},
+    ]
     status, body = await get_json(alice, "/api/v1/jobs")
     assert [job["jobId"] for job in body["data"]] == created[::-1] and body["next"] is None
     assert await get_json(api("carol"), "/api/v1/jobs") == (200, {"data": [], "next": None})
