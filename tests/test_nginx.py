@@ -494,7 +494,8 @@ async def test_nginx_logs_paths_but_never_a_token_or_ticket_from_the_query(hub_p
         return text if all(path in text for path in queries) else None
 
     text = await eventually(logged)
-    lines = text.splitlines()
-    print(f"\naccess log: {len(lines)} lines; token found {text.count(secret)} times, ticket {text.count(ticket)} times")
+    print(
+        f"\naccess log: {len(text.splitlines())} lines; token {text.count(secret)}, ticket {text.count(ticket)} times"
+    )
     assert secret not in text and ticket not in text, text
     assert "access_token" not in text and "ticket=" not in text, text

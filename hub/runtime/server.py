@@ -14,6 +14,7 @@ from tornado.iostream import IOStream
 
 from hub.errors import ConfigError
 from hub.runtime import collector
+from hub.runtime.ports import listen_error
 from hub.store.settings import Settings
 from hub.web.app import build_context, connect_redis, make_app
 from hub.web.dispatch import JobDispatcher
@@ -60,7 +61,10 @@ async def serve(settings: Settings, *, dev_tokens: bool = False) -> None:
         body_timeout=settings.request_timeout_seconds,
     )
     server.dead_client_ms = int(settings.dead_client_seconds * 1000)
-    server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
+    try:
+        server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        raise listen_error(settings.host, settings.port, exc) from None
     await ctx.start()
     collector.settle()
     stop = asyncio.Event()

@@ -74,6 +74,12 @@ class TokenVerifier:
 
 def issue_token(settings: Settings, user: str, ttl_seconds: int = 3600) -> str:
     """A token the hub accepts; needs the shared secret (HS algorithms)."""
+    if settings.jwt_public_key:
+        # A token signed with a secret beside the key would be refused.
+        raise ConfigError(
+            "no token can be issued here: with HUB_JWT_PUBLIC_KEY set, the hub only verifies tokens;"
+            " your app's issuer signs them with its private key"
+        )
     if not settings.jwt_secret:
         raise ConfigError("issuing tokens needs HUB_JWT_SECRET")
     if not user or len(user) > MAX_USER_ID_LENGTH:
