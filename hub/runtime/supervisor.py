@@ -123,7 +123,8 @@ def redacted(url: str) -> str:
 def _print_banner(url: str, settings: Settings, redis_server: EmbeddedRedis | None) -> None:
     redis_note = redacted(str(settings.redis_url))
     if redis_server is not None:
-        redis_note += f" (embedded, files in {redis_server.data_dir})"
+        bound = f"up to {redis_server.maxmemory}, " if redis_server.maxmemory not in (None, "0") else ""
+        redis_note += f" (embedded, {bound}files in {redis_server.data_dir})"
     try:
         token = issue_token(settings, DEV_USER, DEV_TOKEN_TTL)
     except ConfigError as exc:
