@@ -67,7 +67,7 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     job_types = registry.load(settings.app_modules, settings.external_job_types)
     broker, metrics = setup(settings, job_types)
     if settings.worker_metrics_port:
-        metrics.serve(settings.worker_metrics_port)
+        metrics.serve(settings.worker_metrics_port, settings.host)
     dramatiq.set_broker(broker)
     for module in imports:
         importlib.import_module(module)

@@ -15,6 +15,7 @@ from tornado.iostream import IOStream
 
 from hub.errors import ConfigError
 from hub.runtime import collector
+from hub.runtime.ports import listen_error
 from hub.store.journal import Journal
 from hub.store.registry import Registry
 from hub.store.settings import Settings
@@ -64,7 +65,10 @@ async def serve(settings: Settings, *, dev_tokens: bool = False) -> None:
         body_timeout=settings.request_timeout_seconds,
     )
     server.dead_client_ms = int(settings.dead_client_seconds * 1000)
-    server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
+    try:
+        server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        raise listen_error(settings.host, settings.port, exc) from None
     await ctx.start()
     stalls, stalls_redis = watch_stalls(settings, ctx.job_types)
     collector.settle()

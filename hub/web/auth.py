@@ -90,6 +90,12 @@ class TokenVerifier:
 def issue_token(settings: Settings, sub: str, ttl_seconds: int = 3600, scope: str | None = None) -> str:
     """A token the hub accepts; needs the shared secret (HS algorithms).
     `scope` (space-separated) is set for a service: `PUBLISH_SCOPE`."""
+    if settings.jwt_public_key:
+        # A token signed with a secret beside the key would be refused.
+        raise ConfigError(
+            "no token can be issued here: with HUB_JWT_PUBLIC_KEY set, the hub only verifies tokens;"
+            " your app's issuer signs them with its private key"
+        )
     if not settings.jwt_secret:
         raise ConfigError("issuing tokens needs HUB_JWT_SECRET")
     if not sub or len(sub) > MAX_USER_ID_LENGTH:

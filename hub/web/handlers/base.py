@@ -97,6 +97,9 @@ class BaseHandler(tornado.web.RequestHandler):
             error = exc
         elif isinstance(exc, (StoreUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             error = Unavailable("Redis is not answering; try again shortly")
+        elif isinstance(exc, redis.exceptions.OutOfMemoryError):
+            # maxmemory reached (noeviction): writes fail until jobs expire or the bound is raised.
+            error = Unavailable("the hub's store is full; try again later", retry_after=30)
         elif status_code == 405:
             error = MethodNotAllowed(f"{self.request.method} is not allowed here")
         elif status_code == 404:
@@ -131,6 +134,9 @@ class BaseHandler(tornado.web.RequestHandler):
             return
         if isinstance(value, (StoreUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             log.warning("%s: Redis unavailable: %s", self._request_summary(), value.__class__.__name__)
+            return
+        if isinstance(value, redis.exceptions.OutOfMemoryError):
+            log.error("%s: Redis is full (maxmemory): it refuses writes", self._request_summary())
             return
         # Not Tornado's default, which adds repr(request): the full URI, query included.
         log.error("uncaught exception in %s", self._request_summary(), exc_info=(typ, value, tb))  # type: ignore[arg-type]
