@@ -146,7 +146,8 @@ class Lines(threading.Thread):
 
 
 def command_env(token: str | None) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # The client beside this checkout, not one installed from elsewhere.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")]))
     env.pop("HUB_URL", None)
     env.pop("HUB_TOKEN", None)
     if token is not None:
@@ -396,10 +397,16 @@ def test_a_watch_from_the_terminal_event_ends_without_events(hub_process, token,
     assert [e["id"] for e in rest] == ids[-1:]
 
 
-def test_bad_arguments_fail_at_the_call(hub_process):
+def test_bad_arguments_fail_at_the_call():
+    # Nothing listens on port 9: a request made by mistake would not raise ValueError.
     client = HubClient("http://127.0.0.1:9", "t")
+    for not_a_type_name in ("Video", "9lives", "a" * 33, "", "media/x"):
+        with pytest.raises(ValueError):
+            client.watch("job", not_a_type_name)
+        with pytest.raises(ValueError):
+            client.create_job(not_a_type_name)
     with pytest.raises(ValueError):
-        client.watch("job", "video")
+        client.watch("", "video")
     with pytest.raises(ValueError):
         client.watch("job", "character", transport="websocket")
     with pytest.raises(ValueError):
