@@ -242,7 +242,7 @@ class HubClient:
         *,
         progress: float | None = None,
         step: str | None = None,
-        result: Any = None,
+        result: Mapping[str, Any] | None = None,
         failed_reason: str | None = None,
     ) -> str | None:
         """Publishes one update of an external job and returns its event id.

@@ -18,6 +18,7 @@ client then sends the update again, with this outcome:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 PUBLISH_STATUSES = ("active", "completed", "failed")
@@ -31,7 +32,7 @@ def event_body(
     status: str,
     progress: float | None = None,
     step: str | None = None,
-    result: Any = None,
+    result: Mapping[str, Any] | None = None,
     failed_reason: str | None = None,
 ) -> dict[str, Any]:
     """The JSON body of one update; raises ValueError for one the hub would
@@ -49,12 +50,19 @@ def event_body(
     if result is not None:
         if status != "completed":
             raise ValueError("only a completed update carries a result")
-        body["result"] = result
+        body["result"] = check_result(result)
     if failed_reason is not None:
         if status != "failed":
             raise ValueError("only a failed update carries a reason")
         body["failedReason"] = str(failed_reason)
     return body
+
+
+def check_result(result: Any) -> dict[str, Any]:
+    """A job's result is a JSON object."""
+    if not isinstance(result, Mapping):
+        raise TypeError(f"a job's result must be a mapping (a JSON object), not {type(result).__name__}")
+    return dict(result)
 
 
 def was_ours(job: dict[str, Any], body: dict[str, Any]) -> bool:

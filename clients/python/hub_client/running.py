@@ -17,11 +17,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from hub_client.errors import JobFinished
-from hub_client.publishing import MAX_REASON_CHARS, MAX_STEP_CHARS, TERMINAL_STATUSES, exception_reason
+from hub_client.publishing import (
+    MAX_REASON_CHARS,
+    MAX_STEP_CHARS,
+    TERMINAL_STATUSES,
+    check_result,
+    exception_reason,
+)
 
 if TYPE_CHECKING:
     from hub_client.client import HubClient
@@ -34,8 +41,7 @@ class RunningJob:
         if not job_id:
             raise ValueError("job_id must not be empty")
         self.job_id = job_id
-        #: Sent with the `completed` event at the end of the block.
-        self.result: Any = None
+        self._result: dict[str, Any] | None = None
         self._client = client
         self._first_step = step
         #: None until `active` is out, then the status last published.
@@ -49,6 +55,18 @@ class RunningJob:
     def status(self) -> str | None:
         """The status last published (None before the block is entered)."""
         return self._status
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """Sent with the `completed` event at the end of the block: a JSON
+        object (a mapping), or None for none. Anything else is refused when it
+        is set, inside the block, so that the job fails with the mistake
+        instead of staying active."""
+        return self._result
+
+    @result.setter
+    def result(self, value: Mapping[str, Any] | None) -> None:
+        self._result = None if value is None else check_result(value)
 
     @property
     def finished(self) -> bool:
@@ -83,7 +101,7 @@ class RunningJob:
         optionally, what it is doing now. Returns the event's id."""
         return self._publish("active", progress=percent, step=_clip(step, MAX_STEP_CHARS))
 
-    def complete(self, result: Any = None) -> str | None:
+    def complete(self, result: Mapping[str, Any] | None = None) -> str | None:
         """Ends the job now, as completed with `result` (default: `self.result`)."""
         if result is not None:
             self.result = result
