@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub_client.backoff import Backoff
-from hub_client.endpoint import Endpoint, NotSent, Reply
+from hub_client.endpoint import Endpoint, NotSent, Reply, StaleConnection
 from hub_client.errors import HubClientError, OutcomeUnknown, code_of, error_for
 
 #: The hub refused before acting: busy, limited or briefly unavailable.
@@ -62,6 +62,11 @@ def call(
             reply = endpoint.exchange(method, path, body, reuse=resend)
         except NotSent as error:
             sleep(backoff.failed(error.__cause__ or error))
+            continue
+        except StaleConnection:
+            # At once, on a new connection (the next exchange makes one); and
+            # uncertain, in the unlikely case the hub acted before it closed.
+            uncertain = True
             continue
         except (OSError, http.client.HTTPException) as error:
             if isinstance(error, ssl.SSLCertVerificationError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import ssl
 import threading
 from dataclasses import dataclass
@@ -29,6 +30,16 @@ USER_AGENT = "hub-client-python/0.2"
 class NotSent(Exception):
     """The connection could not be made: the request never left, so sending
     it again cannot do anything twice. The network error is the cause."""
+
+
+class StaleConnection(Exception):
+    """A kept-alive connection broke before any answer: most likely the hub
+    or a proxy closed it while idle (the hub does after 30 s), and a new
+    connection will do. The network error is the cause."""
+
+
+#: How a connection closed by the other side shows when it is used again.
+_CLOSED_WHILE_IDLE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +93,16 @@ class Endpoint:
     def exchange(self, method: str, path: str, body: Any = None, *, reuse: bool = True) -> Reply:
         """One request with an optional JSON body, on this thread's keep-alive
         connection (or, without `reuse`, on a new one closed afterwards).
-        Raises NotSent when no connection could be made, and the network's
-        own errors (OSError, http.client.HTTPException) when it broke later."""
+        Raises NotSent when no connection could be made, StaleConnection when
+        a kept connection turned out closed, and the network's own errors
+        (OSError, http.client.HTTPException) when it broke otherwise."""
         headers = {"Accept": "application/json"}
         payload = None
         if body is not None:
             payload = json.dumps(body, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
         connection = self._kept() if reuse else None
+        reused = connection is not None
         if connection is None:
             try:
                 connection = self._connect()
@@ -105,6 +118,11 @@ class Endpoint:
             connection.request(method, self._prefix + path, payload, headers=self._headers(headers))
             response = connection.getresponse()
             reply = _reply(response)
+        except _CLOSED_WHILE_IDLE as error:
+            self._drop(connection)
+            if reused:
+                raise StaleConnection(str(error)) from error
+            raise
         except BaseException:
             self._drop(connection)
             raise
@@ -121,11 +139,14 @@ class Endpoint:
 
     def _kept(self) -> http.client.HTTPConnection | None:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        if connection is not None and _closed_by_peer(connection):
+            self._drop(connection)
+            return None
         return connection
 
     def _drop(self, connection: http.client.HTTPConnection) -> None:
         connection.close()
-        if self._kept() is connection:
+        if getattr(self._local, "connection", None) is connection:
             self._local.connection = None
 
     def _connect(self) -> http.client.HTTPConnection:
@@ -149,6 +170,19 @@ class Endpoint:
 
     def _headers(self, extra: dict[str, str]) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}", "User-Agent": USER_AGENT, **extra}
+
+
+def _closed_by_peer(connection: http.client.HTTPConnection) -> bool:
+    """An idle connection has nothing to read; if it has, the other side
+    closed it (or broke the protocol): either way it cannot be used."""
+    sock = connection.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _reply(response: http.client.HTTPResponse) -> Reply:
