@@ -85,7 +85,9 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     client = redis.Redis.from_url(settings.redis_url or "")
-    stalls = StallWatcher(redis=client, journal=Journal(client, settings), stall_seconds=settings.job_stall_seconds)
+    stalls = StallWatcher(
+        redis=client, journal=Journal(client, settings), stall_seconds=settings.job_stall_seconds, job_types=job_types
+    )
     worker.start()
     stalls.start()
     log.info(
