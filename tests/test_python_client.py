@@ -41,7 +41,7 @@ from hub_client.sse import Frame, LineSplitter, SSEParser
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import Settings
-from hub.web.auth import issue_token
+from hub.web.auth import PUBLISH_SCOPE, issue_token
 from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -486,7 +486,11 @@ def test_hub_watch_exits_2_on_auth_and_usage_errors(hub_process, token, settings
     no_token = run_watch("--type", "character", "bobs", "--url", hub.url, token=None)
     assert no_token.returncode == 2 and "HUB_TOKEN" in no_token.stderr
 
-    assert run_watch("--type", "video", "bobs", "--url", hub.url, token=token("bob")).returncode == 2
+    # Any type's name is taken; the hub knows no "video" type, so no such job.
+    unknown = run_watch("--type", "video", "bobs", "--url", hub.url, token=token("bob"))
+    assert unknown.returncode == 2 and "404" in unknown.stderr
+    not_a_name = run_watch("--type", "Video!", "bobs", "--url", hub.url, token=token("bob"))
+    assert not_a_name.returncode == 2 and "not a job type's name" in not_a_name.stderr
 
     # The URL may come from the environment too.
     owner = subprocess.run(
@@ -561,11 +565,7 @@ def test_hub_watch_on_a_terminal_draws_one_progress_line(hub_process, token, set
 
 def issue_service_token(settings: Settings, name: str = "billing", ttl: int = 600) -> str:
     """A service's token: the `hub:publish` scope."""
-    import jwt
-
-    now = int(time.time())
-    claims = {"sub": name, "iat": now, "exp": now + ttl, "scope": "hub:publish"}
-    return jwt.encode(claims, settings.jwt_secret or "", algorithm="HS256")
+    return issue_token(settings, name, ttl, scope=PUBLISH_SCOPE)
 
 
 @pytest.fixture
@@ -783,7 +783,10 @@ def test_a_result_that_is_not_an_object_fails_the_job_in_the_block(hub_process, 
 def test_only_a_service_may_publish_and_only_for_external_jobs(hub_process, token, service):
     hub = hub_process(**EXTERNAL)
     alice = HubClient(hub.url, token("alice"))
-    job_id = alice.create_job("import")["jobId"]
+    # The app's backend creates external jobs, not the user.
+    with pytest.raises(Forbidden):
+        alice.create_job("import")
+    job_id = service(hub.url).create_job("import", owner="alice")["jobId"]
 
     # A user's token: refused, and nothing was published.
     with pytest.raises(Forbidden) as raised:
@@ -806,7 +809,7 @@ def test_only_a_service_may_publish_and_only_for_external_jobs(hub_process, toke
 def test_jobs_are_read_by_their_owner_and_services_only(hub_process, token, service):
     hub = hub_process(**EXTERNAL)
     alice = HubClient(hub.url, token("alice"))
-    job_id = alice.create_job("import", {"file": "b.csv"})["jobId"]
+    job_id = service(hub.url).create_job("import", {"file": "b.csv"}, owner="alice")["jobId"]
     job = alice.get_job(job_id)
     assert job["jobId"] == job_id and job["type"] == "import" and job["status"] == "queued"
     assert job["progress"] == 0 and job["createdAt"]
@@ -821,8 +824,9 @@ def test_jobs_are_read_by_their_owner_and_services_only(hub_process, token, serv
 def test_list_jobs_pages_newest_first_and_iter_jobs_reads_them_all(hub_process, token, service):
     hub = hub_process(**EXTERNAL)
     alice = HubClient(hub.url, token("alice"))
-    created = [alice.create_job("import", {"n": n})["jobId"] for n in range(5)]
-    with service(hub.url).run_job(created[1]) as job:
+    billing = service(hub.url)
+    created = [billing.create_job("import", {"n": n}, owner="alice")["jobId"] for n in range(5)]
+    with billing.run_job(created[1]) as job:
         job.result = {"finished": "and still listed"}
     newest_first = created[::-1]
 
@@ -930,17 +934,94 @@ def test_a_busy_hub_is_tried_again_and_the_retries_are_bounded(hub_process, toke
 
 
 @pytest.mark.hub_settings(external_job_types=("import",))
-def test_creating_a_job_is_never_sent_twice(hub_process, token):
+def test_creating_a_job_is_never_sent_twice(hub_process, token, service):
     hub = hub_process(**EXTERNAL)
-    alice_token = token("alice")
+    alice = HubClient(hub.url, token("alice"))
     with FaultyGateway(hub.port, ["lose answer"]) as gateway:
         with pytest.raises(OutcomeUnknown):
-            HubClient(gateway.url, alice_token, retry_delay=0.05).create_job("import")
+            service(gateway.url, retry_delay=0.05).create_job("import", owner="alice")
         assert gateway.accepted == 1
     # The hub did create it: the caller can find it before trying again.
-    assert len(HubClient(hub.url, alice_token).list_jobs()[0]) == 1
+    assert len(alice.list_jobs()[0]) == 1
     with FaultyGateway(hub.port, ["busy"]) as gateway:
         # A 503 comes before anything is created: that one is retried.
-        HubClient(gateway.url, alice_token, retry_delay=0.05).create_job("import")
+        service(gateway.url, retry_delay=0.05).create_job("import", owner="alice")
         assert gateway.accepted == 2
-    assert len(HubClient(hub.url, alice_token).list_jobs()[0]) == 2
+    assert len(alice.list_jobs()[0]) == 2
+
+
+@pytest.mark.hub_settings(external_job_types=("import",))
+def test_hub_watch_follows_a_job_of_any_registered_type(hub_process, token, service):
+    hub = hub_process(**EXTERNAL)
+    billing = service(hub.url)
+    job_id = billing.create_job("import", owner="alice")["jobId"]
+    with billing.run_job(job_id, step="reading") as job:
+        job.result = {"rows": 7}
+    done = run_watch("--type", "import", job_id, "--url", hub.url, token=token("alice"))
+    assert done.returncode == 0, done.stderr
+    # The job's state now: completed, with the last step it reported.
+    assert done.stdout.splitlines() == ["completed 100% reading", '{"rows": 7}']
+
+
+@pytest.mark.hub_settings(external_job_types=("import",))
+def test_a_service_token_reads_no_users_streams_or_lists(hub_process, service):
+    hub = hub_process(**EXTERNAL)
+    billing = service(hub.url)
+    job_id = billing.create_job("import", owner="alice")["jobId"]
+    for transport in TRANSPORTS:
+        with pytest.raises(Forbidden):
+            next(billing.watch(job_id, "import", transport=transport))
+    with pytest.raises(Forbidden):
+        billing.list_jobs()
+    # What a service may read: the job, with its owner and input.
+    job = billing.get_job(job_id)
+    assert job["owner"] == "alice" and job["input"] == {}
+
+
+@pytest.mark.hub_settings(external_job_types=("import",))
+def test_a_connection_the_hub_closed_while_idle_is_replaced_at_once(hub_process, token, service):
+    hub = hub_process(HUB_REQUEST_TIMEOUT_SECONDS="0.5", **EXTERNAL)
+    job_id = service(hub.url).create_job("import", owner="alice")["jobId"]
+    with TcpProxy(hub.port) as proxy:
+        # A backoff would take seconds: only an immediate reconnect is quick.
+        publisher = service(proxy.url, retry_delay=5.0)
+        publisher.publish(job_id, "active", progress=10)
+        assert proxy.accepted == 1
+        wait_for(lambda: proxy.open_connections == 0)  # the hub closed the idle connection
+        started = time.monotonic()
+        publisher.publish(job_id, "active", progress=20)
+        assert time.monotonic() - started < 2.0
+        publisher.publish(job_id, "active", progress=30)
+        assert proxy.accepted == 2, "the new connection is kept for the next call"
+    assert statuses(job_events_so_far(hub, token("alice"), job_id)) == [
+        ("queued", 0),
+        ("active", 10),
+        ("active", 20),
+        ("active", 30),
+    ]
+
+
+def job_events_so_far(hub: Any, user_token: str, job_id: str) -> list[dict[str, Any]]:
+    """The events of a job that has not ended, from its long-poll."""
+    request = urllib.request.Request(
+        f"{hub.url}/api/v1/poll/jobs/import/{job_id}?cursor=0-0", headers={"Authorization": f"Bearer {user_token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return list(json.load(answer)["events"])
+
+
+@pytest.mark.hub_settings(external_job_types=("import",))
+def test_when_the_failure_cannot_be_published_the_blocks_exception_still_goes_on(hub_process, service):
+    hub = hub_process(**EXTERNAL)
+    billing = service(hub.url)
+    job_id = billing.create_job("import", owner="alice")["jobId"]
+    with FaultyGateway(hub.port, ["forward", "busy", "busy", "busy"]) as gateway:
+        through = service(gateway.url, retry_delay=0.05, request_retries=2)
+        with pytest.raises(RuntimeError, match="the real problem") as raised, through.run_job(job_id) as job:
+            job.progress(10)
+            through.close()  # the next call needs a new connection: a busy one
+            raise RuntimeError("the real problem")
+        assert gateway.accepted == 4
+    assert any("could not be published" in note for note in raised.value.__notes__)
+    # The hub never heard of the failure: the job fails as stalled later.
+    assert billing.get_job(job_id)["status"] == "active"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -69,8 +70,10 @@ def client_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     isolation: fast and offline); the venv itself has no pip and no
     setuptools, and gets the wheel from this interpreter's pip."""
     where = tmp_path_factory.mktemp("client-venv")
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources.
+    source = shutil.copytree(CLIENT, where / "source", ignore=shutil.ignore_patterns("build", "*.egg-info"))
     wheels = where / "wheels"
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", wheels, CLIENT)
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", wheels, source)
     (wheel,) = wheels.glob("realtime_hub_client-*.whl")
     venv = where / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", venv)
