@@ -423,6 +423,18 @@ def test_bad_arguments_fail_at_the_call():
             client.create_job(not_a_type_name)
     with pytest.raises(ValueError):
         client.watch("", "video")
+    # An update the hub would refuse is refused before any request.
+    for wrong in (
+        {"status": "queued"},
+        {"status": "active", "progress": 101},
+        {"status": "active", "progress": True},
+        {"status": "active", "result": {"too": "early"}},
+        {"status": "completed", "failed_reason": "not failed"},
+    ):
+        with pytest.raises(ValueError):
+            client.publish("job", **wrong)
+    with pytest.raises(TypeError):
+        client.publish("job", "completed", result=["not", "an", "object"])  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         client.watch("job", "character", transport="websocket")
     with pytest.raises(ValueError):
@@ -980,17 +992,18 @@ def test_a_service_token_reads_no_users_streams_or_lists(hub_process, service):
 
 @pytest.mark.hub_settings(external_job_types=("import",))
 def test_a_connection_the_hub_closed_while_idle_is_replaced_at_once(hub_process, token, service):
-    hub = hub_process(HUB_REQUEST_TIMEOUT_SECONDS="0.5", **EXTERNAL)
+    # The hub closes a connection idle for this long (a proxy might sooner).
+    hub = hub_process(HUB_REQUEST_TIMEOUT_SECONDS="2", **EXTERNAL)
     job_id = service(hub.url).create_job("import", owner="alice")["jobId"]
     with TcpProxy(hub.port) as proxy:
         # A backoff would take seconds: only an immediate reconnect is quick.
-        publisher = service(proxy.url, retry_delay=5.0)
+        publisher = service(proxy.url, retry_delay=10.0)
         publisher.publish(job_id, "active", progress=10)
         assert proxy.accepted == 1
         wait_for(lambda: proxy.open_connections == 0)  # the hub closed the idle connection
         started = time.monotonic()
         publisher.publish(job_id, "active", progress=20)
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 5.0
         publisher.publish(job_id, "active", progress=30)
         assert proxy.accepted == 2, "the new connection is kept for the next call"
     assert statuses(job_events_so_far(hub, token("alice"), job_id)) == [
@@ -1025,3 +1038,33 @@ def test_when_the_failure_cannot_be_published_the_blocks_exception_still_goes_on
     assert any("could not be published" in note for note in raised.value.__notes__)
     # The hub never heard of the failure: the job fails as stalled later.
     assert billing.get_job(job_id)["status"] == "active"
+
+
+@pytest.mark.hub_settings(external_job_types=("import",))
+def test_threads_racing_to_end_a_job_publish_one_terminal_event(hub_process, token, service):
+    hub = hub_process(**EXTERNAL)
+    billing = service(hub.url)
+    job_id = billing.create_job("import", owner="alice")["jobId"]
+    outcomes: list[str] = []
+
+    def end(action: Callable[[], Any]) -> None:
+        try:
+            action()
+            outcomes.append("published")
+        except JobFinished as refused:
+            assert refused.status is None, "refused by the RunningJob, before asking the hub"
+            outcomes.append("refused")
+
+    with billing.run_job(job_id) as job:
+        racers = [
+            threading.Thread(target=end, args=(lambda: job.complete({"by": "one"}),)),
+            threading.Thread(target=end, args=(lambda: job.fail("by two"),)),
+            threading.Thread(target=end, args=(lambda: job.complete({"by": "three"}),)),
+        ]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(30)
+    assert sorted(outcomes) == ["published", "refused", "refused"]
+    events = job_events(HubClient(hub.url, token("alice")), job_id)
+    assert [e["status"] for e in events].count("completed") + [e["status"] for e in events].count("failed") == 1
