@@ -119,9 +119,10 @@ class HubClient:
         greetings (one per connection, SSE only) are left out unless asked
         for; `reset` and any other frame without an id (such as the hub's
         `token_expired`, after which the reconnect answers 401) pass through.
-        Raises Unauthorized, NotFound (also for a job of another type),
-        BadRequest, ProtocolError, or RetriesExhausted when `max_retries` is
-        set and reached.
+        Raises Unauthorized, Forbidden (a service's token: services open no
+        user's stream), NotFound (also for a job of another type), BadRequest,
+        ProtocolError, or RetriesExhausted when `max_retries` is set and
+        reached.
         """
         _check_type(type)
         if not job_id:
