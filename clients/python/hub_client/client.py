@@ -234,6 +234,23 @@ class HubClient:
             raise ProtocolError('job types must come as {"data": [...]}', 200, answer)
         return types
 
+    def stream_ticket(self, user: str | None = None, path: str | None = None) -> str:
+        """A one-minute ticket that opens a stream as `?ticket=...`, so a URL
+        never carries a token. A service names the `user` and the stream's
+        `path` (a job's `links["sse"]`): that is how a backend hands its
+        user's browser one job's stream URL. A user's own ticket may be bound
+        to one `path` too."""
+        body: dict[str, Any] = {}
+        if user is not None:
+            body["user"] = user
+        if path is not None:
+            body["path"] = path
+        answer = self._call("POST", "/api/v1/sse/tickets", body)
+        ticket = answer.get("ticket") if isinstance(answer, dict) else None
+        if not isinstance(ticket, str):
+            raise ProtocolError('a ticket must come as {"ticket": ...}', 201, answer)
+        return ticket
+
     # Publishing (services) -------------------------------------------------------
 
     def publish(
