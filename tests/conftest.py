@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import redis
 
+from hub.runtime.processes import stop_process
+from hub.store.settings import Settings
 from hub.web.app import build_context, connect_redis, make_app
 from hub.web.auth import issue_token
 from hub.web.context import HubContext
 from hub.web.dispatch import JobDispatcher
-from hub.runtime.processes import stop_process
-from hub.store.settings import Settings
 from tests import sse_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +141,8 @@ def worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]
     """Starts real `hub worker` processes on the test's namespace."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*imports: str, **env_overrides: str) -> subprocess.Popen[bytes]:
+    def start(*imports: str, output: Path | None = None, **env_overrides: str) -> subprocess.Popen[bytes]:
+        """`output` names a file that gets the process's stdout and stderr."""
         env = dict(os.environ)
         env.update(
             HUB_REDIS_URL=settings.redis_url or "",
@@ -156,7 +157,13 @@ def worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]
         command = [sys.executable, "-m", "hub", "worker"]
         for module in imports:
             command += ["--import", module]
-        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        if output is None:
+            process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        else:
+            with open(output, "ab") as sink:
+                process = subprocess.Popen(
+                    command, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
+                )
         started.append(process)
         return process
 

@@ -16,9 +16,13 @@ import time
 import urllib.error
 import urllib.request
 
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
 from hub.errors import ConfigError
 from hub.runtime.embedded import EmbeddedRedis
 from hub.runtime.processes import die_with_parent
+from hub.store import registry
 from hub.store.settings import Settings
 from hub.web.auth import issue_token
 
@@ -31,7 +35,12 @@ STOP_TIMEOUT = 15.0
 def run_everything(data_dir: str | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("HUB_JWT_SECRET", secrets.token_urlsafe(32))
-    Settings.from_env(env)  # fail early, before starting anything, on a bad setting
+    # Fail early, before starting anything, on a bad setting or a bad app
+    # (its modules are imported here too; a stub broker keeps any plain
+    # @dramatiq.actor in them away from Redis).
+    early = Settings.from_env(env)
+    dramatiq.set_broker(StubBroker())
+    registry.load(early.app_modules, early.external_job_types)
 
     temporary = data_dir is None
     data_dir = data_dir or tempfile.mkdtemp(prefix="hub-")
