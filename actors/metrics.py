@@ -38,8 +38,9 @@ class WorkerMetrics(Middleware):
         self._started_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> None:
-        """Starts the /metrics endpoint; a busy port is logged, not fatal."""
+    def serve(self, port: int, host: str) -> None:
+        """Starts the /metrics endpoint on `host` (HUB_HOST's interface, like
+        the web server's: not every interface); a busy port is logged, not fatal."""
         try:
             start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:

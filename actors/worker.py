@@ -101,7 +101,7 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
 
     logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ResultsArePublished())
     if settings.worker_metrics_port:
-        metrics.serve(settings.worker_metrics_port)
+        metrics.serve(settings.worker_metrics_port, settings.host)
     broker.emit_after("process_boot")
     queues = set(broker.get_declared_queues())
     worker = dramatiq.Worker(
@@ -116,7 +116,9 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     client = redis.Redis.from_url(settings.redis_url or "")
-    stalls = StallWatcher(redis=client, journal=Journal(client, settings), stall_seconds=settings.job_stall_seconds)
+    stalls = StallWatcher(
+        redis=client, journal=Journal(client, settings), stall_seconds=settings.job_stall_seconds, job_types=job_types
+    )
     worker.start()
     stalls.start()
     log.info("worker ready: %d threads; %s", settings.worker_threads, describe(broker, job_types))

@@ -27,7 +27,6 @@ MAX_BATCH = 2_000
 #: (and the core it shares with Redis and the clients) more than an event
 #: does, and each event carries its own send time, so batching hides nothing.
 TICK = 0.002
-JOB_TYPE = "character"
 
 
 def publisher_main(
@@ -41,8 +40,9 @@ def publisher_main(
 ) -> None:
     import redis
 
-    from hub.store.journal import Journal
+    from bench.stack import JOB_TYPE
     from hub.runtime.processes import die_with_parent
+    from hub.store.journal import Journal
     from hub.store.settings import Settings
 
     die_with_parent()

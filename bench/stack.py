@@ -28,15 +28,17 @@ import redis
 from bench.gcwatch import GC_LOG_ENV
 from bench.gcwatch import pauses as gc_pauses
 from bench.system import ProcessProbe, cpu_sets, pin
-from hub.web.auth import issue_token
 from hub.runtime.embedded import EmbeddedRedis, free_port
-from hub.store.journal import Journal
 from hub.runtime.processes import die_with_parent, stop_process
+from hub.store.journal import Journal
 from hub.store.settings import Settings
+from hub.web.auth import issue_token
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "benchmark-secret-that-is-long-enough-for-hs256"
 NAMESPACE = "bench"
+#: The job type of the benchmark's jobs: external, published by the benchmark.
+JOB_TYPE = "bench"
 #: Streams end when their token expires; no run comes near this.
 TOKEN_TTL = 6 * 3600
 READY_TIMEOUT = 60.0
@@ -68,6 +70,10 @@ class Stack:
             "HUB_NAMESPACE": NAMESPACE,
             "HUB_JWT_SECRET": SECRET,
             "HUB_LOG_LEVEL": "WARNING",
+            # The benchmark publishes its jobs' events itself, as an app's
+            # own workers would for an external job type.
+            "HUB_EXTERNAL_JOB_TYPES": JOB_TYPE,
+            "HUB_EXAMPLE_JOBS": "0",
             # Room for every simulated client, and for all of one user's
             # connections in the broadcast scenario (one job has one owner).
             "HUB_MAX_CONNECTIONS": str(connections + 1_000),
@@ -220,13 +226,13 @@ class Stack:
         return issue_token(self.settings, user, TOKEN_TTL)
 
     def create_jobs(self, owners: list[str], prefix: str) -> list[str]:
-        """Creates one queued job per owner, as POST /api/v1/characters would
-        (without the worker: the benchmark publishes the job's events itself)."""
+        """Creates one queued job per owner, as POST /api/v1/jobs would (no
+        worker runs them: the benchmark publishes the jobs' events itself)."""
         job_ids = [f"{prefix}{i:06d}" for i in range(len(owners))]
         pipeline = self.redis.pipeline(transaction=False)
         journal = Journal(pipeline, self.settings)
         for start in range(0, len(owners), 1_000):
             for job_id, owner in zip(job_ids[start : start + 1_000], owners[start : start + 1_000], strict=True):
-                journal.create(job_id, owner, "character")
+                journal.create(job_id, owner, JOB_TYPE)
             pipeline.execute()
         return job_ids

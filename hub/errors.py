@@ -49,9 +49,32 @@ class Unauthorized(ClientError):
     code = "unauthorized"
 
 
+class Forbidden(ClientError):
+    """The caller is known but may not do this: a service token where a user's
+    is needed (streams, a user's own data), or a user's where a service's is."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ClientError):
     status = 404
     code = "not_found"
+
+
+class Conflict(ClientError):
+    """The request is well formed, but the job's state refuses it."""
+
+    status = 409
+    code = "conflict"
+
+
+class JobFinished(Conflict):
+    code = "job_finished"
+
+
+class NotExternal(Conflict):
+    code = "not_external"
 
 
 class HeadersTooLarge(ClientError):

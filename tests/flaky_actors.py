@@ -6,8 +6,8 @@ import time
 
 import dramatiq
 
-from hub.store.registry import QUEUE
 from actors.progress import report
+from hub.store.registry import QUEUE
 
 
 class Boom(Exception):

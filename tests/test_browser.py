@@ -1,6 +1,8 @@
 """The demo page in a real browser (Debian's chromium driven by Playwright):
-sign in, start a character job and an image job, and watch both progress bars
-reach 100 and the results appear, once over SSE and once over long-poll."""
+its forms come from the hub's job types; sign in, start a character job and
+an image job, and watch both progress bars reach 100 and the results appear,
+once over SSE and once over long-poll; reload mid-job and after the end, and
+find every job again with its right state, on a phone."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from hub.store.settings import Settings
+from hub.web.auth import PUBLISH_SCOPE, issue_token
 from tests.conftest import ROOT, need
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -32,6 +36,8 @@ DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 # Generous: a job takes about 1 s at 0.2 s a step, a loaded CI machine more.
 WAIT_MS = 30_000
+#: A job type whose progress the test publishes itself, as an app's worker would.
+EXTERNAL = "report"
 
 # The endpoints of each transport, to check that the forced one is the one used.
 ENDPOINTS = {"eventsource": "/api/v1/sse/jobs/my", "longpoll": "/api/v1/poll/jobs/my"}
@@ -53,13 +59,27 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
+def call(url: str, body: dict[str, Any] | None, token: str | None) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data, headers)
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.load(answer)
+
+
+def service_token(settings: Settings) -> str:
+    return issue_token(settings, "report-worker", ttl_seconds=600, scope=PUBLISH_SCOPE)
+
+
 def warm_up(hub_url: str, timeout: float = 30.0) -> None:
     """Runs one job to the end before the timed runs, so that they measure the
     hub and not the worker's start-up. Waits on the job's long-poll: each
     request returns as soon as the job moves, so no sleep is needed."""
-    token = post_json(hub_url + "/api/v1/dev/token", {"user": "warm-up"}, None)["token"]
-    job_id = post_json(hub_url + "/api/v1/characters", {"name": "Warm"}, token)["jobId"]
-    poll = f"{hub_url}/api/v1/poll/jobs/character/{job_id}"
+    token = call(hub_url + "/api/v1/dev/token", {"user": "warm-up"}, None)["token"]
+    job = call(hub_url + "/api/v1/jobs", {"type": "character", "input": {"name": "Warm"}}, token)
+    poll = hub_url + job["links"]["poll"]
     cursor = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,13 +97,33 @@ def warm_up(hub_url: str, timeout: float = 30.0) -> None:
     raise AssertionError(f"the worker did not finish a job within {timeout}s")
 
 
-def post_json(url: str, body: dict[str, Any], token: str | None) -> Any:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        return json.load(answer)
+def open_page(browser: Any, hub_url: str, viewport: dict[str, int]) -> tuple[Any, list[str], list[str]]:
+    """A page on the hub, with what went wrong in it and every URL it asked for."""
+    page = browser.new_page(viewport=viewport)
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("requestfailed", lambda request: problems.append(f"{request.url}: {request.failure}"))
+    page.on("response", lambda answer: answer.status >= 400 and problems.append(f"{answer.status} {answer.url}"))
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(hub_url + "/")
+    return page, problems, requested
+
+
+def sign_in(page: Any, user: str, problems: list[str]) -> None:
+    from playwright.sync_api import expect
+
+    page.fill("#signin-user", user)
+    page.click("#signin-button")
+    try:
+        expect(page.locator("#session-user")).to_have_text(user)
+    except AssertionError as error:
+        raise AssertionError(f"the page did not sign in; the browser saw {problems}") from error
+    expect(page.locator("#connection")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+
+
+def fits_the_screen(page: Any) -> bool:
+    return bool(page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth"))
 
 
 # Notes, on the page's own clock, every click and every change of a progress
@@ -102,6 +142,10 @@ RECORDER = """() => {
         }
     }).observe(document.getElementById('jobs'), { subtree: true, attributeFilter: ['aria-valuenow'] });
 }"""
+
+# True once the card's image has been drawn; and where it came from.
+IMAGE_SHOWN = """(card) => { const img = card.querySelector('img');
+                             return img && img.complete && img.naturalWidth > 0 ? img.src : null; }"""
 
 
 def bar_course(page: Any, job_type: str, button: str) -> tuple[list[int], float]:
@@ -127,28 +171,25 @@ def test_demo_page_shows_jobs_live(hub_process, worker, browser, transport):
     # `browser` after the hub: its teardown runs first, so the page stops polling before the hub stops.
     from playwright.sync_api import expect
 
-    hub = hub_process(dev_tokens=True)
+    hub = hub_process(dev_tokens=True, HUB_EXTERNAL_JOB_TYPES=EXTERNAL)
     worker()
     warm_up(hub.url)
-
-    page = browser.new_page(viewport=DESKTOP)
-    # What went wrong in the browser, for the failure messages.
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("requestfailed", lambda request: problems.append(f"{request.url}: {request.failure}"))
-    page.on("response", lambda answer: answer.status >= 400 and problems.append(f"{answer.status} {answer.url}"))
-    requested: list[str] = []
-    page.on("request", lambda request: requested.append(request.url))
-
-    page.goto(hub.url + "/")
-    page.fill("#signin-user", "ada")
-    page.click("#signin-button")
-    try:
-        expect(page.locator("#session-user")).to_have_text("ada")
-    except AssertionError as error:
-        raise AssertionError(f"the page did not sign in; the browser saw {problems}") from error
+    page, problems, requested = open_page(browser, hub.url, DESKTOP)
+    sign_in(page, "ada", problems)
     connection = page.locator("#connection")
-    expect(connection).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+
+    # A form for each type the hub runs, built from its schema; the external one is listed only.
+    user_token = call(hub.url + "/api/v1/dev/token", {"user": "ada"}, None)["token"]
+    described = call(hub.url + "/api/v1/job-types", None, user_token)["data"]
+    runnable = sorted(t["type"] for t in described if t["runner"] == "actor")
+    forms = page.locator("#job-forms form")
+    expect(forms).to_have_count(len(runnable))
+    assert sorted(forms.evaluate_all("forms => forms.map((f) => f.dataset.jobType)")) == runnable
+    expect(page.locator("#external-list li")).to_have_count(1)
+    expect(page.locator(f'#external-list li[data-job-type="{EXTERNAL}"]')).to_be_visible()
+    expect(page.locator(f'form[data-job-type="{EXTERNAL}"]')).to_have_count(0)
+    expect(page.locator("#media-width")).to_have_attribute("type", "number")
+    expect(page.locator("label[for=character-description]")).to_contain_text("optional")
 
     # Forcing a transport closes the `auto` subscription and opens another.
     page.select_option("#transport", transport)
@@ -157,26 +198,28 @@ def test_demo_page_shows_jobs_live(hub_process, worker, browser, transport):
     requested.clear()
 
     # A refused input shows the hub's message, and no card.
-    page.fill("#image-prompt", "a lighthouse at dusk")
-    page.fill("#image-width", "10")
-    page.click("#image-start")
-    expect(page.locator("#image-error")).to_have_text("width must be between 64 and 1024")
+    page.fill("#media-prompt", "a lighthouse at dusk")
+    page.fill("#media-width", "10")
+    page.click("#media-start")
+    expect(page.locator("#media-error")).to_have_text("width must be between 64 and 1024")
     expect(page.locator(".job")).to_have_count(0)
-    page.fill("#image-width", "384")
+    page.fill("#media-width", "384")
+    page.fill("#media-height", "256")
 
     # Both jobs at once: their events share the one /my subscription.
     page.evaluate(RECORDER)
     page.fill("#character-name", "Ada")
     page.fill("#character-description", "curious and brave")
     page.click("#character-start")
-    page.click("#image-start")
+    page.click("#media-start")
+    expect(page.locator("#media-error")).to_be_hidden()
     character = page.locator('.job[data-job-type="character"]')
     image = page.locator('.job[data-job-type="media"]')
     for card in (character, image):
         expect(card.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100", timeout=WAIT_MS)
 
     character_values, character_seconds = bar_course(page, "character", "character-start")
-    image_values, image_seconds = bar_course(page, "media", "image-start")
+    image_values, image_seconds = bar_course(page, "media", "media-start")
     print(
         f"\n[{transport}] click to 100%: character {character_seconds:.2f} s {character_values}, "
         f"image {image_seconds:.2f} s {image_values}"
@@ -185,20 +228,22 @@ def test_demo_page_shows_jobs_live(hub_process, worker, browser, transport):
     for values in (character_values, image_values):
         assert values == sorted(values) and values[0] == 0 and len(values) >= 5, values
 
-    character = page.locator('.job[data-job-type="character"]')
+    # Each result drawn by its type's view hints: the summary as text, the image as an image.
     expect(character).to_have_attribute("data-status", "completed")
+    expect(character.locator(".job-kind")).to_have_text("Character")
     expect(character.locator(".job-title")).to_have_text("Ada")
-    expect(character.locator(".traits li")).to_have_count(3)
-    expect(character.locator(".stats dd")).to_have_count(5)
-    expect(character.locator(".backstory")).to_contain_text("curious and brave")
+    expect(character.locator(".job-summary")).to_contain_text("curious and brave")
+    expect(character.locator(".job-details dt").first).to_be_attached()
 
     expect(image).to_have_attribute("data-status", "completed")
-    page.wait_for_function(
-        """() => { const img = document.querySelector('.job[data-job-type="media"] img');
-                   return img && img.complete && img.naturalWidth > 0; }""",
-        timeout=WAIT_MS,
-    )
+    expect(image.locator(".job-kind")).to_have_text("Image")
+    expect(image.locator(".job-title")).to_have_text("a lighthouse at dusk")
+    page.wait_for_function(IMAGE_SHOWN, arg=image.element_handle(), timeout=WAIT_MS)
     assert image.locator("img").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [384, 256]
+    # The image came with the token in a header: neither its URL nor any other holds the token.
+    assert image.locator("img").get_attribute("src").startswith("blob:")
+    assert [url for url in requested if "/files/" in url and "access_token" not in url]
+    assert not [url for url in requested if "/files/" in url and "access_token" in url]
 
     # The forced transport, and only it, carried the events.
     other = next(path for name, path in ENDPOINTS.items() if name != transport)
@@ -210,4 +255,85 @@ def test_demo_page_shows_jobs_live(hub_process, worker, browser, transport):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"demo-{transport}.png"), full_page=True, animations="disabled")
     page.set_viewport_size(PHONE)
+    assert fits_the_screen(page), "nothing wider than a 390 px phone"
     page.screenshot(path=str(ARTIFACTS / f"demo-{transport}-phone.png"), full_page=True, animations="disabled")
+
+
+@pytest.mark.hub_settings(job_step_seconds=0.2)
+def test_demo_page_keeps_the_jobs_across_reloads(hub_process, worker, browser, settings):
+    """On a phone: jobs started, the page reloaded while they run and again
+    after they ended; every card is back each time, with its right state."""
+    from playwright.sync_api import expect
+
+    hub = hub_process(dev_tokens=True, HUB_EXTERNAL_JOB_TYPES=EXTERNAL)
+    worker()
+    page, problems, _ = open_page(browser, hub.url, PHONE)
+    sign_in(page, "ada", problems)
+
+    # An external job that the test moves on itself, as the app's worker would: mid-job for sure.
+    service = service_token(settings)
+    report = call(hub.url + "/api/v1/jobs", {"type": EXTERNAL, "owner": "ada"}, service)["jobId"]
+    publish = f"{hub.url}/api/v1/jobs/{report}/events"
+    call(publish, {"status": "active", "progress": 40, "step": "counting"}, service)
+    # And one that ended in failure before the page looked.
+    broken = call(hub.url + "/api/v1/jobs", {"type": EXTERNAL, "owner": "ada"}, service)["jobId"]
+    call(f"{hub.url}/api/v1/jobs/{broken}/events", {"status": "failed", "failedReason": "printer on fire"}, service)
+
+    page.fill("#character-name", "Ada")
+    page.fill("#character-description", "curious and brave")
+    page.click("#character-start")
+    page.fill("#media-prompt", "a fox at dawn")
+    page.fill("#media-width", "128")
+    page.fill("#media-height", "96")
+    page.click("#media-start")
+    cards = page.locator(".job")
+    expect(cards).to_have_count(4)
+    before = cards.evaluate_all("cards => cards.map((c) => c.dataset.jobId)")
+
+    def card(job_id: str) -> Any:
+        return page.locator(f'.job[data-job-id="{job_id}"]')
+
+    # Reload while the jobs run: the same cards, newest first, and they go on live.
+    page.reload()
+    expect(page.locator("#session-user")).to_have_text("ada")
+    expect(cards).to_have_count(4, timeout=WAIT_MS)
+    assert cards.evaluate_all("cards => cards.map((c) => c.dataset.jobId)") == before
+    expect(card(report)).to_have_attribute("data-status", "active")
+    expect(card(report).get_by_role("progressbar")).to_have_attribute("aria-valuenow", "40")
+    expect(card(report).locator(".job-step")).to_have_text("step: counting")
+    expect(card(broken)).to_have_attribute("data-status", "failed")
+    expect(card(broken).locator(".job-error")).to_have_text("printer on fire")
+    call(publish, {"status": "active", "progress": 80, "step": "checking"}, service)
+    expect(card(report).get_by_role("progressbar")).to_have_attribute("aria-valuenow", "80")
+    result = {"title": "Weekly report", "pages": 3, "sections": ["sales", "support"]}
+    call(publish, {"status": "completed", "progress": 100, "result": result}, service)
+    for job_id in before:
+        if job_id != broken:
+            expect(card(job_id)).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+
+    # Reload after the end: every card with its final state and its result.
+    page.reload()
+    expect(cards).to_have_count(4, timeout=WAIT_MS)
+    assert cards.evaluate_all("cards => cards.map((c) => c.dataset.jobId)") == before
+    character = page.locator('.job[data-job-type="character"]')
+    expect(character).to_have_attribute("data-status", "completed")
+    expect(character.locator(".job-title")).to_have_text("Ada")
+    expect(character.locator(".job-summary")).to_contain_text("curious and brave")
+    image = page.locator('.job[data-job-type="media"]')
+    expect(image).to_have_attribute("data-status", "completed")
+    assert page.wait_for_function(IMAGE_SHOWN, arg=image.element_handle(), timeout=WAIT_MS)
+    assert image.locator("img").get_attribute("src").startswith("blob:")
+    expect(card(report)).to_have_attribute("data-status", "completed")
+    expect(card(report).get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    # A type without view hints for its result: the fields, compactly.
+    fields = card(report).locator(".kv div")
+    expect(fields).to_have_count(3)
+    sections = fields.filter(has=page.locator("dt", has_text="Sections"))
+    expect(sections.locator("dd")).to_have_text("sales, support")
+    expect(card(broken)).to_have_attribute("data-status", "failed")
+    expect(card(broken).locator(".job-error")).to_have_text("printer on fire")
+
+    assert fits_the_screen(page), "nothing wider than a 390 px phone"
+    assert not [problem for problem in problems if problem.startswith(("page error", "5"))], problems
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-reloaded-phone.png"), full_page=True, animations="disabled")

@@ -1,25 +1,69 @@
 """The JavaScript client's own tests (`node --test`), run against a real hub
-and a real worker that this test starts."""
+and a real worker that this test starts; and what the client shares with the
+hub: the terminal statuses, and knowing no job type by name."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 
 import pytest
 
+from hub.store import wire
 from hub.store.journal import Journal
 from tests.conftest import ROOT, SECRET, need
 
 JS = ROOT / "clients" / "js"
+STATIC = ROOT / "hub" / "web" / "static"
 USER_LIMIT = 3
+#: The example job types' names (and their seed paths' segments), as code would spell them.
+EXAMPLE_NAMES = re.compile(r"(?<![@\w])(character|media)", re.IGNORECASE)
+
+
+def node_or_skip() -> str:
+    node = shutil.which("node")
+    need(node is not None, "node is not installed")
+    assert node is not None
+    return node
+
+
+def test_the_client_ends_a_job_on_the_hubs_terminal_statuses():
+    node = node_or_skip()
+    script = "import('./hub-client.js').then((m) => console.log(JSON.stringify(m.TERMINAL_STATUSES)))"
+    output = subprocess.run(
+        [node, "--input-type=module", "-e", script], cwd=JS, capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    assert set(json.loads(output)) == set(wire.TERMINAL_STATUSES)
+    assert len(json.loads(output)) == len(wire.TERMINAL_STATUSES)
+
+
+def test_the_client_and_the_demo_page_name_no_job_type():
+    """Job types are the hub's data: the client and the page learn them from
+    GET /api/v1/job-types (their tests and docs may name the examples)."""
+    sources = [
+        path
+        for folder in (JS, STATIC)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+        and not {"node_modules", "test"} & set(path.relative_to(folder).parts)
+        and path.suffix in {".js", ".ts", ".html", ".css", ".json"}
+    ]
+    assert any(path.name == "app.js" for path in sources) and any(path.name == "hub-client.js" for path in sources)
+    named = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sources
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if EXAMPLE_NAMES.search(line)
+    ]
+    assert named == []
 
 
 @pytest.mark.hub_settings(job_step_seconds=0.05)
 def test_javascript_client(hub_process, worker, settings, sync_redis):
-    node = shutil.which("node")
-    need(node is not None, "node is not installed")
+    node = node_or_skip()
     need((JS / "node_modules" / "eventsource").is_dir(), "run `npm ci --prefix clients/js` first (tox does)")
     hub = hub_process(HUB_MAX_CONNECTIONS_PER_USER=str(USER_LIMIT))
     worker()

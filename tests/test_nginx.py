@@ -6,8 +6,9 @@ address, and a client moves between the processes mid-job without losing or
 repeating an event.
 
 The test copies the shipped config and changes only what its markers allow
-(the upstream servers and the listen port), plus the paths an unprivileged
-nginx needs (pid file, logs and temp folders in the test's tmp_path).
+(the upstream servers, the listen port and the access log's file, not its
+format), plus the paths an unprivileged nginx needs (pid file, error log and
+temp folders in the test's tmp_path).
 """
 
 from __future__ import annotations
@@ -75,9 +76,15 @@ def render_config(template: str, *, listen: str, upstreams: list[str], directory
     """config/nginx.conf with the marked lines replaced and the paths of an
     unprivileged test added; fails if the markers went missing."""
     out: list[str] = []
-    upstream_marks = listen_marks = http_blocks = 0
+    upstream_marks = listen_marks = log_marks = http_blocks = 0
     for line in template.splitlines():
         indent = line[: len(line) - len(line.lstrip())]
+        if line.rstrip().endswith("# hub-access-log"):
+            log_marks += 1
+            # Only the file changes: the test reads what the shipped format writes.
+            _, _, format_name = line.split("#")[0].strip().rstrip(";").split(maxsplit=2)
+            out.append(f'{indent}access_log "{directory / "access.log"}" {format_name};')
+            continue
         if line.rstrip().endswith("# hub-upstream"):
             upstream_marks += 1
             if upstream_marks == 1:
@@ -90,11 +97,11 @@ def render_config(template: str, *, listen: str, upstreams: list[str], directory
         out.append(line)
         if re.fullmatch(r"\s*http\s*\{\s*", line):
             http_blocks += 1
-            out.append(f'{indent}    access_log "{directory / "access.log"}";')
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
                 out.append(f'{indent}    {kind}_temp_path "{directory / (kind + "_temp")}";')
     assert upstream_marks >= 1, f"{TEMPLATE} has no '# hub-upstream' server line"
     assert listen_marks == 1, f"{TEMPLATE} needs exactly one '# hub-listen' line"
+    assert log_marks == 1, f"{TEMPLATE} needs exactly one '# hub-access-log' line"
     assert http_blocks == 1, f"{TEMPLATE} needs one 'http {{' line"
     head = [
         "daemon off;",
@@ -457,3 +464,38 @@ def test_the_shipped_config_outlasts_the_hubs_default_hold_and_keepalive():
     timeout = re.search(r"^\s*proxy_read_timeout (\d+)s;", body, re.M)
     assert timeout, "no proxy_read_timeout in the streaming location"
     assert int(timeout.group(1)) > max(DEFAULT_KEEPALIVE_SECONDS, DEFAULT_LONGPOLL_TIMEOUT_SECONDS)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_nginx_logs_paths_but_never_a_token_or_ticket_from_the_query(hub_process, nginx, token):
+    """`?access_token=` and `?ticket=` are credentials (native EventSource
+    cannot send headers): the shipped access log format leaves queries out."""
+    proxy = nginx([hub_process(**HUB_ENV)])
+    secret = token("ivy")
+    status, body = await Api(proxy.url, secret).post("/api/v1/sse/tickets", {})
+    assert status == 201, body
+    ticket = body["ticket"]
+    queries = {
+        "/api/v1/sse/jobs/my": f"access_token={secret}",
+        "/api/v1/poll/jobs/my": f"ticket={ticket}",
+        "/api/v1/characters/jobs/nosuchjob": f"access_token={secret}",
+    }
+    for path, query in queries.items():
+        answer = await sse_client.request(f"{proxy.url}{path}?{query}")
+        assert answer.status in (200, 404), (path, answer.status)  # 404: authenticated, no such job
+        if path.startswith("/api/v1/sse/"):
+            assert [(await answer.frame()).type for _ in range(2)] == [None, "connected"]
+            answer.close()
+        else:
+            await answer.body()
+
+    def logged() -> str | None:
+        text = proxy.log("access.log")
+        return text if all(path in text for path in queries) else None
+
+    text = await eventually(logged)
+    print(
+        f"\naccess log: {len(text.splitlines())} lines; token {text.count(secret)}, ticket {text.count(ticket)} times"
+    )
+    assert secret not in text and ticket not in text, text
+    assert "access_token" not in text and "ticket=" not in text, text

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from hub.errors import ConfigError
 from hub.delivery.pubsub import open_pubsub, parse_url
+from hub.errors import ConfigError
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 

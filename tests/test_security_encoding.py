@@ -13,11 +13,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from hub.errors import BadRequest
-from hub.store.events import Event, encode_frame, format_cursor, parse_cursor
 from actors.examples import create_character, generate_image
 from actors.examples.images import SIDE_MAX as IMAGE_SIDE_MAX
 from actors.examples.images import SIDE_MIN as IMAGE_SIDE_MIN
+from hub.errors import BadRequest
+from hub.store.events import Event, encode_frame, format_cursor, parse_cursor
 from tests.sse_client import request
 
 NAME_MAX, DESCRIPTION_MAX, PROMPT_MAX = 100, 2_000, 1_000

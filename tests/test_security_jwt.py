@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hub.web.auth import MAX_TOKEN_LENGTH, TokenVerifier
 from hub.errors import Unauthorized
 from hub.store.settings import Settings
+from hub.web.auth import MAX_TOKEN_LENGTH, PUBLISH_SCOPE, TokenVerifier
 from tests.conftest import SECRET
 from tests.sse_client import request
 
@@ -305,6 +305,42 @@ async def test_tokens_that_are_not_jwts_are_refused(hub_url, job):
         await assert_refused(hub_url, token)
 
 
+# Service tokens ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scope,service",
+    [
+        (PUBLISH_SCOPE, True),
+        (f"openid  {PUBLISH_SCOPE}\tprofile", True),
+        ("hub:publisher", False),
+        ("HUB:PUBLISH", False),
+        ([PUBLISH_SCOPE], False),
+        ({"hub:publish": True}, False),
+        ("", False),
+    ],
+)
+def test_a_token_is_a_services_only_when_its_scope_string_names_the_publish_scope(scope, service):
+    identity = TokenVerifier(Settings(jwt_secret=SECRET)).verify(hs256(scope=scope))
+    assert identity.service is service
+
+
+async def test_a_forged_service_token_is_a_401_like_any_other(hub_url, job):
+    for token in (
+        hs256(key="another-secret-that-is-long-enough-too", scope=PUBLISH_SCOPE),
+        crafted({"alg": "none"}, claims(scope=PUBLISH_SCOPE), key=None),
+        hs256(scope=PUBLISH_SCOPE, exp=int(time.time()) - 3600),
+    ):
+        response = await request(
+            f"{hub_url}/api/v1/jobs/{job}/events",
+            "POST",
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            b'{"status": "active"}',
+        )
+        assert response.status == 401
+        assert (await response.json_body())["error"] == "unauthorized"
+
+
 # Property: whatever a correctly signed token claims, the verifier answers ------------
 
 JSON = st.recursive(
@@ -325,6 +361,7 @@ CLAIM_VALUES = {
     "aud": st.sampled_from(["hub", ["hub"], []]) | JSON,
     "iss": JSON,
     "jti": JSON,
+    "scope": st.sampled_from([PUBLISH_SCOPE, f"openid {PUBLISH_SCOPE}", "hub:publisher", [PUBLISH_SCOPE]]) | JSON,
 }
 HEADERS = st.fixed_dictionaries(
     {"alg": st.sampled_from(["HS256", "HS256", "HS384", "none", "RS256"]) | JSON},
@@ -344,6 +381,8 @@ def test_the_verifier_answers_any_signed_token_with_an_identity_or_unauthorized(
         return
     assert identity.user == body["sub"] and 1 <= len(identity.user) <= 256
     assert type(body["exp"]) in (int, float) and identity.expires_at == body["exp"] > time.time() - 10
+    scope = body.get("scope")
+    assert identity.service == (isinstance(scope, str) and PUBLISH_SCOPE in scope.split())
 
 
 @settings(max_examples=200, deadline=None)

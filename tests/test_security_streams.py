@@ -12,8 +12,8 @@ from typing import Any
 import jwt
 import pytest
 
-from hub.web.auth import Identity
 from hub.store.events import parse_cursor
+from hub.web.auth import Identity
 from hub.web.tickets import Tickets
 from tests.conftest import SECRET, eventually
 from tests.sse_client import Response, request

@@ -10,7 +10,7 @@ from typing import Any
 from bench.clients import ClientSpec
 from bench.loadgen import BenchError, LoadGen
 from bench.publisher import Publisher
-from bench.stack import Stack
+from bench.stack import JOB_TYPE, Stack
 from bench.system import core_busy_percent, core_times, cpu_percent, listen_overflows, load_average
 
 MIB = 1024 * 1024
@@ -27,7 +27,7 @@ def machine_during(stats: dict[str, Any], cores_before: Any, cores_after: Any) -
 
 
 def job_path(job_id: str) -> str:
-    return f"/api/v1/sse/jobs/character/{job_id}"
+    return f"/api/v1/sse/jobs/{JOB_TYPE}/{job_id}"
 
 
 def population(

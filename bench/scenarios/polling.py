@@ -41,7 +41,7 @@ def measure_polling(connections: int, rate: float, duration: float) -> dict[str,
     with Stack("hub", connections=connections) as stack:
         warm_up(stack)
         streams, jobs = population(stack, connections)
-        specs = [ClientSpec(f"/api/v1/characters/jobs/{s.jobs[0]}", s.token, s.jobs) for s in streams]
+        specs = [ClientSpec(f"/api/v1/jobs/{s.jobs[0]}", s.token, s.jobs) for s in streams]
         with LoadGen(stack.port, connections, stack.load_cpus) as load:
             load.call(
                 "start_polling",

@@ -1,34 +1,167 @@
-// Realtime hub client: live job progress over SSE, a fetch stream, or long-poll.
+// Realtime hub client: live job progress over SSE, a fetch stream, or long-poll,
+// and the few REST calls a page needs around them.
 //
-//   import { subscribeJob, subscribeMyJobs } from './hub-client.js';
-//   const sub = subscribeJob({ baseUrl, type: 'character', jobId, token,
-//                              onProgress, onComplete, onError });
+//   import { subscribeJob, hubClient } from './hub-client.js';
+//   const sub = subscribeJob(type, jobId, { baseUrl, token, onProgress, onComplete, onError });
 //   sub.close();
+//   const hub = hubClient({ baseUrl, token });
+//   const types = await hub.jobTypes();             // what this hub runs
+//   const { jobId } = await hub.createJob(types[0].type, { ... });
 //
-// Plain ES module, no dependencies, no build step. Works in browsers and in
-// Node 18+ (pass `EventSource` from the `eventsource` package to use that
-// transport in Node). See docs/CLIENTS.md.
+// Job types are the hub's data (GET /api/v1/job-types): this client knows
+// none by name. Plain ES module, no dependencies, no build step. Works in
+// browsers and in Node 18+ (pass `EventSource` from the `eventsource` package
+// to use that transport in Node). See docs/CLIENTS.md.
 
-const TERMINAL = new Set(['completed', 'failed']);
+/** A job's last statuses: exactly one event carries one, and a job's stream ends there. */
+export const TERMINAL_STATUSES = Object.freeze(['completed', 'failed']);
+/** What a job type's name looks like (the hub refuses any other). */
+export const JOB_TYPE_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
+
+export const isTerminal = (status) => TERMINAL_STATUSES.includes(status);
+
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 30000;
 // A stream that shows no event at all for this long sits behind a buffering proxy.
 const DEFAULT_BUFFERING_TIMEOUT_MS = 20000;
 // Longer than the hub's hold (25 s by default): a poll that outlives it is lost.
 const DEFAULT_POLL_TIMEOUT_MS = 60000;
+// A REST call (create, list, read) that takes longer than this has failed.
+const DEFAULT_REQUEST_TIMEOUT_MS = 30000;
 
-/** Follows one job until its terminal event. */
-export function subscribeJob(options) {
-  const { type, jobId } = options;
-  if (type !== 'character' && type !== 'media') throw new TypeError("type must be 'character' or 'media'");
-  if (!jobId) throw new TypeError('jobId is required');
-  const id = encodeURIComponent(jobId);
-  return new Subscription(options, `/api/v1/sse/jobs/${type}/${id}`, `/api/v1/poll/jobs/${type}/${id}`, true);
+/** Follows one job until its terminal event: `subscribeJob(type, jobId, options)`,
+ *  or `subscribeJob({ type, jobId, ...options })`. */
+export function subscribeJob(typeOrOptions, jobId, options = {}) {
+  const o = typeof typeOrOptions === 'string' ? { ...options, type: typeOrOptions, jobId } : typeOrOptions || {};
+  checkType(o.type);
+  if (!o.jobId) throw new TypeError('jobId is required');
+  const id = encodeURIComponent(String(o.jobId));
+  return new Subscription(o, `/api/v1/sse/jobs/${o.type}/${id}`, `/api/v1/poll/jobs/${o.type}/${id}`, true);
 }
 
 /** Follows every job of the user, including jobs created later; never ends by itself. */
 export function subscribeMyJobs(options) {
   return new Subscription(options, '/api/v1/sse/jobs/my', '/api/v1/poll/jobs/my', false);
+}
+
+// -- REST helpers --------------------------------------------------------------
+//
+// They take the streams' options (baseUrl, token, getToken, auth, fetch). The
+// token always travels in an Authorization header (the hub's REST endpoints
+// all take it, so it never needs to be in a URL); with auth 'cookie' no token
+// is sent and the browser sends its cookie.
+
+/** The job types this hub runs: [{ type, runner, input, view, create }]. */
+export async function jobTypes(options = {}) {
+  return (await callHub('GET', '/api/v1/job-types', undefined, options)).data;
+}
+
+/** Starts a job; resolves with the hub's 202 answer { jobId, type, status, links }.
+ *  A service (token with scope hub:publish) names the job's owner with `options.owner`. */
+export async function createJob(type, input = {}, options = {}) {
+  checkType(type);
+  const body = { type, input };
+  if (options.owner != null) body.owner = options.owner;
+  return callHub('POST', '/api/v1/jobs', body, options);
+}
+
+/** One job's state (JOB: jobId, type, status, progress, result, ...). */
+export async function getJob(jobId, options = {}) {
+  if (!jobId) throw new TypeError('jobId is required');
+  return (await callHub('GET', `/api/v1/jobs/${encodeURIComponent(String(jobId))}`, undefined, options)).data;
+}
+
+/** A page of the user's jobs, newest first, finished ones included:
+ *  { jobs, next } (pass `next` as `before` for the page after; null at the end). */
+export async function listJobs({ limit, before } = {}, options = {}) {
+  const query = new URLSearchParams();
+  if (limit != null) query.set('limit', String(limit));
+  if (before != null) query.set('before', String(before));
+  const text = query.toString();
+  const body = await callHub('GET', `/api/v1/jobs${text ? `?${text}` : ''}`, undefined, options);
+  return { jobs: body.data, next: body.next ?? null };
+}
+
+/** A file a job made (a URL from its result, e.g. an image), as a Blob. An
+ *  <img> cannot send a header, so show it with URL.createObjectURL(blob). */
+export async function fetchFile(url, options = {}) {
+  const response = await hubRequest('GET', url, undefined, options, '*/*');
+  return response.blob();
+}
+
+/** The helpers and subscriptions bound to one set of options (baseUrl, token | getToken, auth, fetch). */
+export function hubClient(options = {}) {
+  const merged = (more) => ({ ...options, ...more });
+  return {
+    jobTypes: (more) => jobTypes(merged(more)),
+    createJob: (type, input, more) => createJob(type, input, merged(more)),
+    getJob: (jobId, more) => getJob(jobId, merged(more)),
+    listJobs: (page, more) => listJobs(page, merged(more)),
+    fetchFile: (url, more) => fetchFile(url, merged(more)),
+    subscribeJob: (type, jobId, more) =>
+      typeof type === 'object' && type !== null ? subscribeJob(merged(type)) : subscribeJob(type, jobId, merged(more)),
+    subscribeMyJobs: (more) => subscribeMyJobs(merged(more)),
+  };
+}
+
+async function callHub(method, path, body, options) {
+  const response = await hubRequest(method, path, body, options, 'application/json');
+  return response.json();
+}
+
+/** One REST request, with a timeout, refreshing the token once through getToken() on 401. */
+async function hubRequest(method, path, body, options, accept) {
+  const fetchImpl = options.fetch || globalThis.fetch?.bind(globalThis);
+  if (typeof fetchImpl !== 'function') throw new TypeError('no fetch: pass options.fetch');
+  const base = (options.baseUrl || '').replace(/\/+$/, '');
+  const absolute = /^[a-z][a-z0-9+.-]*:/i.test(path);
+  const url = absolute ? path : `${base}${path}`;
+  // The token goes to the hub only, never to another host a result may name.
+  const toHub = !absolute || sameOrigin(url, base);
+  const cookie = options.auth === 'cookie';
+  let token = cookie || !toHub ? null : options.token || null;
+  if (!token && !cookie && toHub && options.getToken) token = await options.getToken();
+  for (let attempt = 0; ; attempt += 1) {
+    const headers = { Accept: accept };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), options.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
+    let response;
+    try {
+      response = await fetchImpl(url, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: cookie && toHub ? 'include' : 'same-origin',
+        cache: 'no-store',
+        signal: controller.signal,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+    if (response.ok) return response;
+    if (response.status === 401 && attempt === 0 && token && options.getToken) {
+      token = await options.getToken();
+      continue;
+    }
+    throw await httpError(response);
+  }
+}
+
+function sameOrigin(url, base) {
+  const here = globalThis.location?.origin;
+  try {
+    return new URL(url).origin === new URL(base || here).origin;
+  } catch {
+    return false;
+  }
+}
+
+function checkType(type) {
+  if (typeof type !== 'string' || !JOB_TYPE_PATTERN.test(type)) {
+    throw new TypeError(`job type must match ${JOB_TYPE_PATTERN}, not ${JSON.stringify(type)}`);
+  }
 }
 
 /** Compares two event ids ("<ms>-<seq>"); negative when a is older. */
@@ -40,7 +173,8 @@ export function compareIds(a, b) {
   return 0;
 }
 
-class HttpError extends Error {
+/** A refusal from the hub: `status`, the JSON `body` ({ error, message }), and Retry-After in ms. */
+export class HttpError extends Error {
   constructor(status, body, retryAfterMs) {
     super((body && (body.message || body.error)) || `HTTP ${status}`);
     this.name = 'HttpError';
@@ -187,7 +321,7 @@ class Subscription {
     if (event.type === 'token_expired') this.tokenExpired = true;
     o.onEvent?.(event, id);
     if (typeof event.progress === 'number' && event.jobId) o.onProgress?.(event.progress, event);
-    if (TERMINAL.has(event.status) && (event.type === 'job_update' || event.type === 'initial_status')) {
+    if (isTerminal(event.status) && (event.type === 'job_update' || event.type === 'initial_status')) {
       o.onComplete?.(event);
       if (this.endsWithJob) {
         this.finish();
@@ -283,7 +417,7 @@ class Subscription {
   async probe() {
     const response = await this.request(this.url(this.pollPath), { headers: this.headers() }, 10000);
     const body = await response.json();
-    const final = body.events.find((e) => TERMINAL.has(e.status));
+    const final = body.events.find((e) => isTerminal(e.status));
     if (this.endsWithJob && final) {
       // The job is over: deliver its end if it is news, then stop.
       const { id, ...event } = final;

@@ -1,6 +1,8 @@
 // React hook over the hub client: live progress of one job.
 //
-//   const { jobStatus, progress, status, error, job } = useJobSSE({ jobId, type: 'character', token });
+//   const { jobStatus, progress, status, error, job } = useJobSSE({ jobId, type, token });
+//
+// `type` is any job type the hub runs (see jobTypes() in hub-client.js).
 //
 // `jobStatus` is the job's status ('queued', 'active', 'retrying',
 // 'completed', 'failed'), `progress` 0..100, `status` the connection state
@@ -25,23 +27,30 @@ export function useJobSSE({ jobId, type, token, getToken, baseUrl = '', transpor
       return undefined;
     }
     setState({ ...IDLE, status: 'connecting' });
-    const subscription = subscribeJob({
-      baseUrl,
-      type,
-      jobId,
-      token,
-      transport,
-      auth,
-      getToken: callbacks.current.getToken ? () => callbacks.current.getToken() : undefined,
-      onEvent: (event) => {
-        if (event.status) {
-          setState((s) => ({ ...s, jobStatus: event.status, progress: event.progress ?? s.progress, job: event }));
-        }
-      },
-      onComplete: (event) => callbacks.current.onComplete?.(event),
-      onState: ({ state: connection }) => setState((s) => ({ ...s, status: connection })),
-      onError: (error) => setState((s) => ({ ...s, error, status: 'closed' })),
-    });
+    let subscription;
+    try {
+      subscription = subscribeJob({
+        baseUrl,
+        type,
+        jobId,
+        token,
+        transport,
+        auth,
+        getToken: callbacks.current.getToken ? () => callbacks.current.getToken() : undefined,
+        onEvent: (event) => {
+          if (event.status) {
+            setState((s) => ({ ...s, jobStatus: event.status, progress: event.progress ?? s.progress, job: event }));
+          }
+        },
+        onComplete: (event) => callbacks.current.onComplete?.(event),
+        onState: ({ state: connection }) => setState((s) => ({ ...s, status: connection })),
+        onError: (error) => setState((s) => ({ ...s, error, status: 'closed' })),
+      });
+    } catch (error) {
+      // A bad type or job id: shown like any fatal error, not thrown at render.
+      setState({ ...IDLE, error, status: 'closed' });
+      return undefined;
+    }
     return () => subscription.close();
   }, [jobId, type, token, baseUrl, transport, auth]);
 

@@ -34,8 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also import MODULE: plain Dramatiq actors of your app, run on their own queues "
         "(job types go in HUB_APPS)",
     )
-    token = commands.add_parser("token", help="print a JWT for a user, signed with HUB_JWT_SECRET")
-    token.add_argument("--user", required=True, help="the user id (the token's sub)")
+    token = commands.add_parser("token", help="print a JWT for a user or a service, signed with HUB_JWT_SECRET")
+    subject = token.add_mutually_exclusive_group(required=True)
+    subject.add_argument("--user", help="the user id (the token's sub)")
+    subject.add_argument(
+        "--service", help="a service's name (the token's sub): it may create jobs for users and publish progress"
+    )
     token.add_argument("--ttl", type=int, default=3600, help="seconds the token is valid (default 3600)")
     watch_command.add_arguments(commands.add_parser("watch", help="follow one job's progress until it ends"))
     args = parser.parse_args(argv)
@@ -69,11 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             run(settings, tuple(args.imports))
             return 0
         if args.command == "token":
-            from hub.web.auth import issue_token
+            from hub.web.auth import PUBLISH_SCOPE, issue_token
 
             if args.ttl <= 0:
                 raise ConfigError("--ttl must be greater than 0")
-            print(issue_token(settings, args.user, args.ttl))
+            if args.service is not None:
+                print(issue_token(settings, args.service, args.ttl, scope=PUBLISH_SCOPE))
+            else:
+                print(issue_token(settings, args.user, args.ttl))
             return 0
     except ConfigError as exc:
         print(f"hub: {exc}", file=sys.stderr)

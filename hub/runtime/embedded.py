@@ -39,12 +39,14 @@ class EmbeddedRedis:
     """A valkey-server on loopback.
 
     History survives a restart of the server: it keeps an append-only file
-    (fsync every second) in `data_dir`.
+    (fsync every second) in `data_dir`. With `maxmemory` (Valkey's units:
+    "256mb"), a full server refuses writes instead of evicting history.
     """
 
-    def __init__(self, data_dir: str, port: int | None = None) -> None:
+    def __init__(self, data_dir: str, port: int | None = None, *, maxmemory: str | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
+        self.maxmemory = maxmemory
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,8 +86,19 @@ class EmbeddedRedis:
             "everysec",
             "--daemonize",
             "no",
+            "--maxmemory-policy",
+            "noeviction",
         ]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        if self.maxmemory is not None:
+            command += ["--maxmemory", self.maxmemory]
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+            # Out of the terminal's process group: Ctrl-C must not stop Redis
+            # under a worker that is finishing its job; its owner stops it, last.
+            start_new_session=True,
+        )
         client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
         deadline = time.monotonic() + START_TIMEOUT
         try:

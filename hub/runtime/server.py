@@ -9,14 +9,18 @@ import signal
 import socket
 import time
 
+from redis import Redis as BlockingRedis
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
 from hub.errors import ConfigError
 from hub.runtime import collector
+from hub.runtime.ports import listen_error
+from hub.store.journal import Journal
 from hub.store.registry import Registry
 from hub.store.settings import Settings
-from hub.web.app import build_context, connect_redis, make_app
+from hub.store.stalls import StallWatcher
+from hub.web.app import REDIS_SOCKET_TIMEOUT, build_context, connect_redis, make_app
 from hub.web.dispatch import JobDispatcher
 
 log = logging.getLogger("hub.runtime.server")
@@ -61,8 +65,12 @@ async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Regi
         body_timeout=settings.request_timeout_seconds,
     )
     server.dead_client_ms = int(settings.dead_client_seconds * 1000)
-    server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
+    try:
+        server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        raise listen_error(settings.host, settings.port, exc) from None
     await ctx.start()
+    stalls, stalls_redis = watch_stalls(settings, ctx.job_types)
     collector.settle()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,6 +80,8 @@ async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Regi
     await stop.wait()
 
     ctx.draining = True
+    await asyncio.to_thread(stalls.stop)
+    stalls_redis.close()
     log.info("draining %d connection(s)", ctx.connections.total)
     server.stop()
     await ctx.bus.close()  # ends every stream and held poll; clients resume elsewhere
@@ -86,3 +96,17 @@ async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Regi
     dispatcher.close()
     await redis.aclose()
     log.info("stopped")
+
+
+def watch_stalls(settings: Settings, job_types: Registry) -> tuple[StallWatcher, BlockingRedis]:
+    """Starts failing stalled jobs (in a thread, with a client of its own).
+    The workers do it too, but an external job may have no worker at all:
+    its publisher is the app's own."""
+    client = BlockingRedis.from_url(
+        settings.redis_url or "", socket_timeout=REDIS_SOCKET_TIMEOUT, socket_connect_timeout=REDIS_SOCKET_TIMEOUT
+    )
+    watcher = StallWatcher(
+        redis=client, journal=Journal(client, settings), stall_seconds=settings.job_stall_seconds, job_types=job_types
+    )
+    watcher.start()
+    return watcher, client

@@ -1,16 +1,19 @@
 """`hub up`: an embedded Redis (unless HUB_REDIS_URL is set), the web server
 and a worker, as child processes of this one; Ctrl-C or SIGTERM stops all
-of them, web server and worker first, Redis last."""
+of them in order: the web server, then the worker (it finishes or hands back
+its jobs while Redis still answers), then Redis."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import urllib.error
@@ -21,7 +24,8 @@ from dramatiq.brokers.stub import StubBroker
 
 from hub.errors import ConfigError
 from hub.runtime.embedded import EmbeddedRedis
-from hub.runtime.processes import die_with_parent
+from hub.runtime.ports import check_free
+from hub.runtime.processes import die_with_parent, stop_process
 from hub.store import registry
 from hub.store.settings import Settings
 from hub.web.auth import issue_token
@@ -29,50 +33,55 @@ from hub.web.auth import issue_token
 DEV_USER = "demo"
 DEV_TOKEN_TTL = 24 * 3600
 READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
+#: How long each child gets to stop after SIGTERM before it is killed: the
+#: web server drains for up to 10 s; a worker waits up to 10 s for its jobs,
+#: then as long again for its consumers to hand back what they hold.
+STOP_TIMEOUTS = {"serve": 15.0, "worker": 25.0}
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def run_everything(data_dir: str | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("HUB_JWT_SECRET", secrets.token_urlsafe(32))
-    # Fail early, before starting anything, on a bad setting or a bad app
-    # (its modules are imported here too; a stub broker keeps any plain
-    # @dramatiq.actor in them away from Redis).
-    early = Settings.from_env(env)
+    checked = Settings.from_env(env)  # fail early, before starting anything, on a bad setting
+    # or a bad app (imported here too, on a stub broker: a plain
+    # @dramatiq.actor in it stays away from Redis)
     dramatiq.set_broker(StubBroker())
-    registry.load(early.app_modules, early.external_job_types)
+    registry.load(checked.app_modules, checked.external_job_types)
+    check_free(checked.host, checked.port)  # or another hub would answer for this one
 
     temporary = data_dir is None
     data_dir = data_dir or tempfile.mkdtemp(prefix="hub-")
     redis_server: EmbeddedRedis | None = None
-    children: list[subprocess.Popen[bytes]] = []
+    children: dict[str, subprocess.Popen[bytes]] = {}
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
         if not env.get("HUB_REDIS_URL"):
-            redis_server = EmbeddedRedis(os.path.join(data_dir, "redis")).start()
+            redis_server = EmbeddedRedis(os.path.join(data_dir, "redis"), maxmemory=checked.embedded_maxmemory).start()
             env["HUB_REDIS_URL"] = redis_server.url
         settings = Settings.from_env(env)
-        for command in (["serve", "--dev-tokens"], ["worker"]):
-            children.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "hub", *command],
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # Ctrl-C reaches us; we stop them in order
-                    preexec_fn=die_with_parent,
-                )
+        # The demo page's sign-in issues tokens; with a public key the app's
+        # issuer does, and a token from here would be refused.
+        dev_tokens = [] if settings.jwt_public_key else ["--dev-tokens"]
+        for command in (["serve", *dev_tokens], ["worker"]):
+            children[command[0]] = subprocess.Popen(
+                [sys.executable, "-m", "hub", *command],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches us; we stop them in order
+                preexec_fn=die_with_parent,
             )
         url = f"http://{settings.host}:{settings.port}/"
-        if not _wait_ready(url + "readyz", children, stop):
+        if not _wait_ready(url + "readyz", list(children.values()), stop):
             if stop.is_set():
                 return 0
             print("hub: the web server did not become ready; see the log above", file=sys.stderr)
             return 1
         _print_banner(url, settings, redis_server)
         while not stop.wait(0.5):
-            for child in children:
+            for child in children.values():
                 if child.poll() is not None:
                     print(f"hub: {child.args!r} exited with {child.returncode}; stopping", file=sys.stderr)
                     return 1
@@ -81,15 +90,10 @@ def run_everything(data_dir: str | None = None) -> int:
         print(f"hub: {exc}", file=sys.stderr)
         return 2
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        # One after the other, in the order they were started: no new job
+        # arrives while the worker finishes, and Redis outlives them both.
+        for name, child in children.items():
+            stop_process(child, STOP_TIMEOUTS[name])
         if redis_server is not None:
             redis_server.stop()
         if temporary:
@@ -111,22 +115,42 @@ def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], stop: threadi
     return False
 
 
+def redacted(url: str) -> str:
+    """`url` with any password in it (user info or `?password=`) shown as ***."""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        # Up to the last "@" before the query: a password someone forgot to
+        # percent-encode ("/", "@") is hidden whole, not cut at its first "/".
+        end = min((i for i in (rest.find(c) for c in "?#") if i >= 0), default=len(rest))
+        userinfo, at, location = rest[:end].rpartition("@")
+        if at and ":" in userinfo:
+            url = f"{scheme}://{userinfo.split(':', 1)[0]}:***@{location}{rest[end:]}"
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
 def _print_banner(url: str, settings: Settings, redis_server: EmbeddedRedis | None) -> None:
-    token = issue_token(settings, DEV_USER, DEV_TOKEN_TTL)
-    redis_note = str(settings.redis_url)
+    redis_note = redacted(str(settings.redis_url))
     if redis_server is not None:
-        redis_note += f" (embedded, files in {redis_server.data_dir})"
+        bound = f"up to {redis_server.maxmemory}, " if redis_server.maxmemory not in (None, "0") else ""
+        redis_note += f" (embedded, {bound}files in {redis_server.data_dir})"
+    try:
+        token = issue_token(settings, DEV_USER, DEV_TOKEN_TTL)
+    except ConfigError as exc:
+        token_note = textwrap.fill(str(exc), width=78, subsequent_indent=" " * 10)
+        export = "  export HUB_TOKEN=...   # a token from your app's issuer"
+    else:
+        token_note = f'{token}\n          (user "{DEV_USER}", valid 24 h; the signing key is new every `hub up`)'
+        export = f"  export HUB_TOKEN={token}"
     print(
         f"""
 Realtime hub is running.
 
   URL:    {url}
-  Token:  {token}
-          (user "{DEV_USER}", valid 24 h; the signing key is new every `hub up`)
+  Token:  {token_note}
   Redis:  {redis_note}
 
 Try it:
-  export HUB_TOKEN={token}
+{export}
   curl -N -H "Authorization: Bearer $HUB_TOKEN" {url}api/v1/sse/jobs/my
   curl -H "Authorization: Bearer $HUB_TOKEN" -H "Content-Type: application/json" \\
        -d '{{"name": "Ada", "description": "curious and brave"}}' {url}api/v1/characters

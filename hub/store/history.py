@@ -95,12 +95,12 @@ class History:
         ids = [_text(member).partition(":")[2] for member in members]
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hget(self._keys.job(job_id), "state")
-            raw_states = await pipe.execute() if ids else []
-        gone = [members[i] for i, raw in enumerate(raw_states) if raw is None]
+                pipe.hmget(self._keys.job(job_id), ["state", "input"])
+            found = await pipe.execute() if ids else []
+        gone = [members[i] for i, (state, _) in enumerate(found) if state is None]
         if gone:
             await self._redis.zrem(index, *gone)
-        jobs = [json.loads(raw) for raw in raw_states if raw is not None]
+        jobs = [{**json.loads(state), "input": json.loads(raw_input or "{}")} for state, raw_input in found if state]
         next_page = _text(members[-1]).partition(":")[0] if len(members) == limit else None
         return jobs, next_page
 

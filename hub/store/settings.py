@@ -8,6 +8,7 @@ environment does not set the same key.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -44,6 +45,12 @@ DEFAULT_JOB_RATE_PER_MINUTE = 60
 DEFAULT_JOB_STALL_SECONDS = 600.0
 DEFAULT_WORKER_HEARTBEAT_SECONDS = 60.0
 DEFAULT_WORKER_MAINTENANCE_CHANCE = 1_000
+#: Memory the server `hub up` embeds may use; full, it refuses writes
+#: (noeviction) instead of silently dropping history.
+DEFAULT_EMBEDDED_MAXMEMORY = "256mb"
+#: HS256 signs with SHA-256: a shorter key is weaker than the signature (RFC 7518 3.2).
+MIN_JWT_SECRET_BYTES = 32
+_MEMORY_SIZE = re.compile(r"\A[0-9]+(?:b|k|kb|m|mb|g|gb)?\Z", re.IGNORECASE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +106,8 @@ class Settings:
     example_jobs: bool = True
     #: Where a worker serves its Prometheus metrics; 0 turns them off.
     worker_metrics_port: int = DEFAULT_WORKER_METRICS_PORT
+    #: `maxmemory` of the server `hub up` embeds (Valkey's units: 256mb, 1gb; 0 = no bound).
+    embedded_maxmemory: str = DEFAULT_EMBEDDED_MAXMEMORY
 
     @property
     def app_modules(self) -> tuple[str, ...]:
@@ -159,6 +168,12 @@ class Settings:
             # A shared secret cannot check RS/ES/PS signatures: refuse the mix
             # at start instead of failing every such token later.
             raise ConfigError("HUB_JWT_ALGORITHMS other than HS* need HUB_JWT_PUBLIC_KEY")
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ConfigError(
+                f"HUB_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long (HS256 needs a 256-bit key)"
+            )
+        if not _MEMORY_SIZE.match(self.embedded_maxmemory):
+            raise ConfigError("HUB_EMBEDDED_MAXMEMORY must be a size such as 256mb or 1gb (0: no bound)")
 
 
 def read_env_file(path: str) -> dict[str, str]:

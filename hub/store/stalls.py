@@ -1,10 +1,11 @@
 """Fails jobs that stopped moving: a job `active` or `retrying` with no event
 for HUB_JOB_STALL_SECONDS (its worker died and nothing redelivered it, or it
-hangs) is reported `failed` with a clear reason, exactly once.
+hangs), or an `external` job whose publisher went silent (or never started),
+is reported `failed` with a clear reason, exactly once.
 
-Every worker process runs a watcher; they may race, but the journal applies
-the failure only if the job is still running and has not changed since it
-was seen stalled, so each stalled job fails once.
+Every worker and hub process runs a watcher; they may race, but the journal
+applies the failure only if the job is still running and has not changed
+since it was seen stalled, so each stalled job fails once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from typing import Any
 
 from hub.store.journal import Journal, utc_now
+from hub.store.registry import Registry
 
 log = logging.getLogger("hub.store.stalls")
 
@@ -23,10 +25,16 @@ SWEEP_LIMIT = 100
 
 
 class StallWatcher:
-    def __init__(self, *, redis: Any, journal: Journal, stall_seconds: float) -> None:
+    def __init__(
+        self, *, redis: Any, journal: Journal, stall_seconds: float, job_types: Registry | None = None
+    ) -> None:
+        """`job_types` tells external jobs (which get their own reason) apart."""
         self._redis = redis
         self._journal = journal
+        self._job_types = job_types if job_types is not None else Registry()
         self._stall_ms = int(stall_seconds * 1000)
+        self._actor_reason = f"stalled: no progress for {stall_seconds:g} s (the worker may have died)"
+        self._external_reason = f"stalled: no update for {stall_seconds:g} s (its publisher may have stopped)"
         self._interval = max(0.2, min(stall_seconds / 4, 30.0))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stall-watcher", daemon=True)
@@ -56,8 +64,7 @@ class StallWatcher:
             if owner is None or job_type is None:
                 self._redis.zrem(keys.running_jobs(), job_id)  # expired meanwhile
                 continue
-            seconds = self._stall_ms // 1000
-            reason = f"stalled: no progress for {seconds} s (the worker may have died)"
+            reason = self._reason(job_type.decode())
             if self._journal.update(
                 job_id,
                 owner.decode(),
@@ -71,3 +78,7 @@ class StallWatcher:
                 failed += 1
                 log.warning("job %s failed: %s", job_id, reason)
         return failed
+
+    def _reason(self, job_type: str) -> str:
+        known = self._job_types.get(job_type)
+        return self._external_reason if known is not None and known.external else self._actor_reason

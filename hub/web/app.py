@@ -24,9 +24,11 @@ from hub.web.auth import TokenVerifier
 from hub.web.context import Enqueue, HubContext
 from hub.web.handlers.base import NotFoundHandler
 from hub.web.handlers.dev import DevTokenHandler
+from hub.web.handlers.generic_jobs import JobHandler, JobsHandler, JobTypesHandler
 from hub.web.handlers.jobs import CreateJobHandler, JobFileHandler, JobStatusHandler
 from hub.web.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from hub.web.handlers.poll import PollHandler
+from hub.web.handlers.publish import JobEventsHandler
 from hub.web.handlers.sse import SSEHandler
 from hub.web.handlers.tickets import TicketHandler
 from hub.web.metrics import HubMetrics
@@ -117,6 +119,10 @@ def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Applic
             (rf"/api/v1/{re.escape(seed.segment)}/jobs/{JOB_ID}/{FILE_NAME}", JobFileHandler, c),
         ]
     routes += [
+        (r"/api/v1/jobs", JobsHandler, c),
+        (rf"/api/v1/jobs/{JOB_ID}", JobHandler, c),
+        (rf"/api/v1/jobs/{JOB_ID}/events", JobEventsHandler, c),
+        (r"/api/v1/job-types", JobTypesHandler, c),
         (rf"/api/v1/jobs/{JOB_ID}/files/{FILE_NAME}", JobFileHandler, c),
         (r"/api/v1/sse/tickets", TicketHandler, c),
         (r"/api/v1/sse/jobs/my", SSEHandler, c),

@@ -1,4 +1,11 @@
-"""JWT verification and (for development) issuing."""
+"""JWT verification and (for development) issuing.
+
+Two kinds of callers hold tokens signed with the same key: users (a browser,
+a dashboard), whose `sub` is their user id, and services (an app's backend or
+workers), whose token also carries the `hub:publish` scope. A service may
+create jobs for any user and publish the progress of external jobs; it never
+opens a user's stream.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +21,22 @@ from hub.store.settings import Settings
 #: Longer tokens are refused before any parsing.
 MAX_TOKEN_LENGTH = 8192
 MAX_USER_ID_LENGTH = 256
+#: The scope that makes a token a service's.
+PUBLISH_SCOPE = "hub:publish"
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is asking, and until when their credentials hold (epoch seconds)."""
+    """Who is asking, and until when their credentials hold (epoch seconds).
+    `user` is the token's `sub`: a user id, or a service's name."""
 
     user: str
     expires_at: float
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def service(self) -> bool:
+        return PUBLISH_SCOPE in self.scopes
 
 
 class TokenVerifier:
@@ -38,7 +53,7 @@ class TokenVerifier:
     def verify(self, token: str) -> Identity:
         """The identity of a valid token; raises Unauthorized."""
         claims = self.claims(token)
-        return Identity(user=str(claims["sub"]), expires_at=claims["exp"])
+        return Identity(user=str(claims["sub"]), expires_at=claims["exp"], scopes=_scopes(claims.get("scope")))
 
     def claims(self, token: str) -> dict[str, Any]:
         if not token:
@@ -72,20 +87,38 @@ class TokenVerifier:
         return claims
 
 
-def issue_token(settings: Settings, user: str, ttl_seconds: int = 3600) -> str:
-    """A token the hub accepts; needs the shared secret (HS algorithms)."""
+def issue_token(settings: Settings, sub: str, ttl_seconds: int = 3600, scope: str | None = None) -> str:
+    """A token the hub accepts; needs the shared secret (HS algorithms).
+    `scope` (space-separated) is set for a service: `PUBLISH_SCOPE`."""
+    if settings.jwt_public_key:
+        # A token signed with a secret beside the key would be refused.
+        raise ConfigError(
+            "no token can be issued here: with HUB_JWT_PUBLIC_KEY set, the hub only verifies tokens;"
+            " your app's issuer signs them with its private key"
+        )
     if not settings.jwt_secret:
         raise ConfigError("issuing tokens needs HUB_JWT_SECRET")
-    if not user or len(user) > MAX_USER_ID_LENGTH:
-        raise ConfigError(f"user id must be 1 to {MAX_USER_ID_LENGTH} characters")
+    if not sub or len(sub) > MAX_USER_ID_LENGTH:
+        raise ConfigError(f"the token's subject must be 1 to {MAX_USER_ID_LENGTH} characters")
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": user, "iat": now, "exp": now + int(ttl_seconds)}
+    claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + int(ttl_seconds)}
+    if scope:
+        claims["scope"] = scope
     if settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
     if settings.jwt_issuer:
         claims["iss"] = settings.jwt_issuer
     algorithm = next((a for a in settings.jwt_algorithms if a.startswith("HS")), "HS256")
     return jwt.encode(claims, settings.jwt_secret, algorithm=algorithm)
+
+
+def _scopes(value: Any) -> frozenset[str]:
+    # OAuth's `scope` is one space-separated string (RFC 8693). Anything else
+    # grants nothing: a user's token from an identity provider that puts
+    # other things there must still work as a user's.
+    if not isinstance(value, str):
+        return frozenset()
+    return frozenset(value.split())
 
 
 def _numeric_date(value: Any) -> float:

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from hub.store.wire import ACTIVE, COMPLETED, FAILED
+
 TRANSPORTS = ("sse", "longpoll")
-REJECT_REASONS = ("unauthorized", "not_found", "user_limit", "server_limit")
+REJECT_REASONS = ("unauthorized", "forbidden", "not_found", "user_limit", "server_limit")
+#: Where a job event came from: `http` is a service publishing an external job's.
+EVENT_SOURCES = ("http",)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -40,6 +44,12 @@ class HubMetrics:
         self.bus_channels = Gauge("hub_bus_channels", "Redis pub/sub channels this process listens to.", registry=r)
         self.bus_messages = Counter("hub_bus_messages", "Pub/sub messages received from Redis.", registry=r)
         self.jobs_created = Counter("hub_jobs_created", "Jobs accepted through the API.", ["type"], registry=r)
+        self.events_published = Counter(
+            "hub_events_published",
+            "Job events this process recorded, by source and status.",
+            ["source", "status"],
+            registry=r,
+        )
         for transport in TRANSPORTS:
             self.connections.labels(transport)
             self.connections_opened.labels(transport)
@@ -49,3 +59,6 @@ class HubMetrics:
         self.replayed = {t: self.events_replayed.labels(t) for t in TRANSPORTS}
         for reason in REJECT_REASONS:
             self.connections_rejected.labels(reason)
+        for source in EVENT_SOURCES:
+            for status in (ACTIVE, COMPLETED, FAILED):
+                self.events_published.labels(source, status)

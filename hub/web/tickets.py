@@ -1,6 +1,10 @@
 """Short-lived stream tickets: a header-authenticated request exchanges its
 token for a ticket that opens streams for a minute, so the long-lived token
-never goes into a URL (native EventSource cannot send headers)."""
+never goes into a URL (native EventSource cannot send headers).
+
+A ticket may be bound to one stream (a job's, or `/my`): then it opens that
+stream's SSE and long-poll paths and no other. A service's tickets are
+always bound: that is how a backend hands its user one stream's URL."""
 
 from __future__ import annotations
 
@@ -18,6 +22,14 @@ from hub.web.auth import Identity
 
 TICKET_TTL_SECONDS = 60
 _TICKET = re.compile(r"\A[A-Za-z0-9_-]{43}\Z")
+#: The stream a path follows, whichever transport: "jobs/my" or "jobs/{type}/{id}".
+_STREAM = re.compile(r"\A/api/v1/(?:sse|poll)/(jobs/(?:my|[a-z][a-z0-9_-]{0,31}/[A-Za-z0-9_-]{1,64}))\Z")
+
+
+def stream_of(path: str) -> str | None:
+    """The stream `path` (an SSE or long-poll path) follows, or None."""
+    match = _STREAM.match(path)
+    return match.group(1) if match else None
 
 
 class Tickets:
@@ -26,22 +38,27 @@ class Tickets:
         self._keys = keys
         self._ttl = ttl
 
-    async def issue(self, identity: Identity) -> tuple[str, int]:
-        """A new ticket for `identity`, and how many seconds it is valid."""
+    async def issue(self, identity: Identity, stream: str | None = None) -> tuple[str, int]:
+        """A new ticket for `identity` (bound to `stream` if given, see
+        `stream_of`), and how many seconds it is valid."""
         ticket = secrets.token_urlsafe(32)
         # Never valid beyond the token it stands for.
         ttl = max(1, min(self._ttl, int(identity.expires_at - time.time())))
-        record = json.dumps({"user": identity.user, "exp": identity.expires_at})
+        record = json.dumps({"user": identity.user, "exp": identity.expires_at, "stream": stream})
         await self._redis.set(self._keys.ticket(_digest(ticket)), record, ex=ttl)
         return ticket, ttl
 
-    async def redeem(self, ticket: str) -> Identity:
+    async def redeem(self, ticket: str, path: str) -> Identity:
+        """Who the ticket stands for, if it opens `path`."""
         if not _TICKET.match(ticket):
             raise Unauthorized("invalid ticket")
         record = await self._redis.get(self._keys.ticket(_digest(ticket)))
         if record is None:
             raise Unauthorized("unknown or expired ticket")
         data = json.loads(record)
+        bound = data.get("stream")
+        if bound is not None and bound != stream_of(path):
+            raise Unauthorized("this ticket opens another stream")
         return Identity(user=str(data["user"]), expires_at=float(data["exp"]))
 
 

@@ -1,164 +1,59 @@
-"""HubClient: follows one job, or every job of a user, over Server-Sent Events
-or long-poll, and survives dropped connections without losing or repeating
-an event.
+"""HubClient: everything a Python program does with a hub.
 
-The hub gives every state-carrying event a cursor (its `id`) and resumes a
-stream or a poll from any cursor it still holds, so reconnecting is just
-asking again with the last id delivered. The client adds what the network
-cannot promise: backoff with jitter so that many clients do not come back in
-the same instant, read timeouts long enough for an idle stream, and a guard
-against delivering an event twice.
+- follow a job, or every job of a user, over Server-Sent Events or
+  long-poll, surviving dropped connections without losing or repeating an
+  event (`watch`, `watch_my`);
+- create jobs and read them (`create_job`, `get_job`, `list_jobs`,
+  `iter_jobs`, `job_types`);
+- as a service (a token with the `hub:publish` scope), publish the progress
+  of an external job (`publish`, or `run_job` as a context manager).
+
+One client may be shared by threads. Each watch owns its connections; short
+calls reuse one keep-alive connection per thread.
 """
 
 from __future__ import annotations
 
-import enum
-import http.client
-import json
-import random
+import logging
+import re
 import ssl
-import time
-from collections.abc import Generator, Iterator
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode
 
-from hub_client.errors import (
-    BadRequest,
-    HubClientError,
-    NotFound,
-    ProtocolError,
-    RetriesExhausted,
-    Unauthorized,
-)
-from hub_client.sse import DEFAULT_MAX_FRAME_CHARS, DEFAULT_MAX_LINE_BYTES, Frame, SSEParser
+from hub_client.backoff import Backoff
+from hub_client.calls import call, expect_success
+from hub_client.endpoint import Endpoint
+from hub_client.errors import JobFinished, ProtocolError
+from hub_client.follow import TRANSPORTS, Event, FollowOptions, follow, job_tail
+from hub_client.publishing import TERMINAL_STATUSES, event_body, was_ours
+from hub_client.running import RunningJob
+from hub_client.sse import DEFAULT_MAX_FRAME_CHARS, DEFAULT_MAX_LINE_BYTES
 
-Event = dict[str, Any]
+__all__ = ["TRANSPORTS", "Event", "HubClient"]
 
-JOB_TYPES = ("character", "media")
-TRANSPORTS = ("sse", "longpoll")
-TERMINAL_STATUSES = frozenset({"completed", "failed"})
+log = logging.getLogger("hub_client")
 
+#: What a job type's name may be.
+JOB_TYPE_NAME = re.compile(r"\A[a-z][a-z0-9_-]{0,31}\Z")
 #: Longer than twice the hub's keepalive (15 s) and than its long-poll hold
 #: (25 s): an idle stream or a held poll is not mistaken for a dead one, while
 #: a connection that went silent (a dead peer, a stalled proxy) is noticed.
 DEFAULT_TIMEOUT = 45.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
-#: The first reconnect delay until the hub's `retry:` says otherwise.
+#: The first delay before a retry (until the hub's `retry:` says otherwise).
 DEFAULT_RETRY_DELAY = 1.0
 DEFAULT_MAX_DELAY = 30.0
-MIN_RETRY_DELAY = 0.05
-#: A Retry-After beyond this is treated as this: a bogus header must not
-#: park the client for hours.
-MAX_RETRY_AFTER = 300.0
-
-_READ_CHUNK = 64 * 1024
-_MAX_ERROR_BODY = 64 * 1024
-#: A poll answer holds at most 500 events; this leaves ample room for them.
-_MAX_POLL_BODY = 16 * 1024 * 1024
-_USER_AGENT = "hub-client-python/0.1"
-
-
-class _Outcome(enum.Enum):
-    FINISHED = "finished"  # the terminal event was delivered, or a 204: stop
-    ENDED_EARLY = "ended early"  # the stream ended before the job: reconnect after a delay
-    NEXT_POLL = "next poll"  # a poll was answered: poll again at once
-
-
-class _RetryLater(Exception):
-    """The hub answered, but asks to come back later (429, 503, other 5xx)."""
-
-    def __init__(self, status: int, body: Any, retry_after: float | None) -> None:
-        super().__init__(f"the hub answered {status}{_code_of(body)}")
-        self.retry_after = retry_after
-
-
-class _Cursor:
-    """Where the watch stands, and which events are new.
-
-    The hub already sends exactly the events after the cursor a connection
-    starts from; this guard makes "never twice" hold even if it did not (a
-    misbehaving proxy replaying a response, a clock-skewed id). An event is
-    new when its id is after the cursor the connection started from and not
-    before the previous event of the same connection. Equal ids are allowed
-    only for `initial_status`: on `/my` those frames share one id.
-    """
-
-    def __init__(self, last_event_id: str | None) -> None:
-        #: What a reconnect sends (Last-Event-ID, or the poll's `cursor`).
-        self.last_id = last_event_id or None
-        self._last = _parse_id(self.last_id)
-        self._floor = self._last
-
-    def start_connection(self) -> None:
-        self._floor = self._last
-
-    def reset(self) -> None:
-        """After `reset` the hub sends fresh state whose id may be older than
-        the cursor (the history was lost): it must not be skipped. `last_id`
-        stays until that state arrives, so a drop in between resumes safely."""
-        self._floor = None
-        self._last = None
-
-    def accept(self, event: Event) -> bool:
-        raw = event.get("id")
-        if not isinstance(raw, str) or not raw:
-            return True  # no cursor (connected, reset): nothing to compare
-        position = _parse_id(raw)
-        if position is None:
-            # Not a stream id: it cannot be ordered, only remembered.
-            self.last_id = raw
-            return True
-        if self._floor is not None and position <= self._floor:
-            return False
-        if self._last is not None and (
-            position < self._last or (position == self._last and event.get("type") != "initial_status")
-        ):
-            return False
-        self._last = position
-        self.last_id = raw
-        return True
-
-    def advance(self, poll_cursor: str) -> None:
-        """A poll's answer names the cursor to send next; it may be ahead of
-        the events (`0-0` on an empty `/my`), never behind them."""
-        position = _parse_id(poll_cursor)
-        if position is None or self._last is None or position >= self._last:
-            self._last = position
-            self.last_id = poll_cursor
-
-
-class _Backoff:
-    """Reconnect delays: `base` after a working connection ended, doubling
-    with each consecutive failure up to `cap`, each with random jitter so
-    that clients dropped together do not return together."""
-
-    def __init__(self, base: float, cap: float, max_retries: int | None) -> None:
-        self.base = base
-        self.cap = cap
-        self.max_retries = max_retries
-        self.failures = 0
-
-    def succeeded(self) -> None:
-        self.failures = 0
-
-    def failed(self, error: BaseException | None, retry_after: float | None = None) -> float:
-        """Counts a failure and returns how long to wait before the next try."""
-        self.failures += 1
-        if self.max_retries is not None and self.failures > self.max_retries:
-            reason = f": {error}" if error is not None else ""
-            raise RetriesExhausted(f"gave up after {self.max_retries} retries{reason}") from error
-        if retry_after is not None:
-            return min(retry_after, MAX_RETRY_AFTER)
-        delay = min(self.cap, self.base * 2 ** (self.failures - 1))
-        return random.uniform(delay / 2, delay)
+#: Retries of one call (create, read, list, publish) before RetriesExhausted:
+#: with the default delays, about half a minute of trying.
+DEFAULT_REQUEST_RETRIES = 5
+DEFAULT_PAGE_SIZE = 20
 
 
 class HubClient:
-    """Follows jobs on a hub. One client may run several watches; each watch
-    (a generator) owns its own connections and closes them when it ends or
-    when the caller stops iterating."""
+    """A hub at `base_url`, used with `token`: a user's JWT to create,
+    read and follow that user's jobs, or a service's (scope `hub:publish`)
+    to create jobs for any user and publish their progress."""
 
     def __init__(
         self,
@@ -170,34 +65,40 @@ class HubClient:
         retry_delay: float = DEFAULT_RETRY_DELAY,
         max_delay: float = DEFAULT_MAX_DELAY,
         max_retries: int | None = None,
+        request_retries: int = DEFAULT_REQUEST_RETRIES,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         max_frame_chars: int = DEFAULT_MAX_FRAME_CHARS,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("base_url must be an http:// or https:// URL with a host")
-        if not token:
-            raise ValueError("a token is required")
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port
-        # A hub behind a reverse proxy may live under a path prefix.
-        self._prefix = parts.path.rstrip("/")
-        self._token = token
-        self._timeout = timeout
-        self._connect_timeout = connect_timeout
+        """`max_retries` bounds the reconnects of a watch (None: it keeps
+        trying); `request_retries` bounds the retries of every other call."""
+        if request_retries < 0:
+            raise ValueError("request_retries must not be negative")
+        self._endpoint = Endpoint(
+            base_url, token, timeout=timeout, connect_timeout=connect_timeout, ssl_context=ssl_context
+        )
+        self._follow = FollowOptions(retry_delay, max_delay, max_retries, max_line_bytes, max_frame_chars)
         self._retry_delay = retry_delay
         self._max_delay = max_delay
-        self._max_retries = max_retries
-        self._max_line_bytes = max_line_bytes
-        self._max_frame_chars = max_frame_chars
-        self._ssl_context = ssl_context
+        self._request_retries = request_retries
         self.base_url = base_url
 
     def __repr__(self) -> str:
         # Never the token: a repr ends up in logs and tracebacks.
         return f"HubClient({self.base_url!r})"
+
+    def close(self) -> None:
+        """Closes the calling thread's keep-alive connection (watches close
+        their own). The client stays usable."""
+        self._endpoint.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Following -------------------------------------------------------------
 
     def watch(
         self,
@@ -208,24 +109,33 @@ class HubClient:
         last_event_id: str | None = None,
         include_connected: bool = False,
     ) -> Iterator[Event]:
-        """Yields the job's events in order, each once, and stops after its
-        terminal event (`completed` or `failed`) or when the hub answers 204
-        (the cursor is already at or after that event).
+        """Yields the events of job `job_id` of type `type` in order, each
+        once, and stops after its terminal event (`completed` or `failed`)
+        or when the hub answers 204 (the cursor is already at or after that
+        event).
 
         Without `last_event_id` the first event is `initial_status`, the job's
         state now; with one, exactly the events after it. `connected`
         greetings (one per connection, SSE only) are left out unless asked
         for; `reset` and any other frame without an id (such as the hub's
         `token_expired`, after which the reconnect answers 401) pass through.
-        Raises Unauthorized, NotFound, BadRequest, ProtocolError, or
-        RetriesExhausted when `max_retries` is set and reached.
+        Raises Unauthorized, Forbidden (a service's token: services open no
+        user's stream), NotFound (also for a job of another type), BadRequest,
+        ProtocolError, or RetriesExhausted when `max_retries` is set and
+        reached.
         """
-        if type not in JOB_TYPES:
-            raise ValueError(f"type must be one of {', '.join(JOB_TYPES)}")
+        _check_type(type)
         if not job_id:
             raise ValueError("job_id must not be empty")
-        tail = f"jobs/{type}/{quote(job_id, safe='')}"
-        return self._follow(tail, transport, last_event_id, ends_with_job=True, include_connected=include_connected)
+        return follow(
+            self._endpoint,
+            self._follow,
+            job_tail(type, job_id),
+            transport,
+            last_event_id,
+            ends_with_job=True,
+            include_connected=include_connected,
+        )
 
     def watch_my(
         self,
@@ -236,231 +146,158 @@ class HubClient:
     ) -> Iterator[Event]:
         """Yields the events of every job of the token's user, including jobs
         created later. It never ends by itself: the caller breaks out."""
-        return self._follow(
-            "jobs/my", transport, last_event_id, ends_with_job=False, include_connected=include_connected
+        return follow(
+            self._endpoint,
+            self._follow,
+            "jobs/my",
+            transport,
+            last_event_id,
+            ends_with_job=False,
+            include_connected=include_connected,
         )
 
-    def _follow(
-        self, tail: str, transport: str, last_event_id: str | None, *, ends_with_job: bool, include_connected: bool
-    ) -> Iterator[Event]:
-        if transport not in TRANSPORTS:
-            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
-        # Validate eagerly, so a bad argument fails at the call, not at the
-        # first next().
-        return self._run(tail, transport, _Cursor(last_event_id), ends_with_job, include_connected)
+    # Jobs ----------------------------------------------------------------------
 
-    def _run(
-        self, tail: str, transport: str, cursor: _Cursor, ends_with_job: bool, include_connected: bool
-    ) -> Iterator[Event]:
-        backoff = _Backoff(self._retry_delay, self._max_delay, self._max_retries)
+    def create_job(
+        self, type: str, input: Mapping[str, Any] | None = None, *, owner: str | None = None
+    ) -> dict[str, Any]:
+        """Starts a job of `type` with `input` and returns the hub's answer:
+        `{"jobId", "type", "status": "queued", "links": {"sse", "poll", "status"}}`.
+
+        With a user's token the job is the user's; a service names the
+        `owner`. Raises BadRequest for an unknown type or an input that does
+        not fit the type's schema, Forbidden when a user names an owner or a
+        service lacks the scope, and OutcomeUnknown when the connection broke
+        after the request went out (the job may exist: it is never sent twice).
+        """
+        _check_type(type)
+        body: dict[str, Any] = {"type": type}
+        if owner is not None:
+            if not owner:
+                raise ValueError("owner must not be empty")
+            body["owner"] = owner
+        if input is not None:
+            body["input"] = dict(input)
+        created = self._call("POST", "/api/v1/jobs", body, resend=False)
+        if not isinstance(created, dict) or not isinstance(created.get("jobId"), str):
+            raise ProtocolError('a created job must be {"jobId": ...}', 202, created)
+        return created
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        """The job's state now: `{"jobId", "type", "status", "progress",
+        "createdAt", "updatedAt", ...}`. Its owner and services may read it;
+        anyone else gets NotFound."""
+        answer = self._call("GET", _job_path(job_id))
+        job = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(job, dict):
+            raise ProtocolError('a job must come as {"data": {...}}', 200, answer)
+        return job
+
+    def list_jobs(
+        self, limit: int = DEFAULT_PAGE_SIZE, before: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the user's jobs, newest first, finished ones included:
+        `(jobs, next)`, where `next` is passed as `before` for the page after
+        this one, and is None on the last page."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        query: dict[str, str | int] = {"limit": limit}
+        if before is not None:
+            query["before"] = before
+        answer = self._call("GET", f"/api/v1/jobs?{urlencode(query)}")
+        jobs = answer.get("data") if isinstance(answer, dict) else None
+        after = answer.get("next") if isinstance(answer, dict) else None
+        if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
+            raise ProtocolError('a job list must be {"data": [...], "next": ...}', 200, answer)
+        if after is not None and not isinstance(after, str):
+            raise ProtocolError('a job list\'s "next" must be a string or null', 200, answer)
+        return jobs, after or None
+
+    def iter_jobs(self, *, page_size: int = DEFAULT_PAGE_SIZE, before: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every job of the user, newest first, fetching pages as it goes."""
+        jobs, after = self.list_jobs(page_size, before)
+        return self._pages(jobs, after, page_size)
+
+    def _pages(self, jobs: list[dict[str, Any]], after: str | None, page_size: int) -> Iterator[dict[str, Any]]:
         while True:
-            try:
-                if transport == "sse":
-                    outcome = yield from self._stream_once(
-                        f"/api/v1/sse/{tail}", cursor, backoff, ends_with_job, include_connected
-                    )
-                else:
-                    outcome = yield from self._poll_once(f"/api/v1/poll/{tail}", cursor, backoff, ends_with_job)
-            except _RetryLater as busy:
-                time.sleep(backoff.failed(busy, busy.retry_after))
-                continue
-            except (OSError, http.client.HTTPException) as error:
-                if isinstance(error, ssl.SSLCertVerificationError):
-                    # A certificate that does not verify will not verify later.
-                    raise HubClientError(f"TLS verification failed: {error}") from error
-                time.sleep(backoff.failed(error))
-                continue
-            if outcome is _Outcome.FINISHED:
+            yield from jobs
+            if after is None:
                 return
-            if outcome is _Outcome.ENDED_EARLY:
-                time.sleep(backoff.failed(None))
+            jobs, after = self.list_jobs(page_size, after)
 
-    def _stream_once(
-        self, path: str, cursor: _Cursor, backoff: _Backoff, ends_with_job: bool, include_connected: bool
-    ) -> Generator[Event, None, _Outcome]:
-        """One SSE connection, read until it ends."""
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-        if cursor.last_id:
-            headers["Last-Event-ID"] = cursor.last_id
-        connection, response = self._get(path, headers)
-        try:
-            if not self._check_status(response, path):
-                return _Outcome.FINISHED
-            _require_event_stream(response)
-            parser = SSEParser(self._max_line_bytes, self._max_frame_chars)
-            cursor.start_connection()
-            while chunk := response.read1(_READ_CHUNK):
-                frames = parser.feed(chunk)
-                if parser.retry_ms is not None:
-                    # The floor keeps a `retry: 0` from turning into a busy loop.
-                    backoff.base = max(parser.retry_ms / 1000, MIN_RETRY_DELAY)
-                for frame in frames:
-                    backoff.succeeded()
-                    event = _event_from(frame)
-                    if event.get("type") == "connected" and not include_connected:
-                        continue
-                    if (yield from self._deliver([event], cursor, ends_with_job)):
-                        return _Outcome.FINISHED
-            return _Outcome.ENDED_EARLY
-        finally:
-            connection.close()
+    def job_types(self) -> list[dict[str, Any]]:
+        """The hub's job types: `[{"type", "runner": "actor" | "external",
+        "input": JSON Schema, "view", "create"}, ...]`."""
+        answer = self._call("GET", "/api/v1/job-types")
+        types = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(types, list) or not all(isinstance(t, dict) for t in types):
+            raise ProtocolError('job types must come as {"data": [...]}', 200, answer)
+        return types
 
-    def _poll_once(
-        self, path: str, cursor: _Cursor, backoff: _Backoff, ends_with_job: bool
-    ) -> Generator[Event, None, _Outcome]:
-        """One long-poll request. Each poll gets its own connection: a
-        keep-alive connection that the hub or a proxy closed while idle would
-        only turn the next poll into a needless failure."""
-        query = f"?cursor={quote(cursor.last_id, safe='')}" if cursor.last_id else ""
-        connection, response = self._get(path + query, {"Accept": "application/json", "Connection": "close"})
-        try:
-            if not self._check_status(response, path):
-                return _Outcome.FINISHED
-            events, next_cursor = _parse_poll(_read_bounded(response, _MAX_POLL_BODY))
-        finally:
-            connection.close()
-        backoff.succeeded()
-        cursor.start_connection()
-        if (yield from self._deliver(events, cursor, ends_with_job)):
-            return _Outcome.FINISHED
-        cursor.advance(next_cursor)
-        return _Outcome.NEXT_POLL
+    # Publishing (services) -------------------------------------------------------
 
-    @staticmethod
-    def _deliver(events: list[Event], cursor: _Cursor, ends_with_job: bool) -> Generator[Event, None, bool]:
-        """Yields the new events; returns True once the job's terminal event is out."""
-        for event in events:
-            if event.get("type") == "reset":
-                cursor.reset()
-            if not cursor.accept(event):
-                continue
-            yield event
-            if ends_with_job and event.get("status") in TERMINAL_STATUSES:
-                return True
-        return False
+    def publish(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        progress: float | None = None,
+        step: str | None = None,
+        result: Mapping[str, Any] | None = None,
+        failed_reason: str | None = None,
+    ) -> str | None:
+        """Publishes one update of an external job and returns its event id.
 
-    def _get(self, path: str, headers: dict[str, str]) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        connection = self._connection()
-        try:
-            connection.connect()
-            # Connecting should be quick; reading may legitimately wait for a
-            # keepalive or a held poll, hence a second, longer timeout.
-            connection.sock.settimeout(self._timeout)
-            all_headers = {
-                "Authorization": f"Bearer {self._token}",
-                "User-Agent": _USER_AGENT,
-                **headers,
-            }
-            connection.request("GET", self._prefix + path, headers=all_headers)
-            return connection, connection.getresponse()
-        except BaseException:
-            connection.close()
-            raise
+        `status` is `active` (with `progress` 0..100, never lower than
+        before, and an optional `step`), `completed` (with an optional
+        `result`) or `failed` (with `failed_reason`). Network errors, 429,
+        502, 503 and 504 are retried (`request_retries` times); see
+        hub_client.publishing for what a retry can and cannot repeat: after a
+        lost answer, a terminal update that the hub did apply returns None.
+        Raises Forbidden for a token without the `hub:publish` scope,
+        JobFinished after the job's terminal event, NotExternal for a job the
+        hub's own workers run, NotFound, BadRequest.
+        """
+        body = event_body(status, progress, step, result, failed_reason)
+        path = _job_path(job_id) + "/events"
+        answer = call(self._endpoint, "POST", path, body, self._backoff(), resend=True)
+        if answer.reply.status == 409 and answer.uncertain and status in TERMINAL_STATUSES:
+            try:
+                expect_success(answer, path)
+            except JobFinished:
+                if was_ours(self.get_job(job_id), body):
+                    log.info("job %s: the %s update got through, though its answer was lost", job_id, status)
+                    return None
+                raise
+        published = expect_success(answer, path)
+        cursor = published.get("id") if isinstance(published, dict) else None
+        if not isinstance(cursor, str):
+            raise ProtocolError('a published update must be answered {"id": ...}', answer.reply.status, published)
+        return cursor
 
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._https:
-            context = self._ssl_context or ssl.create_default_context()
-            return http.client.HTTPSConnection(self._host, self._port, timeout=self._connect_timeout, context=context)
-        return http.client.HTTPConnection(self._host, self._port, timeout=self._connect_timeout)
+    def run_job(self, job_id: str, *, step: str | None = None) -> RunningJob:
+        """A context manager for one run of an external job: `active` (with
+        `step`) when the block starts, then exactly one terminal event:
+        `completed` with `job.result` when it ends, `failed` with the
+        exception when it raises (the exception goes on). See RunningJob."""
+        return RunningJob(self, job_id, step=step)
 
-    @staticmethod
-    def _check_status(response: http.client.HTTPResponse, path: str) -> bool:
-        """True for 200, False for 204 (nothing more will come); raises for
-        the rest: _RetryLater for what may pass, an error for what will not."""
-        status = response.status
-        if status == 200:
-            return True
-        if status == 204:
-            return False
-        body = _error_body(response)
-        if status in (429, 503):
-            raise _RetryLater(status, body, _retry_after(response.getheader("Retry-After")))
-        if status >= 500 or status == 408:
-            raise _RetryLater(status, body, None)
-        error_class = {400: BadRequest, 401: Unauthorized, 404: NotFound}.get(status, HubClientError)
-        raise error_class(_describe(status, body, path), status, body)
+    # Plumbing --------------------------------------------------------------------
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self._retry_delay, self._max_delay, self._request_retries, max_retry_after=self._max_delay)
+
+    def _call(self, method: str, path: str, body: Any = None, *, resend: bool = True) -> Any:
+        answer = call(self._endpoint, method, path, body, self._backoff(), resend=resend)
+        return expect_success(answer, path)
 
 
-def _parse_id(raw: str | None) -> tuple[int, int] | None:
-    """A Redis stream id "<ms>-<seq>" as a tuple that orders correctly."""
-    if not raw:
-        return None
-    ms, dash, seq = raw.partition("-")
-    if not (dash and ms.isdigit() and seq.isdigit()):
-        return None
-    return int(ms), int(seq)
+def _check_type(job_type: str) -> None:
+    if not isinstance(job_type, str) or not JOB_TYPE_NAME.match(job_type):
+        raise ValueError("a job type's name must match [a-z][a-z0-9_-]{0,31}")
 
 
-def _event_from(frame: Frame) -> Event:
-    try:
-        event = json.loads(frame.data)
-    except ValueError:
-        raise ProtocolError("an event's data is not JSON") from None
-    if not isinstance(event, dict):
-        raise ProtocolError("an event's data is not a JSON object")
-    if frame.id:
-        event["id"] = frame.id
-    return event
-
-
-def _require_event_stream(response: http.client.HTTPResponse) -> None:
-    """A 200 that is not an event stream (a login page from a proxy, say)
-    would never turn into one: fail instead of reconnecting forever."""
-    content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
-    if content_type != "text/event-stream":
-        raise ProtocolError(f"expected text/event-stream, got {content_type or 'no content type'!r}", 200)
-
-
-def _read_bounded(response: http.client.HTTPResponse, limit: int) -> bytes:
-    data = response.read(limit + 1)
-    if len(data) > limit:
-        raise ProtocolError(f"an answer is larger than {limit} bytes", response.status)
-    return data
-
-
-def _parse_poll(raw: bytes) -> tuple[list[Event], str]:
-    try:
-        answer = json.loads(raw)
-    except ValueError:
-        raise ProtocolError("a poll answer is not JSON", 200) from None
-    events = answer.get("events") if isinstance(answer, dict) else None
-    cursor = answer.get("cursor") if isinstance(answer, dict) else None
-    if not isinstance(events, list) or not isinstance(cursor, str) or not all(isinstance(e, dict) for e in events):
-        raise ProtocolError('a poll answer must be {"events": [...], "cursor": "..."}', 200, answer)
-    return events, cursor
-
-
-def _error_body(response: http.client.HTTPResponse) -> Any:
-    try:
-        raw = response.read(_MAX_ERROR_BODY)
-        return json.loads(raw) if raw else None
-    except (ValueError, OSError, http.client.HTTPException):
-        return None
-
-
-def _code_of(body: Any) -> str:
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return f" ({body['error']})"
-    return ""
-
-
-def _describe(status: int, body: Any, path: str) -> str:
-    message = body.get("message") if isinstance(body, dict) else None
-    detail = f": {message}" if isinstance(message, str) and message else ""
-    return f"{status}{_code_of(body)} for {path}{detail}"
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After is either seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+def _job_path(job_id: str) -> str:
+    if not job_id:
+        raise ValueError("job_id must not be empty")
+    return f"/api/v1/jobs/{quote(job_id, safe='')}"

@@ -1,4 +1,5 @@
-"""`hub watch`: follow one job until it ends, from a terminal or a script.
+"""`hub watch` (also `hub-watch`, or `python -m hub_client.watch`, with the
+client alone): follow one job until it ends, from a terminal or a script.
 
 On a terminal it redraws one progress line and prints a summary; otherwise it
 prints one plain line per event (`active 40% traits`), flushed at once so a
@@ -19,7 +20,7 @@ import sys
 import time
 from typing import Any, Protocol, TextIO
 
-from hub_client.client import JOB_TYPES, TRANSPORTS, Event, HubClient
+from hub_client.client import JOB_TYPE_NAME, TRANSPORTS, Event, HubClient
 from hub_client.errors import BadRequest, HubClientError, NotFound, Unauthorized
 
 DEFAULT_URL = "http://127.0.0.1:8088"
@@ -36,13 +37,19 @@ BAR_WIDTH = 24
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", metavar="JOB_ID", help="the job to follow")
-    parser.add_argument("--type", required=True, choices=JOB_TYPES, help="the job's type")
+    parser.add_argument("--type", required=True, type=job_type_name, metavar="TYPE", help="the job's type")
     parser.add_argument("--url", help=f"the hub's base URL (default: $HUB_URL or {DEFAULT_URL})")
     parser.add_argument(
         "--token",
         help="the JWT to send (default: $HUB_TOKEN, which is safer: a command line is visible to other users)",
     )
     parser.add_argument("--transport", choices=TRANSPORTS, default="sse", help="how to follow (default: sse)")
+
+
+def job_type_name(value: str) -> str:
+    if not JOB_TYPE_NAME.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a job type's name ([a-z][a-z0-9_-]{{0,31}})")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

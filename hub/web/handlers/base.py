@@ -17,6 +17,7 @@ import tornado.web
 from hub.errors import (
     BadRequest,
     ClientError,
+    Forbidden,
     HeadersTooLarge,
     MethodNotAllowed,
     NotFound,
@@ -26,7 +27,7 @@ from hub.errors import (
     Unavailable,
 )
 from hub.store.history import JobSnapshot
-from hub.web.auth import Identity
+from hub.web.auth import PUBLISH_SCOPE, Identity
 from hub.web.context import HubContext
 
 log = logging.getLogger("hub.http")
@@ -96,6 +97,9 @@ class BaseHandler(tornado.web.RequestHandler):
             error = exc
         elif isinstance(exc, (StoreUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             error = Unavailable("Redis is not answering; try again shortly")
+        elif isinstance(exc, redis.exceptions.OutOfMemoryError):
+            # maxmemory reached (noeviction): writes fail until jobs expire or the bound is raised.
+            error = Unavailable("the hub's store is full; try again later", retry_after=30)
         elif status_code == 405:
             error = MethodNotAllowed(f"{self.request.method} is not allowed here")
         elif status_code == 404:
@@ -131,6 +135,9 @@ class BaseHandler(tornado.web.RequestHandler):
         if isinstance(value, (StoreUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             log.warning("%s: Redis unavailable: %s", self._request_summary(), value.__class__.__name__)
             return
+        if isinstance(value, redis.exceptions.OutOfMemoryError):
+            log.error("%s: Redis is full (maxmemory): it refuses writes", self._request_summary())
+            return
         # Not Tornado's default, which adds repr(request): the full URI, query included.
         log.error("uncaught exception in %s", self._request_summary(), exc_info=(typ, value, tb))  # type: ignore[arg-type]
 
@@ -153,8 +160,23 @@ class BaseHandler(tornado.web.RequestHandler):
         return credentials.strip() if scheme.lower() == "bearer" else ""
 
     async def authenticate(self) -> Identity:
-        """Who is asking: from the Authorization header, a stream ticket, the
-        access_token query parameter or the hub_token cookie; or Unauthorized."""
+        """A user: from the Authorization header, a stream ticket, the
+        access_token query parameter or the hub_token cookie; or Unauthorized.
+        A service token is Forbidden: it opens no user's stream or data."""
+        identity = await self.authenticate_caller()
+        if identity.service:
+            raise Forbidden("a service token cannot act for a user here; use a user's token")
+        return identity
+
+    async def authenticate_service(self) -> Identity:
+        """A service (a token with the publish scope); a user is Forbidden."""
+        identity = await self.authenticate_caller()
+        if not identity.service:
+            raise Forbidden(f"this call needs a service token (scope {PUBLISH_SCOPE})")
+        return identity
+
+    async def authenticate_caller(self) -> Identity:
+        """A user or a service; or Unauthorized."""
         identity = await self._identity()
         if self.transport and identity.expires_at <= time.time():
             # A stream or held poll ends when its token expires. The verifier's
@@ -172,19 +194,28 @@ class BaseHandler(tornado.web.RequestHandler):
             if not self.transport:
                 # A ticket travels in a URL: it opens streams, nothing else.
                 raise Unauthorized("a ticket only opens streams and long-polls")
-            return await self.ctx.tickets.redeem(ticket)
+            return await self.ctx.tickets.redeem(ticket, self.request.path)
         token = self.get_query_argument("access_token", None) or self.get_cookie(TOKEN_COOKIE) or ""
-        return self.ctx.verifier.verify(token)
+        identity = self.ctx.verifier.verify(token)
+        if identity.service:
+            # A service's token may act for every user: it stays out of URLs
+            # (and proxies' logs) and out of browsers' cookie jars.
+            raise Forbidden("a service token is accepted in the Authorization header only")
+        return identity
 
     async def owned_job(self, job_type: str, job_id: str, user: str) -> JobSnapshot:
         """The job, if it exists, has this type and belongs to `user`; else 404
         (never 403: another user's job must look like no job at all)."""
-        if not _JOB_ID.match(job_id):
-            raise NotFound("no such job")
-        job = await self.ctx.history.job(job_id)
+        job = await self.find_job(job_id)
         if job is None or job.owner != user or job.job_type != job_type:
             raise NotFound("no such job")
         return job
+
+    async def find_job(self, job_id: str) -> JobSnapshot | None:
+        """The job, whoever owns it; None for an unknown (or impossible) id."""
+        if not _JOB_ID.match(job_id):
+            return None
+        return await self.ctx.history.job(job_id)
 
 
 @tornado.web.stream_request_body

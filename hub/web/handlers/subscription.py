@@ -10,10 +10,13 @@ from typing import Any
 
 from hub.delivery.feed import Feed, JobSource, Source, UserSource
 from hub.delivery.subscriber import CloseReason
-from hub.errors import NotFound, Unauthorized
+from hub.errors import Forbidden, NotFound, Unauthorized
 from hub.store.events import Cursor, Event, parse_cursor
 from hub.web.auth import Identity
 from hub.web.handlers.base import BaseHandler
+
+#: The `reason` label of a refused connection, by the error that refused it.
+_REJECTED: dict[type[Exception], str] = {Unauthorized: "unauthorized", Forbidden: "forbidden", NotFound: "not_found"}
 
 
 class SubscriptionHandler(BaseHandler):
@@ -33,9 +36,8 @@ class SubscriptionHandler(BaseHandler):
             if job_type is None or job_id is None:
                 return identity, UserSource(user, self.ctx.keys), None
             job = await self.owned_job(job_type, job_id, user)
-        except (Unauthorized, NotFound) as error:
-            reason = "unauthorized" if isinstance(error, Unauthorized) else "not_found"
-            self.ctx.metrics.connections_rejected.labels(reason).inc()
+        except (Unauthorized, Forbidden, NotFound) as error:
+            self.ctx.metrics.connections_rejected.labels(_REJECTED[type(error)]).inc()
             raise
         return identity, JobSource(job_id, self.ctx.keys), job.terminal_id
 

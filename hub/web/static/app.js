@@ -1,51 +1,71 @@
-// The hub's demo page: sign in, start jobs, watch every job of the user over
-// one /my subscription (one connection, whatever the number of jobs: browsers
-// allow only 6 per origin over HTTP/1.1).
-//
-// All text from the hub or the user goes in through textContent, never innerHTML.
+// The hub's demo page: sign in, start jobs of any type the hub runs (the
+// forms come from GET /api/v1/job-types), and watch every job of the user
+// over one /my subscription (one connection, whatever the number of jobs:
+// browsers allow only 6 per origin over HTTP/1.1). After a reload the page
+// shows the user's jobs again from GET /api/v1/jobs: finished ones with their
+// end, unfinished ones followed live.
 
-import { subscribeMyJobs } from './hub-client.js';
+import { hubClient, isTerminal } from './hub-client.js';
+import { jobCards } from './cards.js';
+import { $, el, humanize, showMessage } from './dom.js';
+import { jobForm } from './forms.js';
 
-const $ = (id) => document.getElementById(id);
 const TRANSPORT_NAMES = { eventsource: 'SSE', fetch: 'fetch stream', longpoll: 'long-poll' };
-const STATUS_TEXT = { queued: 'queued', active: 'running', retrying: 'retrying', completed: 'done', failed: 'failed' };
-const TERMINAL = new Set(['completed', 'failed']);
 // sessionStorage: a reload keeps the user signed in, a closed tab forgets the token.
 const SESSION_KEY = 'hub-demo-session';
+// The titles the user gave jobs (the hub keeps a job's input, not its title).
+const TITLES_KEY = 'hub-demo-titles';
+const MAX_TITLES = 200;
+const PAGE_SIZE = 20;
+const REFUSED = 'The hub refused the token. Sign in again.';
 
 let session = null; // { token, user }
+let hub = null; // the client, bound to the session's token
 let subscription = null;
-let generation = 0; // callbacks of a replaced subscription are ignored
+// Answers that arrive for an earlier session, or an earlier subscription, are ignored.
+let sessionGeneration = 0;
+let generation = 0;
 let lastEventId = null; // shared by SSE and long-poll: a transport switch misses nothing
-const jobs = new Map(); // jobId -> { state, el }
+let nextPage = null; // the cursor of the user's older jobs, or null
+let types = new Map(); // type name -> its description from the hub
 
-// -- helpers -------------------------------------------------------------------
+const cards = jobCards($('jobs'), {
+  viewOf,
+  loadImage: async (url) => URL.createObjectURL(await hub.fetchFile(url)),
+  onCountChange: (count) => {
+    $('jobs-empty').hidden = count > 0;
+  },
+});
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text != null) node.textContent = String(text);
-  return node;
+function viewOf(type) {
+  const view = types.get(type)?.view || {};
+  return { view, title: view.title || humanize(type || 'job') };
 }
 
-function showMessage(node, text) {
-  node.textContent = text || '';
-  node.hidden = !text;
+/** What the hub calls `type` in a job's state, the events call `jobType`. */
+function fromJob(job) {
+  const { type, ...state } = job;
+  return { ...state, jobType: type, title: titles()[job.jobId] };
 }
+
+// -- session -------------------------------------------------------------------
 
 async function post(path, body) {
-  const headers = { 'Content-Type': 'application/json' };
-  if (session) headers.Authorization = `Bearer ${session.token}`;
   let response;
   try {
-    response = await fetch(path, { method: 'POST', headers, body: JSON.stringify(body) });
+    response = await fetch(path, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
   } catch {
-    throw Object.assign(new Error('The hub did not answer. Is it running?'), { status: 0 });
+    throw new Error('The hub did not answer. Is it running?');
   }
   const data = await response.json().catch(() => null);
   if (!response.ok) {
-    const message = (data && (data.message || data.error)) || `HTTP ${response.status}`;
-    throw Object.assign(new Error(message), { status: response.status, body: data });
+    throw Object.assign(new Error((data && (data.message || data.error)) || `HTTP ${response.status}`), {
+      status: response.status,
+    });
   }
   return data;
 }
@@ -60,10 +80,9 @@ function tokenSubject(token) {
   }
 }
 
-// -- session -------------------------------------------------------------------
-
 function signIn(token, user) {
   session = { token, user };
+  hub = hubClient({ baseUrl: '', token });
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
   lastEventId = null;
   $('session-user').textContent = user;
@@ -73,25 +92,40 @@ function signIn(token, user) {
   $('new-jobs').hidden = false;
   $('jobs-section').hidden = false;
   showMessage($('signin-error'), '');
+  loadTypes(++sessionGeneration);
   subscribe();
 }
 
 function signOut(reason) {
+  sessionGeneration += 1;
   generation += 1;
   subscription?.close();
   subscription = null;
   session = null;
+  hub = null;
   sessionStorage.removeItem(SESSION_KEY);
-  jobs.clear();
-  $('jobs').replaceChildren();
-  $('jobs-empty').hidden = false;
+  sessionStorage.removeItem(TITLES_KEY);
+  cards.clear();
+  types = new Map();
+  nextPage = null;
+  $('job-forms').replaceChildren();
+  $('external-types').hidden = true;
+  $('jobs-more').hidden = true;
   $('session').hidden = true;
   $('new-jobs').hidden = true;
   $('jobs-section').hidden = true;
   $('signin-form').hidden = false;
   showMessage($('signin-error'), reason);
+  showMessage($('jobs-error'), '');
   $('connection-error').hidden = true;
   setConnection('closed', '');
+}
+
+/** A 401 ends the session; anything else is the caller's to show. */
+function refusedToken(error) {
+  if (error.status !== 401) return false;
+  signOut(REFUSED);
+  return true;
 }
 
 $('signin-form').addEventListener('submit', async (event) => {
@@ -124,7 +158,90 @@ $('token-form').addEventListener('submit', (event) => {
 
 $('signout-button').addEventListener('click', () => signOut(''));
 
-// -- the subscription ------------------------------------------------------------
+// -- job types and their forms ---------------------------------------------------
+
+async function loadTypes(mine) {
+  showMessage($('types-error'), '');
+  let described;
+  try {
+    described = await hub.jobTypes();
+  } catch (error) {
+    if (mine !== sessionGeneration || refusedToken(error)) return;
+    return showMessage($('types-error'), `Could not load the job types: ${error.message}`);
+  }
+  if (mine !== sessionGeneration) return;
+  types = new Map(described.map((jobType) => [jobType.type, jobType]));
+  const forms = described.filter((t) => t.runner === 'actor').map((t) => jobForm(t, startJob));
+  $('job-forms').replaceChildren(...forms);
+  const external = described.filter((t) => t.runner === 'external');
+  $('external-list').replaceChildren(
+    ...external.map((t) => {
+      const item = el('li', '', t.view?.title || humanize(t.type));
+      item.dataset.jobType = t.type;
+      if (t.view?.title) item.append(' ', el('code', '', t.type));
+      return item;
+    }),
+  );
+  $('external-types').hidden = external.length === 0;
+  if (!forms.length && !external.length) showMessage($('types-error'), 'This hub runs no job types.');
+}
+
+/** Starts a job: its card appears from the 202 answer, events do the rest. */
+async function startJob(type, input, title) {
+  let answer;
+  try {
+    answer = await hub.createJob(type, input);
+  } catch (error) {
+    if (refusedToken(error)) return;
+    throw error;
+  }
+  if (title) rememberTitle(answer.jobId, title);
+  // An event may have beaten the answer here: then the card exists and is newer.
+  if (cards.has(answer.jobId)) cards.update(answer.jobId, { title });
+  else cards.update(answer.jobId, { jobType: answer.type, status: answer.status, progress: 0, title });
+}
+
+function titles() {
+  try {
+    return JSON.parse(sessionStorage.getItem(TITLES_KEY) || '{}') || {};
+  } catch {
+    return {};
+  }
+}
+
+function rememberTitle(jobId, title) {
+  const kept = Object.entries(titles()).slice(-(MAX_TITLES - 1));
+  kept.push([jobId, title]);
+  sessionStorage.setItem(TITLES_KEY, JSON.stringify(Object.fromEntries(kept)));
+}
+
+// -- the user's jobs: the list, then live -----------------------------------------
+
+/** Adds a page of the user's jobs. A card the stream already drew is newer
+ *  than the list, unless the list shows the job's end: an end cannot change. */
+async function loadJobs(before, mine) {
+  $('jobs-more').disabled = true;
+  try {
+    const page = await hub.listJobs({ limit: PAGE_SIZE, before });
+    if (mine !== sessionGeneration) return;
+    for (const job of page.jobs) {
+      const state = fromJob(job);
+      if (!cards.has(job.jobId) || isTerminal(job.status)) cards.update(job.jobId, state);
+      else cards.update(job.jobId, { title: state.title });
+    }
+    // Only the first page sets where "older" starts; a refresh keeps a later one.
+    if (before || nextPage === null) nextPage = page.next;
+    $('jobs-more').hidden = !nextPage;
+    showMessage($('jobs-error'), '');
+  } catch (error) {
+    if (mine !== sessionGeneration || refusedToken(error)) return;
+    showMessage($('jobs-error'), `Could not load your jobs: ${error.message}`);
+  } finally {
+    $('jobs-more').disabled = false;
+  }
+}
+
+$('jobs-more').addEventListener('click', () => nextPage && loadJobs(nextPage, sessionGeneration));
 
 function setConnection(state, transport) {
   const node = $('connection');
@@ -138,17 +255,33 @@ function subscribe() {
   subscription?.close();
   const mine = ++generation;
   const current = () => mine === generation;
+  const ofSession = sessionGeneration;
+  const fresh = lastEventId === null;
+  let listed = false;
   $('connection-error').hidden = true;
-  subscription = subscribeMyJobs({
-    baseUrl: '',
-    token: session.token,
+  subscription = hub.subscribeMyJobs({
     transport: $('transport').value,
     lastEventId,
     onEvent: (event, id) => current() && handleEvent(event, id),
-    onState: ({ state, transport }) => current() && setConnection(state, transport),
-    onError: (error) => {
+    onState: ({ state, transport }) => {
       if (!current()) return;
-      if (error.status === 401) return signOut('The hub refused the token. Sign in again.');
+      setConnection(state, transport);
+      // A fresh stream starts from a snapshot of unfinished jobs; once it is
+      // open, the list (taken after that snapshot) fills in the rest, and
+      // whatever changes later arrives on the stream.
+      if (state === 'open' && fresh && !listed) {
+        listed = true;
+        loadJobs(null, ofSession);
+        recheckJobs(ofSession);
+      }
+    },
+    onError: (error) => {
+      if (!current() || refusedToken(error)) return;
+      // No live updates, but the jobs as they stand are still worth showing.
+      if (fresh && !listed) {
+        listed = true;
+        loadJobs(null, ofSession);
+      }
       $('connection-error-text').textContent = `Live updates stopped: ${error.message}.`;
       $('connection-error').hidden = false;
     },
@@ -167,202 +300,27 @@ $('transport').addEventListener('change', () => {
 
 function handleEvent(event, id) {
   if (id) lastEventId = id;
-  if (event.type === 'reset') return recheckJobs();
+  if (event.type === 'reset') return recheckJobs(sessionGeneration);
   if ((event.type === 'job_update' || event.type === 'initial_status') && event.jobId) {
-    updateJob(event.jobId, event);
+    // A job first seen after a reload gets back the title the user gave it.
+    cards.update(event.jobId, cards.has(event.jobId) ? event : { ...event, title: titles()[event.jobId] });
   }
 }
 
-/** After a reset, the fresh initial_status events cover unfinished jobs only:
- *  ask the hub about the rest. Only a finished answer is applied, because a
- *  finished job cannot change again, so it cannot undo a newer event. */
-async function recheckJobs() {
-  const token = session.token;
-  for (const [jobId, job] of jobs) {
-    if (TERMINAL.has(job.state.status)) continue;
-    const segment = job.state.jobType === 'media' ? 'media' : 'characters';
+/** After a reset or a fresh start, the new snapshot covers unfinished jobs
+ *  only: ask the hub about the cards that may have ended meanwhile. Only an
+ *  end is applied, because it cannot undo a newer event. */
+async function recheckJobs(mine) {
+  for (const jobId of cards.unfinished()) {
     try {
-      const response = await fetch(`/api/v1/${segment}/jobs/${encodeURIComponent(jobId)}`, {
-        headers: { Authorization: `Bearer ${token}` },
-      });
-      if (!response.ok) continue;
-      const { data } = await response.json();
-      if (TERMINAL.has(data.status) && jobs.has(jobId)) updateJob(jobId, data);
+      const job = await hub.getJob(jobId);
+      if (mine !== sessionGeneration) return;
+      if (isTerminal(job.status)) cards.update(jobId, fromJob(job));
     } catch {
-      // The stream will report its own trouble; this is a best effort.
+      // The stream reports its own trouble; this is a best effort.
     }
   }
 }
-
-// -- job cards -------------------------------------------------------------------
-
-const FIELDS = ['jobType', 'status', 'progress', 'step', 'attempt', 'result', 'failedReason'];
-
-/** Merges an event (or a job's state) into the card; events carry only what changed. */
-function updateJob(jobId, change) {
-  let job = jobs.get(jobId);
-  if (!job) {
-    job = { state: {}, el: createCard(jobId) };
-    jobs.set(jobId, job);
-    $('jobs').prepend(job.el.root);
-    $('jobs-empty').hidden = true;
-  }
-  for (const field of FIELDS) if (change[field] !== undefined) job.state[field] = change[field];
-  if (change.title) job.state.title = change.title;
-  renderCard(job);
-}
-
-function createCard(jobId) {
-  const root = el('article', 'job');
-  root.dataset.jobId = jobId;
-  const head = el('header', 'job-head');
-  const kind = el('span', 'job-kind');
-  const title = el('h3', 'job-title');
-  const status = el('span', 'job-status');
-  head.append(kind, title, status);
-
-  const bar = el('div', 'bar');
-  bar.setAttribute('role', 'progressbar');
-  bar.setAttribute('aria-valuemin', '0');
-  bar.setAttribute('aria-valuemax', '100');
-  const fill = el('div', 'bar-fill');
-  bar.append(fill);
-
-  const meta = el('p', 'job-meta');
-  const step = el('span', 'job-step');
-  const percent = el('span', 'job-percent');
-  meta.append(step, percent);
-
-  const error = el('p', 'job-error');
-  error.hidden = true;
-  const result = el('div', 'job-result');
-  result.hidden = true;
-  root.append(head, bar, meta, error, result);
-  return { root, kind, title, status, bar, fill, step, percent, error, result };
-}
-
-function renderCard(job) {
-  const { state, el: card } = job;
-  const isImage = state.jobType === 'media';
-  const progress = Math.max(0, Math.min(100, Number(state.progress) || 0));
-  card.root.dataset.jobType = state.jobType || '';
-  card.root.dataset.status = state.status || '';
-  card.kind.textContent = isImage ? 'Image' : 'Character';
-  card.title.textContent = state.result?.name || state.title || `Job ${card.root.dataset.jobId.slice(0, 8)}`;
-  card.status.textContent = STATUS_TEXT[state.status] || state.status || '';
-  card.bar.setAttribute('aria-valuenow', String(progress));
-  card.bar.setAttribute('aria-label', `${card.kind.textContent} job progress`);
-  card.fill.style.width = `${progress}%`;
-  card.percent.textContent = `${progress}%`;
-  card.step.textContent = stepText(state);
-
-  const showReason = (state.status === 'failed' || state.status === 'retrying') && state.failedReason;
-  showMessage(card.error, showReason ? state.failedReason : '');
-
-  // A result is drawn once: redrawing an <img> would fetch it again.
-  if (state.status === 'completed' && state.result && card.result.hidden) {
-    card.result.replaceChildren(isImage ? imageResult(state.result) : characterResult(state.result));
-    card.result.hidden = false;
-  }
-}
-
-function stepText(state) {
-  switch (state.status) {
-    case 'queued':
-      return 'waiting for a worker';
-    case 'completed':
-      return 'finished';
-    case 'failed':
-      return 'failed';
-    case 'retrying':
-      return `attempt ${state.attempt || 1} failed, retrying`;
-    default:
-      return state.step ? `step: ${state.step}` : 'starting';
-  }
-}
-
-function characterResult(result) {
-  const box = el('div', 'character');
-  box.append(el('p', 'archetype', result.archetype));
-  const traits = el('ul', 'traits');
-  for (const trait of result.traits || []) traits.append(el('li', '', trait));
-  const stats = el('dl', 'stats');
-  // Sorted: the hub does not keep the stats' order, and cards should be comparable.
-  for (const [name, value] of Object.entries(result.stats || {}).sort()) {
-    const pair = el('div');
-    pair.append(el('dt', '', name), el('dd', '', value));
-    stats.append(pair);
-  }
-  box.append(traits, stats, el('p', 'backstory', result.backstory));
-  return box;
-}
-
-function imageResult(result) {
-  const figure = el('figure', 'image');
-  const img = el('img', 'job-image');
-  // <img> cannot send a header: the hub accepts the token as access_token.
-  img.src = `${result.url}?access_token=${encodeURIComponent(session.token)}`;
-  img.alt = 'Generated image';
-  if (result.width && result.height) {
-    img.width = result.width; // reserves the space before the image arrives
-    img.height = result.height;
-  }
-  const caption = el('figcaption', '', `${result.width} × ${result.height} px · ${formatBytes(result.bytes)}`);
-  img.addEventListener('error', () => {
-    caption.textContent = 'The image could not be loaded (it may have expired).';
-  });
-  figure.append(img, caption);
-  return figure;
-}
-
-function formatBytes(bytes) {
-  if (!(bytes >= 0)) return '';
-  return bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} kB`;
-}
-
-// -- starting jobs -----------------------------------------------------------------
-
-/** Wires a form that starts a job: the card appears from the 202 answer, events do the rest. */
-function jobForm(formId, buttonId, errorId, path, read) {
-  $(formId).addEventListener('submit', async (event) => {
-    event.preventDefault();
-    const { body, title } = read();
-    const button = $(buttonId);
-    button.disabled = true;
-    showMessage($(errorId), '');
-    try {
-      const answer = await post(path, body);
-      // An event may have beaten the answer here: then the card exists and is newer.
-      if (jobs.has(answer.jobId)) updateJob(answer.jobId, { title });
-      else updateJob(answer.jobId, { jobType: answer.type, status: answer.status, progress: 0, title });
-    } catch (error) {
-      if (error.status === 401) signOut('The hub refused the token. Sign in again.');
-      else showMessage($(errorId), error.message);
-    } finally {
-      button.disabled = false;
-    }
-  });
-}
-
-/** A number field: left out when empty (the hub's default applies), else sent as typed. */
-function numberField(id) {
-  const input = $(id);
-  // Text that is not a number reads as '': send null so that the hub says what is wrong.
-  if (input.validity.badInput) return null;
-  return input.value.trim() === '' ? undefined : Number(input.value);
-}
-
-jobForm('character-form', 'character-start', 'character-error', '/api/v1/characters', () => {
-  const name = $('character-name').value;
-  const description = $('character-description').value.trim();
-  return { body: { name, ...(description ? { description } : {}) }, title: name.trim() };
-});
-
-jobForm('image-form', 'image-start', 'image-error', '/api/v1/media/images', () => {
-  const prompt = $('image-prompt').value;
-  const body = { prompt, width: numberField('image-width'), height: numberField('image-height') };
-  return { body, title: prompt.trim() };
-});
 
 // -- start -------------------------------------------------------------------------
 
