@@ -55,7 +55,19 @@ def make_worker_broker(settings: Settings) -> tuple[RedisBroker, WorkerMetrics]:
 
 def declare(broker: RedisBroker, job_types: registry.Registry) -> None:
     """Declares the actor of every job type of `job_types` on `broker`."""
-    for actor in job_types.actors():
+    for job in job_types.with_actors():
+        actor = job.actor
+        assert actor is not None
+        existing = broker.actors.get(actor.actor_name)
+        if existing is not None:
+            if actor.fn not in (existing.fn, getattr(existing.fn, "__wrapped__", None)):
+                raise ConfigError(
+                    f"HUB_APPS: another @dramatiq.actor is named {actor.actor_name!r}, "
+                    f"the actor name of job type {job.name!r}"
+                )
+            # The app stacked @job_type on @dramatiq.actor, which declared it
+            # on import: it is declared again with the job type's options.
+            del broker.actors[actor.actor_name]
         dramatiq.actor(broker=broker, actor_name=actor.actor_name, queue_name=actor.queue_name, **actor.options)(
             actor.fn
         )
@@ -63,13 +75,11 @@ def declare(broker: RedisBroker, job_types: registry.Registry) -> None:
 
 def import_actors(broker: RedisBroker, job_types: registry.Registry, modules: tuple[str, ...]) -> None:
     """Imports the `--import` modules of plain Dramatiq actors (Dramatiq's
-    global broker is `broker` by now, so their actors land on it). Refuses
-    a module that defines a job type HUB_APPS lacks (the hub would never
-    enqueue it) or takes the actor name of a job type (Dramatiq would
-    silently run that actor instead)."""
+    global broker is `broker` by now, so their actors land on it; Dramatiq
+    refuses one named like an actor already declared). Refuses a module
+    that defines a job type HUB_APPS lacks: the hub would never enqueue it."""
     source = "hub worker --import"
     for name in modules:
-        before = dict(broker.actors)
         module = registry.import_module(name, source)
         for job in registry.job_types_in(module):
             if job_types.get(job.name) is not job:
@@ -77,11 +87,6 @@ def import_actors(broker: RedisBroker, job_types: registry.Registry, modules: tu
                     f"{source} {name}: it defines job type {job.name!r}; job types go in HUB_APPS, "
                     "--import is for plain Dramatiq actors"
                 )
-        for job in job_types.with_actors():
-            assert job.actor is not None
-            actor = job.actor.actor_name
-            if broker.actors.get(actor) is not before.get(actor):
-                raise ConfigError(f"{source} {name}: its actor {actor!r} has the actor name of job type {job.name!r}")
 
 
 def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:

@@ -113,7 +113,7 @@ def worker_ready_line(output: Path) -> str | None:
 
 
 @LIVE
-async def test_an_apps_job_type_runs_end_to_end(ctx, settings, hub_process, worker, token, tmp_path):
+async def test_an_apps_job_type_runs_end_to_end(hub_process, worker, token, tmp_path):
     # Given an app module outside the repository, named in HUB_APPS
     apps = tmp_path / "apps"
     write_module(apps, "transcoder", TRANSCODER)
@@ -123,8 +123,11 @@ async def test_an_apps_job_type_runs_end_to_end(ctx, settings, hub_process, work
     alice = Api(hub.url, token("alice"))
 
     # When alice starts a transcode job and follows it
-    job_id = await start_job(ctx, settings, "transcode", "transcode", "alice", {"url": "s3://in.mp4", "height": 1080})
-    stream = await alice.stream(f"/api/v1/sse/jobs/transcode/{job_id}")
+    status, created = await alice.post("/api/v1/jobs", {"type": "transcode", "input": {"url": "s3://in.mp4"}})
+    assert status == 202, created
+    job_id = created["jobId"]
+    assert created["links"]["sse"] == f"/api/v1/sse/jobs/transcode/{job_id}"
+    stream = await alice.stream(created["links"]["sse"])
     frames = await stream.frames_until_end()
 
     # Then she sees it start, every step in order, and its result, and the stream ends
@@ -136,7 +139,15 @@ async def test_an_apps_job_type_runs_end_to_end(ctx, settings, hub_process, work
     assert [u["status"] for u in updates].count("completed") == 1
     final = updates[-1]
     assert final["status"] == "completed" and final["progress"] == 100
-    assert final["result"] == {"url": "s3://in.mp4", "height": 1080, "renditions": 4}
+    assert final["result"] == {"url": "s3://in.mp4", "height": 720, "renditions": 4}
+
+    # And the hub validates the type's input, as it declared it
+    status, refused = await alice.post("/api/v1/jobs", {"type": "transcode", "input": {"height": 1080}})
+    assert (status, refused["error"], refused["message"]) == (400, "bad_request", "url is required")
+    response = await alice.get("/api/v1/job-types")
+    described = {t["type"]: t for t in (await response.json_body())["data"]}
+    assert described["transcode"]["runner"] == "actor"
+    assert described["transcode"]["input"]["required"] == ["url"]
 
     # And the worker said at start what it serves
     line = await eventually(lambda: worker_ready_line(log))
@@ -158,7 +169,11 @@ async def test_without_the_examples_neither_hub_nor_worker_knows_them(
     hub = hub_process(**env)
     alice = Api(hub.url, token("alice"))
 
-    # Then the hub has no route of the examples
+    # Then the hub has no route of the examples, and does not list them
+    response = await alice.get("/api/v1/job-types")
+    assert [t["type"] for t in (await response.json_body())["data"]] == ["transcode"]
+    status, body = await alice.post("/api/v1/jobs", {"type": "character", "input": {"name": "Ada"}})
+    assert (status, body["error"]) == (400, "bad_request")
     status, body = await alice.post("/api/v1/characters", {"name": "Ada"})
     assert (status, body["error"]) == (404, "not_found")
     status, body = await alice.post("/api/v1/media/images", {"prompt": "a fox"})
@@ -254,6 +269,50 @@ async def test_a_plain_actor_in_an_app_module_lands_on_the_hubs_broker(
     assert json.loads(serve_probe.read_text()) == expected
     await eventually(worker_probe.exists)
     assert await eventually(lambda: worker_probe.read_text() and json.loads(worker_probe.read_text()) == expected)
+
+
+STACKED = """
+    import dramatiq
+
+    from actors import Text, job_type, report
+
+    @job_type("shout", input={"word": Text(required=True)})
+    @dramatiq.actor(queue_name="hub-jobs", max_retries=0)
+    def shout(word: str) -> dict:
+        report(50, step="shouting")
+        if word == "whisper":
+            raise ValueError("cannot shout a whisper")
+        return {"word": word.upper()}
+"""
+
+
+@LIVE
+async def test_a_job_type_stacked_on_a_dramatiq_actor_runs_with_that_actors_options(
+    hub_process, worker, token, tmp_path
+):
+    # Given a job type declared on top of the app's own @dramatiq.actor (no retries)
+    apps = tmp_path / "apps"
+    write_module(apps, "shouter", STACKED)
+    worker(**app_env(apps, "shouter"))
+    hub = hub_process(**app_env(apps, "shouter"))
+    alice = Api(hub.url, token("alice"))
+
+    async def run(word: str) -> dict[str, Any]:
+        status, created = await alice.post("/api/v1/jobs", {"type": "shout", "input": {"word": word}})
+        assert status == 202, created
+        stream = await alice.stream(created["links"]["sse"])
+        return {"statuses": [f.data["status"] for f in (await stream.frames_until_end())[2:]], **created}
+
+    # Then it runs as a job type
+    done = await run("hello")
+    assert done["statuses"][-1] == "completed"
+    response = await alice.get(done["links"]["status"])
+    assert (await response.json_body())["data"]["result"] == {"word": "HELLO"}
+    # And its actor's options hold: a failure is not retried
+    failed = await run("whisper")
+    assert "retrying" not in failed["statuses"] and failed["statuses"][-1] == "failed"
+    response = await alice.get(failed["links"]["status"])
+    assert (await response.json_body())["data"]["failedReason"] == "ValueError: cannot shout a whisper"
 
 
 # --- Misconfigured apps: every command refuses to start, with one line. ---
@@ -415,6 +474,43 @@ def test_a_misconfigured_app_stops_the_process_at_start(settings, tmp_path, comm
     env = app_env(folder, apps, HUB_REDIS_URL=settings.redis_url or "", HUB_NAMESPACE=settings.namespace)
     result = run_hub([command], {**env, "HUB_PORT": str(free_port())})
     assert_refused(result, expected)
+
+
+IMPORT_CASES: dict[str, tuple[dict[str, str], str]] = {
+    "a job type in an --import module": (
+        {"sneaky": DUPLICATE},
+        "hub: hub worker --import sneaky: it defines job type 'transcode'; job types go in HUB_APPS, "
+        "--import is for plain Dramatiq actors",
+    ),
+    "a plain actor with a job type's actor name": (
+        {
+            "clash": """
+                import dramatiq
+
+                @dramatiq.actor(queue_name="hub-jobs")
+                def create_character(**job_input):
+                    pass
+            """
+        },
+        "hub: hub worker --import: importing 'clash' failed: ValueError: "
+        "An actor named 'create_character' is already registered. (at {folder}/clash.py:4)",
+    ),
+    "an unknown --import module": (
+        {},
+        "hub: hub worker --import: no module named 'clash' (is its folder on PYTHONPATH, or the current directory?)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(IMPORT_CASES))
+def test_hub_worker_refuses_a_bad_import(settings, tmp_path, case):
+    modules, expected = IMPORT_CASES[case]
+    for name, source in modules.items():
+        write_module(tmp_path, name, source)
+    module = next(iter(modules), "clash")
+    env = {"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}", "HUB_REDIS_URL": settings.redis_url or ""}
+    result = run_hub(["worker", "--import", module], {**env, "HUB_NAMESPACE": settings.namespace})
+    assert_refused(result, re.escape(expected.format(folder=tmp_path)))
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import sysconfig
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -144,6 +145,8 @@ def job_type(
     Every mistake is a `ConfigError` raised here, when the app's module is
     imported, so `hub serve` and `hub worker` refuse to start on it.
     """
+    if not isinstance(name, str):
+        raise ConfigError(f'@job_type needs the type\'s name: @job_type("name", input={{...}}), not {name!r}')
     unknown = sorted(set(actor_options) - DRAMATIQ_OPTIONS)
     if unknown:
         raise ConfigError(f"job type {name!r}: unknown actor option(s) {', '.join(unknown)}")
@@ -366,6 +369,9 @@ def _one_line(exc: BaseException) -> str:
     what = f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
     if isinstance(exc, SyntaxError):
         return what  # its text says file and line already
-    # The innermost frame of the app's code, not of the import machinery.
+    # The innermost frame of the app's code: not of the import machinery,
+    # nor of a library the app called (unless the app is installed as one).
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
-    return f"{what} (at {frames[-1].filename}:{frames[-1].lineno})" if frames else what
+    libraries = tuple({sysconfig.get_path(kind) for kind in ("stdlib", "platstdlib", "purelib", "platlib")})
+    own = [f for f in frames if not f.filename.startswith(libraries)] or frames
+    return f"{what} (at {own[-1].filename}:{own[-1].lineno})" if own else what
