@@ -141,7 +141,8 @@ def worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]
     """Starts real `hub worker` processes on the test's namespace."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*imports: str, **env_overrides: str) -> subprocess.Popen[bytes]:
+    def start(*imports: str, output: Path | None = None, **env_overrides: str) -> subprocess.Popen[bytes]:
+        """`output` names a file that gets the process's stdout and stderr."""
         env = dict(os.environ)
         env.update(
             HUB_REDIS_URL=settings.redis_url or "",
@@ -156,7 +157,13 @@ def worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]
         command = [sys.executable, "-m", "hub", "worker"]
         for module in imports:
             command += ["--import", module]
-        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        if output is None:
+            process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        else:
+            with open(output, "ab") as sink:
+                process = subprocess.Popen(
+                    command, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
+                )
         started.append(process)
         return process
 

@@ -19,10 +19,14 @@ import time
 import urllib.error
 import urllib.request
 
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
 from hub.errors import ConfigError
 from hub.runtime.embedded import EmbeddedRedis
 from hub.runtime.ports import check_free
 from hub.runtime.processes import die_with_parent, stop_process
+from hub.store import registry
 from hub.store.settings import Settings
 from hub.web.auth import issue_token
 
@@ -40,6 +44,10 @@ def run_everything(data_dir: str | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("HUB_JWT_SECRET", secrets.token_urlsafe(32))
     checked = Settings.from_env(env)  # fail early, before starting anything, on a bad setting
+    # or a bad app (imported here too, on a stub broker: a plain
+    # @dramatiq.actor in it stays away from Redis)
+    dramatiq.set_broker(StubBroker())
+    registry.load(checked.app_modules, checked.external_job_types)
     check_free(checked.host, checked.port)  # or another hub would answer for this one
 
     temporary = data_dir is None
