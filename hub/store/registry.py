@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from hub.errors import ConfigError
+from hub.errors import ClientError, ConfigError
 from hub.store.schema import AnyObject, Field, Schema, as_schema
 
 #: What a job type's name may be (it appears in paths and metric labels).
@@ -82,9 +82,11 @@ class JobType:
     #: None for an `external` type.
     actor: Actor | None = None
     #: Hints for the demo page and other generic clients, e.g.
-    #: {"title": "Character", "image": "url"} (show result["url"] as an image).
+    #: {"title": "Transcode", "image": "url"} (show result["url"] as an image).
     view: dict[str, Any] = field(default_factory=dict)
     seed_paths: SeedPaths | None = None
+    #: An input that shows what the type takes (in `hub up`'s banner, the demo).
+    example: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME.match(self.name):
@@ -115,6 +117,7 @@ class JobType:
             "runner": "external" if self.external else "actor",
             "input": self.input.describe(),
             "view": self.view,
+            "example": self.example,
             "create": self.seed_paths.create if self.seed_paths else "/api/v1/jobs",
         }
 
@@ -127,6 +130,7 @@ def job_type(
     actor_name: str | None = None,
     queue_name: str = QUEUE,
     seed_paths: SeedPaths | None = None,
+    example: dict[str, Any] | None = None,
     **actor_options: Any,
 ) -> Callable[[Callable[..., Any]], JobType]:
     """Declares a job type run by the decorated function as a Dramatiq actor.
@@ -166,20 +170,35 @@ def job_type(
         _check_signature(name, plain, schema)
         options = {**ACTOR_DEFAULTS, **declared_options, **actor_options}
         actor = Actor(plain, actor_name or declared_name or plain.__name__, queue_name, options)
-        return JobType(name, schema, actor, dict(view or {}), seed_paths)
+        return JobType(name, schema, actor, dict(view or {}), seed_paths, _example(name, schema, example))
 
     return declare
 
 
 def external_job_type(
-    name: str, *, input: Schema | dict[str, Field] | None = None, view: dict[str, Any] | None = None
+    name: str,
+    *,
+    input: Schema | dict[str, Field] | None = None,
+    view: dict[str, Any] | None = None,
+    example: dict[str, Any] | None = None,
 ) -> JobType:
     """Declares a job type whose progress the app's own workers publish over HTTP."""
     try:
         schema = as_schema(input)
     except TypeError as exc:
         raise ConfigError(f"job type {name!r}: {exc}") from None
-    return JobType(name, schema, None, dict(view or {}))
+    return JobType(name, schema, None, dict(view or {}), None, _example(name, schema, example))
+
+
+def _example(name: str, schema: Schema, example: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The example input, checked against the type's own schema at start."""
+    if example is None:
+        return None
+    try:
+        schema.validate(example)
+    except ClientError as exc:
+        raise ConfigError(f"job type {name!r}: its example input is refused: {exc.message}") from None
+    return dict(example)
 
 
 #: Dramatiq's actor options a job type may set (those of its default middleware).
