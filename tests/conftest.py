@@ -153,17 +153,12 @@ def worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]
             HUB_WORKER_METRICS_PORT="0",
             PYTHONPATH=str(ROOT),
         )
+        env.update(job_type_env(settings))
         env.update(env_overrides)
         command = [sys.executable, "-m", "hub", "worker"]
         for module in imports:
             command += ["--import", module]
-        if output is None:
-            process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
-        else:
-            with open(output, "ab") as sink:
-                process = subprocess.Popen(
-                    command, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
-                )
+        process = spawn(command, env, output)
         started.append(process)
         return process
 
@@ -177,6 +172,23 @@ def worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def spawn(command: list[str], env: dict[str, str], output: Path | None = None) -> subprocess.Popen[bytes]:
+    """Starts a hub process; `output` names a file for its stdout and stderr."""
+    if output is None:
+        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+    with open(output, "ab") as sink:
+        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
+
+
+def job_type_env(settings: Settings) -> dict[str, str]:
+    """The test's job-type settings, for hub processes it starts."""
+    return {
+        "HUB_APPS": ",".join(settings.apps),
+        "HUB_EXTERNAL_JOB_TYPES": ",".join(settings.external_job_types),
+        "HUB_EXAMPLE_JOBS": "1" if settings.example_jobs else "0",
+    }
 
 
 class Api:
@@ -347,15 +359,10 @@ def hub_process(settings: Settings) -> Iterator[Callable[..., HubProcess]]:
             HUB_LOG_LEVEL="WARNING",
             PYTHONPATH=str(ROOT),
         )
+        env.update(job_type_env(settings))
         env.update(env_overrides)
         command = [sys.executable, "-m", "hub", "serve", *(["--dev-tokens"] if dev_tokens else [])]
-        if output is None:
-            process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
-        else:
-            with open(output, "ab") as sink:
-                process = subprocess.Popen(
-                    command, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
-                )
+        process = spawn(command, env, output)
         hub = HubProcess(process, port, output, host=env.get("HUB_HOST", "127.0.0.1"))
         started.append(hub)
         wait_ready(hub.url + "/readyz", process)
