@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import redis
 
@@ -24,6 +25,11 @@ from hub.web.auth import issue_token
 from hub.web.context import HubContext
 from hub.web.dispatch import JobDispatcher
 from tests import sse_client
+
+# Property tests check behaviour, not speed: a loaded machine (or the first
+# call's lazy imports) must not fail them on Hypothesis's per-example deadline.
+hypothesis.settings.register_profile("hub", deadline=None)
+hypothesis.settings.load_profile("hub")
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-that-is-long-enough-for-hs256"
