@@ -59,9 +59,13 @@ class KeySpace:
         """String: a short-lived stream ticket (stored by its hash)."""
         return f"{self.namespace}:ticket:{digest}"
 
-    def job_rate(self, user_id: str, window: int) -> str:
-        """Counter: jobs the user created in one rate-limit window."""
-        return f"{self.namespace}:rate:{user_id}:{window}"
+    def job_rate(self, user_id: str) -> str:
+        """Sorted set: when the user created jobs in the last rate-limit window."""
+        return f"{self.namespace}:rate:jobs:{user_id}"
+
+    def ticket_rate(self, user_id: str) -> str:
+        """Sorted set: when stream tickets were bought for the user in the last window."""
+        return f"{self.namespace}:rate:tickets:{user_id}"
 
     @property
     def dramatiq_namespace(self) -> str:
