@@ -12,6 +12,10 @@ with the reason recorded on the way there: the last attempt's exception
 message was skipped, never run), or an actor this worker does not declare
 (Dramatiq's consumer dead-letters such a message at once: `after_nack` is
 the only hook that sees it).
+
+Users see a safe reason: the message of a `JobFailed` the actor raised on
+purpose (which is not retried), or the class of any other exception, never
+its text; the worker logs that text with the job's id.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from typing import Any
 
 from dramatiq import Broker, Middleware
 from dramatiq.common import current_millis
-from dramatiq.middleware import AgeLimit, Retries
+from dramatiq.middleware import AgeLimit, Retries, TimeLimitExceeded
 
 from actors import progress
+from actors.failure import MESSAGE_MAX, JobFailed
 from actors.resilient import with_retries
 from hub.store.journal import Journal, utc_now
 from hub.store.registry import JOB_OPTION
@@ -34,7 +39,12 @@ from hub.store.settings import Settings
 
 log = logging.getLogger("actors.lifecycle")
 
-REASON_MAX = 500
+REASON_MAX = MESSAGE_MAX
+#: The length of an exception's text the worker logs.
+DETAIL_MAX = 4_000
+#: What users read of an exception the actor did not raise on purpose.
+UNEXPECTED_REASON = "the job failed unexpectedly (the worker's log has the details)"
+TIME_LIMIT_REASON = "the job ran longer than its time limit"
 AGE_LIMIT_REASON = "the job waited in the queue longer than its age limit"
 #: Why a job failed that no attempt ran, for no reason this middleware saw.
 DROPPED_REASON = "the worker dropped the job without running it"
@@ -58,6 +68,7 @@ class JobLifecycle(Middleware):
 
     def install(self, broker: Broker) -> None:
         broker.add_middleware(self, before=Retries)
+        broker.add_middleware(_FailOnPurpose(), after=Retries)
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
         job = _job_of(message)
@@ -86,7 +97,10 @@ class JobLifecycle(Middleware):
             return
         if exception is None:
             self._complete(job, result)
-        elif message.failed:
+            return
+        _FailOnPurpose.forget(message)
+        _log_failure(job["id"], exception, final=bool(message.failed))
+        if message.failed:
             with self._lock:
                 self._reasons[message.message_id] = describe(exception)
         else:
@@ -141,7 +155,49 @@ def _job_of(message: Any) -> dict[str, str] | None:
     return job if isinstance(job, dict) else None
 
 
+class _FailOnPurpose(Middleware):
+    """Makes a `JobFailed` final whatever the actor's retry options. Installed
+    after Retries, it sees a failed attempt first (after-hooks run in
+    reverse), and hands Retries the exception as one its actor `throws`:
+    Retries then fails the message instead of retrying it."""
+
+    def after_process_message(self, broker: Broker, message: Any, *, result: Any = None, exception: Any = None) -> None:
+        if isinstance(exception, JobFailed) and _job_of(message) is not None:
+            message.options["throws"] = JobFailed
+
+    @staticmethod
+    def forget(message: Any) -> None:
+        # A class is no JSON: it must not stay in options a later hook may encode.
+        if message.options.get("throws") is JobFailed:
+            del message.options["throws"]
+
+
+def _log_failure(job_id: str, exception: BaseException, *, final: bool) -> None:
+    if isinstance(exception, JobFailed):
+        log.info("job %s failed on purpose: %s", job_id, exception.message)
+    elif final:
+        log.error("job %s failed: %s", job_id, detail(exception))
+    else:
+        log.warning("job %s: an attempt failed, to be retried: %s", job_id, detail(exception))
+
+
 def describe(exception: BaseException) -> str:
+    """What the job's users read of a failed attempt: the message of a
+    `JobFailed`, else the exception's class and a fixed sentence. An
+    exception's text may hold internals (SQL, paths, hosts, secrets): it
+    goes to the worker's log only (see `detail`)."""
+    if isinstance(exception, JobFailed):
+        return exception.message
+    name = exception.__class__.__name__
+    if not name.isidentifier():
+        name = "Exception"
+    if isinstance(exception, TimeLimitExceeded):
+        return f"{name}: {TIME_LIMIT_REASON}"
+    return f"{name}: {UNEXPECTED_REASON}"[:REASON_MAX]
+
+
+def detail(exception: BaseException) -> str:
+    """The exception's class and text, for the worker's log."""
     text = str(exception).strip()
     name = exception.__class__.__name__
-    return (f"{name}: {text}" if text else name)[:REASON_MAX]
+    return (f"{name}: {text}" if text else name)[:DETAIL_MAX]
