@@ -34,8 +34,10 @@ from actors import progress
 from actors.failure import MESSAGE_MAX, JobFailed
 from actors.resilient import with_retries
 from hub.store.journal import Journal, utc_now
+from hub.store.keys import KeySpace
 from hub.store.registry import JOB_OPTION
 from hub.store.settings import Settings
+from hub.store.user_queues import UserQueues
 
 log = logging.getLogger("actors.lifecycle")
 
@@ -62,6 +64,7 @@ class JobLifecycle(Middleware):
         self._on_published = on_published or (lambda status: None)
         self._redis = redis
         self._settings = settings
+        self._queues = UserQueues(redis, KeySpace(settings.namespace), settings.job_ttl_seconds)
         # Why the last attempt of a message failed, until its nack.
         self._reasons: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -97,6 +100,7 @@ class JobLifecycle(Middleware):
             return
         if exception is None:
             self._complete(job, result)
+            self._release(job)
             return
         _FailOnPurpose.forget(message)
         _log_failure(job["id"], exception, final=bool(message.failed))
@@ -122,6 +126,7 @@ class JobLifecycle(Middleware):
             reason = undeclared_reason(job["type"], message.actor_name)
             log.error("job %s failed: %s", job["id"], reason)
         self.fail(job, reason or DROPPED_REASON)
+        self._release(job)
 
     def fail(self, job: dict[str, str], reason: str) -> None:
         self._update(job, status="failed", failedReason=reason, result={"error": reason}, completedAt=utc_now())
@@ -133,6 +138,13 @@ class JobLifecycle(Middleware):
             self.fail(job, "the actor returned a result that is not JSON")
             return
         self._update(job, status="completed", progress=100, result=result, completedAt=utc_now())
+
+    def _release(self, job: dict[str, str]) -> None:
+        """The job ended: the next of its owner's held jobs may go to the broker."""
+        try:
+            with_retries(lambda: self._queues.release(job["owner"], job["id"]))
+        except Exception as exc:  # the workers' sweep sends it later
+            log.warning("job %s ended; its owner's next job waits for a sweep: %s", job["id"], exc.__class__.__name__)
 
     def _update(self, job: dict[str, str], **patch: Any) -> None:
         if with_retries(lambda: self._journal.update(job["id"], job["owner"], job["type"], **patch)):

@@ -35,7 +35,7 @@ class SlidingWindowLimit:
         # The hub processes' clocks (NTP-synchronised) share the window; a
         # few milliseconds of skew between them move its edge by as much.
         now_ms = round(time.time() * 1000)
-        args = [now_ms, self._window_ms, self._limit, secrets.token_hex(8)]
+        args: list[int | str] = [now_ms, self._window_ms, self._limit, secrets.token_hex(8)]
         wait_ms = int(await self._count(keys=[self._key(subject)], args=args))
         if wait_ms:
             raise RateLimited(limit=self._limit, retry_after=max(1, math.ceil(wait_ms / 1000)), message=self._refusal)
