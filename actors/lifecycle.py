@@ -12,6 +12,10 @@ with the reason recorded on the way there: the last attempt's exception
 message was skipped, never run), or an actor this worker does not declare
 (Dramatiq's consumer dead-letters such a message at once: `after_nack` is
 the only hook that sees it).
+
+Users see a safe reason: the message of a `JobFailed` the actor raised on
+purpose (which is not retried), or the class of any other exception, never
+its text; the worker logs that text with the job's id.
 """
 
 from __future__ import annotations
@@ -24,17 +28,25 @@ from typing import Any
 
 from dramatiq import Broker, Middleware
 from dramatiq.common import current_millis
-from dramatiq.middleware import AgeLimit, Retries
+from dramatiq.middleware import AgeLimit, Retries, TimeLimitExceeded
 
 from actors import progress
+from actors.failure import MESSAGE_MAX, JobFailed
 from actors.resilient import with_retries
 from hub.store.journal import Journal, utc_now
+from hub.store.keys import KeySpace
 from hub.store.registry import JOB_OPTION
 from hub.store.settings import Settings
+from hub.store.user_queues import UserQueues
 
 log = logging.getLogger("actors.lifecycle")
 
-REASON_MAX = 500
+REASON_MAX = MESSAGE_MAX
+#: The length of an exception's text the worker logs.
+DETAIL_MAX = 4_000
+#: What users read of an exception the actor did not raise on purpose.
+UNEXPECTED_REASON = "the job failed unexpectedly (the worker's log has the details)"
+TIME_LIMIT_REASON = "the job ran longer than its time limit"
 AGE_LIMIT_REASON = "the job waited in the queue longer than its age limit"
 #: Why a job failed that no attempt ran, for no reason this middleware saw.
 DROPPED_REASON = "the worker dropped the job without running it"
@@ -52,12 +64,14 @@ class JobLifecycle(Middleware):
         self._on_published = on_published or (lambda status: None)
         self._redis = redis
         self._settings = settings
+        self._queues = UserQueues(redis, KeySpace(settings.namespace), settings.job_ttl_seconds)
         # Why the last attempt of a message failed, until its nack.
         self._reasons: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def install(self, broker: Broker) -> None:
         broker.add_middleware(self, before=Retries)
+        broker.add_middleware(_FailOnPurpose(), after=Retries)
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
         job = _job_of(message)
@@ -86,7 +100,11 @@ class JobLifecycle(Middleware):
             return
         if exception is None:
             self._complete(job, result)
-        elif message.failed:
+            self._release(job)
+            return
+        _FailOnPurpose.forget(message)
+        _log_failure(job["id"], exception, final=bool(message.failed))
+        if message.failed:
             with self._lock:
                 self._reasons[message.message_id] = describe(exception)
         else:
@@ -108,6 +126,7 @@ class JobLifecycle(Middleware):
             reason = undeclared_reason(job["type"], message.actor_name)
             log.error("job %s failed: %s", job["id"], reason)
         self.fail(job, reason or DROPPED_REASON)
+        self._release(job)
 
     def fail(self, job: dict[str, str], reason: str) -> None:
         self._update(job, status="failed", failedReason=reason, result={"error": reason}, completedAt=utc_now())
@@ -119,6 +138,13 @@ class JobLifecycle(Middleware):
             self.fail(job, "the actor returned a result that is not JSON")
             return
         self._update(job, status="completed", progress=100, result=result, completedAt=utc_now())
+
+    def _release(self, job: dict[str, str]) -> None:
+        """The job ended: the next of its owner's held jobs may go to the broker."""
+        try:
+            with_retries(lambda: self._queues.release(job["owner"], job["id"]))
+        except Exception as exc:  # the workers' sweep sends it later
+            log.warning("job %s ended; its owner's next job waits for a sweep: %s", job["id"], exc.__class__.__name__)
 
     def _update(self, job: dict[str, str], **patch: Any) -> None:
         if with_retries(lambda: self._journal.update(job["id"], job["owner"], job["type"], **patch)):
@@ -141,7 +167,49 @@ def _job_of(message: Any) -> dict[str, str] | None:
     return job if isinstance(job, dict) else None
 
 
+class _FailOnPurpose(Middleware):
+    """Makes a `JobFailed` final whatever the actor's retry options. Installed
+    after Retries, it sees a failed attempt first (after-hooks run in
+    reverse), and hands Retries the exception as one its actor `throws`:
+    Retries then fails the message instead of retrying it."""
+
+    def after_process_message(self, broker: Broker, message: Any, *, result: Any = None, exception: Any = None) -> None:
+        if isinstance(exception, JobFailed) and _job_of(message) is not None:
+            message.options["throws"] = JobFailed
+
+    @staticmethod
+    def forget(message: Any) -> None:
+        # A class is no JSON: it must not stay in options a later hook may encode.
+        if message.options.get("throws") is JobFailed:
+            del message.options["throws"]
+
+
+def _log_failure(job_id: str, exception: BaseException, *, final: bool) -> None:
+    if isinstance(exception, JobFailed):
+        log.info("job %s failed on purpose: %s", job_id, exception.message)
+    elif final:
+        log.error("job %s failed: %s", job_id, detail(exception))
+    else:
+        log.warning("job %s: an attempt failed, to be retried: %s", job_id, detail(exception))
+
+
 def describe(exception: BaseException) -> str:
+    """What the job's users read of a failed attempt: the message of a
+    `JobFailed`, else the exception's class and a fixed sentence. An
+    exception's text may hold internals (SQL, paths, hosts, secrets): it
+    goes to the worker's log only (see `detail`)."""
+    if isinstance(exception, JobFailed):
+        return exception.message
+    name = exception.__class__.__name__
+    if not name.isidentifier():
+        name = "Exception"
+    if isinstance(exception, TimeLimitExceeded):
+        return f"{name}: {TIME_LIMIT_REASON}"
+    return f"{name}: {UNEXPECTED_REASON}"[:REASON_MAX]
+
+
+def detail(exception: BaseException) -> str:
+    """The exception's class and text, for the worker's log."""
     text = str(exception).strip()
     name = exception.__class__.__name__
-    return (f"{name}: {text}" if text else name)[:REASON_MAX]
+    return (f"{name}: {text}" if text else name)[:DETAIL_MAX]

@@ -17,13 +17,17 @@ from actors.metrics import WorkerMetrics
 from hub.errors import ConfigError
 from hub.store import registry
 from hub.store.journal import Journal
+from hub.store.keys import KeySpace
 from hub.store.settings import Settings
 from hub.store.stalls import StallWatcher
+from hub.store.user_queues import HeldJobsSweeper, UserQueues
 
 log = logging.getLogger("actors.worker")
 
 SHUTDOWN_TIMEOUT_MS = 10_000
 IDLE_POLL_MS = 100
+#: How often held jobs whose release nobody reported are looked at again.
+HELD_JOBS_SWEEP_SECONDS = 2.0
 
 
 class _ResultsArePublished(logging.Filter):
@@ -124,12 +128,17 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     stalls = StallWatcher(
         redis=client, journal=Journal(client, settings), stall_seconds=settings.job_stall_seconds, job_types=job_types
     )
+    held = HeldJobsSweeper(
+        UserQueues(client, KeySpace(settings.namespace), settings.job_ttl_seconds), HELD_JOBS_SWEEP_SECONDS
+    )
     worker.start()
     stalls.start()
+    held.start()
     log.info("worker ready: %d threads; %s", settings.worker_threads, describe(broker, job_types))
     stop.wait()
     log.info("worker stopping")
     stalls.stop()
+    held.stop()
     worker.stop(timeout=SHUTDOWN_TIMEOUT_MS)
     broker.close()
 

@@ -122,13 +122,13 @@ class TooManyConnections(RetryLater):
 
 
 class RateLimited(RetryLater):
-    """Too many jobs started in the current minute."""
+    """Too many jobs started (or tickets bought) in the last minute."""
 
     status = 429
     code = "rate_limited"
 
-    def __init__(self, limit: int, retry_after: int) -> None:
-        super().__init__("too many jobs started this minute", retry_after=retry_after, limit=limit)
+    def __init__(self, limit: int, retry_after: int, message: str = "too many jobs started this minute") -> None:
+        super().__init__(message, retry_after=retry_after, limit=limit)
 
 
 class ServerBusy(RetryLater):

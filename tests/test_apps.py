@@ -18,7 +18,7 @@ import dramatiq
 import pytest
 
 from actors.broker import make_broker
-from actors.lifecycle import undeclared_reason
+from actors.lifecycle import UNEXPECTED_REASON, undeclared_reason
 from hub.runtime.embedded import free_port
 from hub.store.keys import KeySpace
 from hub.store.registry import JOB_OPTION, QUEUE
@@ -312,7 +312,7 @@ async def test_a_job_type_stacked_on_a_dramatiq_actor_runs_with_that_actors_opti
     failed = await run("whisper")
     assert "retrying" not in failed["statuses"] and failed["statuses"][-1] == "failed"
     response = await alice.get(failed["links"]["status"])
-    assert (await response.json_body())["data"]["failedReason"] == "ValueError: cannot shout a whisper"
+    assert (await response.json_body())["data"]["failedReason"] == f"ValueError: {UNEXPECTED_REASON}"
 
 
 # --- Misconfigured apps: every command refuses to start, with one line. ---

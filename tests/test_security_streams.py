@@ -4,6 +4,7 @@ and neither tokens nor tickets ever reach the logs."""
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import time
@@ -42,14 +43,21 @@ async def opened(url: str, headers: dict[str, str] | None = None) -> Response:
     return stream
 
 
-async def json_answer(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    response = await request(url, method, headers, b"" if method == "POST" else None)
+async def json_answer(
+    url: str, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, Any]:
+    response = await request(url, method, headers, body if body is not None else b"" if method == "POST" else None)
     assert response.headers["content-type"].startswith("application/json"), response.headers
     return response.status, await response.json_body()
 
 
-async def new_ticket(hub_url: str, token: str) -> dict[str, Any]:
-    status, body = await json_answer(hub_url + TICKETS, "POST", bearer(token))
+async def new_ticket(hub_url: str, token: str, path: str | None = None) -> dict[str, Any]:
+    """A ticket of `token`'s user, bound to the stream of `path` if given."""
+    if path is None:
+        status, body = await json_answer(hub_url + TICKETS, "POST", bearer(token))
+    else:
+        headers = {**bearer(token), "Content-Type": "application/json"}
+        status, body = await json_answer(hub_url + TICKETS, "POST", headers, json.dumps({"path": path}).encode())
     assert status == 201, body
     return body
 
@@ -164,26 +172,43 @@ async def test_a_ticket_never_outlives_its_token(ctx, hub_url):
 async def test_a_ticket_opens_streams_and_polls_for_its_user_only(ctx, hub_url, token):
     await ctx.journal.create("mine", "alice", "character")
     await ctx.journal.create("theirs", "bob", "character")
-    ticket = (await new_ticket(hub_url, token("alice")))["ticket"]
+    alice = token("alice")
 
+    # An unbound ticket opens any one of the user's streams, once.
+    ticket = (await new_ticket(hub_url, alice))["ticket"]
     stream = await opened(f"{hub_url}/api/v1/sse/jobs/character/mine?ticket={ticket}")
     assert (await stream.frame()).data["jobId"] == "mine"
     await ctx.journal.update("mine", "alice", "character", status="active", progress=30)
     assert (await stream.frame()).data["progress"] == 30
     stream.close()
+    status, body = await json_answer(f"{hub_url}/api/v1/sse/jobs/my?ticket={ticket}")
+    assert (status, body["error"]) == (401, "unauthorized"), "an unbound ticket is used up by its first stream"
 
-    my = await opened(f"{hub_url}/api/v1/sse/jobs/my?ticket={ticket}")
+    my = await opened(f"{hub_url}/api/v1/sse/jobs/my?ticket={(await new_ticket(hub_url, alice))['ticket']}")
     assert (await my.frame()).data["jobId"] == "mine"
     await ctx.journal.update("theirs", "bob", "character", status="active", progress=1)
     await ctx.journal.update("mine", "alice", "character", status="active", progress=60)
     assert (await my.frame()).data["jobId"] == "mine"
     my.close()
 
-    status, polled = await json_answer(f"{hub_url}/api/v1/poll/jobs/character/mine?ticket={ticket}")
-    assert status == 200 and polled["events"][0]["progress"] == 60
+    # A ticket bound to a stream opens its SSE and long-poll paths, again and again.
+    bound = (await new_ticket(hub_url, alice, "/api/v1/sse/jobs/character/mine"))["ticket"]
+    for _ in range(2):
+        status, polled = await json_answer(f"{hub_url}/api/v1/poll/jobs/character/mine?ticket={bound}")
+        assert status == 200 and polled["events"][0]["progress"] == 60
+        stream = await opened(f"{hub_url}/api/v1/sse/jobs/character/mine?ticket={bound}")
+        assert (await stream.frame()).data["progress"] == 60
+        stream.close()
+
+    # Another user's streams: not found, whichever ticket (each unbound one fresh).
     for path in ("/api/v1/sse/jobs/character/theirs", "/api/v1/poll/jobs/character/theirs"):
-        status, body = await json_answer(f"{hub_url}{path}?ticket={ticket}")
+        fresh = (await new_ticket(hub_url, alice))["ticket"]
+        status, body = await json_answer(f"{hub_url}{path}?ticket={fresh}")
         assert (status, body["error"]) == (404, "not_found"), path
+    # Nor does a ticket bound to one of them let alice in.
+    theirs = (await new_ticket(hub_url, alice, "/api/v1/sse/jobs/character/theirs"))["ticket"]
+    status, body = await json_answer(f"{hub_url}/api/v1/sse/jobs/character/theirs?ticket={theirs}")
+    assert (status, body["error"]) == (404, "not_found")
 
 
 async def test_a_ticket_opens_nothing_but_streams(ctx, hub_url, token):
@@ -213,7 +238,8 @@ async def test_unknown_malformed_and_expired_tickets_are_refused(ctx, hub_url, t
             statuses.append(response.status)
         return statuses == [401, 401]
 
-    good = (await new_ticket(hub_url, token("alice")))["ticket"]
+    # Bound to j1: it opens both paths as long as it lives.
+    good = (await new_ticket(hub_url, token("alice"), "/api/v1/sse/jobs/character/j1"))["ticket"]
     for ticket in (
         secrets.token_urlsafe(32),  # well-formed, never issued
         "abc",
@@ -226,13 +252,17 @@ async def test_unknown_malformed_and_expired_tickets_are_refused(ctx, hub_url, t
         assert await refused(ticket), ticket
 
     # Revoked: its record is gone from Redis.
-    assert not await refused(good)
+    for url in (sse, poll):
+        response = await request(url + good)
+        assert response.status == 200, url
+        response.close()
     for key in sync_redis.scan_iter(match=f"{namespace}:ticket:*"):
         sync_redis.delete(key)
     assert await refused(good)
 
     # Expired.
-    short_lived, ttl = await Tickets(ctx.redis, ctx.keys, ttl=1).issue(Identity("alice", time.time() + 600))
+    tickets = Tickets(ctx.redis, ctx.keys, ttl=1)
+    short_lived, ttl = await tickets.issue(Identity("alice", time.time() + 600), "jobs/character/j1")
     assert ttl == 1
     await eventually(lambda: refused(short_lived), timeout=5, interval=0.1)
 
@@ -244,8 +274,10 @@ async def test_tokens_and_tickets_never_reach_the_logs(ctx, hub_url, token, capl
     caplog.set_level("DEBUG")
     await ctx.journal.create("j1", "alice", "character")
     alice = token("alice")
-    ticket = (await new_ticket(hub_url, alice))["ticket"]
-    secrets_in_urls = {"token": alice.split(".")[2], "ticket": ticket[:16]}
+    # Bound to `/my`: it opens that stream's paths as often as asked.
+    ticket = (await new_ticket(hub_url, alice, "/api/v1/sse/jobs/my"))["ticket"]
+    unbound = (await new_ticket(hub_url, alice))["ticket"]
+    secrets_in_urls = {"token": alice.split(".")[2], "ticket": ticket[:16], "unbound ticket": unbound[:16]}
 
     async def visit(path: str, method: str = "GET") -> int:
         response = await request(hub_url + path, method, body=b"{}" if method == "POST" else None)
@@ -277,7 +309,7 @@ async def test_tokens_and_tickets_never_reach_the_logs(ctx, hub_url, token, capl
 
     monkeypatch.setattr(ctx.history, "job", broken)
     assert await visit(f"/api/v1/characters/jobs/j1?access_token={alice}") == 500
-    assert await visit(f"/api/v1/sse/jobs/character/j1?ticket={ticket}") == 500
+    assert await visit(f"/api/v1/sse/jobs/character/j1?ticket={unbound}") == 500
     assert any(r.levelname == "ERROR" and r.exc_info for r in caplog.records), "the failure should be logged"
 
     for name, secret in secrets_in_urls.items():

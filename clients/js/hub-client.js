@@ -349,9 +349,15 @@ class Subscription {
   }
 
   async fetchTicket() {
+    // Bound to this stream: EventSource reconnects with the same URL, and the
+    // hub uses up an unbound ticket on its first request.
     const response = await this.request(
       `${this.baseUrl}/api/v1/sse/tickets`,
-      { method: 'POST', headers: { Authorization: `Bearer ${this.token}` } },
+      {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${this.token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ path: this.streamPath }),
+      },
       10000,
     );
     return (await response.json()).ticket;

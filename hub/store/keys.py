@@ -59,10 +59,33 @@ class KeySpace:
         """String: a short-lived stream ticket (stored by its hash)."""
         return f"{self.namespace}:ticket:{digest}"
 
-    def job_rate(self, user_id: str, window: int) -> str:
-        """Counter: jobs the user created in one rate-limit window."""
-        return f"{self.namespace}:rate:{user_id}:{window}"
+    def job_rate(self, user_id: str) -> str:
+        """Sorted set: when the user created jobs in the last rate-limit window."""
+        return f"{self.namespace}:rate:jobs:{user_id}"
+
+    def ticket_rate(self, user_id: str) -> str:
+        """Sorted set: when stream tickets were bought for the user in the last window."""
+        return f"{self.namespace}:rate:tickets:{user_id}"
+
+    def user_jobs_in_flight(self, user_id: str) -> str:
+        """Hash: the user's jobs in the broker's queue or running (job id ->
+        broker queue key and message id), at most HUB_JOBS_IN_FLIGHT_PER_USER."""
+        return f"{self.namespace}:user:{user_id}:inflight"
+
+    def user_held_jobs(self, user_id: str) -> str:
+        """List: the user's jobs waiting for one of those to end, oldest first
+        (each entry holds the broker message to send)."""
+        return f"{self.namespace}:user:{user_id}:held"
+
+    def users_with_held_jobs(self) -> str:
+        """Set: users whose held list is not empty (swept by the workers)."""
+        return f"{self.namespace}:held-users"
 
     @property
     def dramatiq_namespace(self) -> str:
         return f"{self.namespace}-dramatiq"
+
+    def dramatiq_queue(self, queue_name: str) -> str:
+        """List: Dramatiq's Redis queue of message ids (its messages are in the
+        hash of the same name + ".msgs"), as Dramatiq's Redis broker names it."""
+        return f"{self.dramatiq_namespace}:{queue_name}"

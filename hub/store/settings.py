@@ -42,6 +42,9 @@ DEFAULT_DEAD_CLIENT_SECONDS = 30.0
 DEFAULT_WORKER_METRICS_PORT = 9191
 DEFAULT_PROCESS_TTL_SECONDS = 15.0
 DEFAULT_JOB_RATE_PER_MINUTE = 60
+#: A user's jobs in the broker's queue or running at once; the rest wait in
+#: the hub, so one user's backlog never delays another user's job for long.
+DEFAULT_JOBS_IN_FLIGHT_PER_USER = 4
 DEFAULT_JOB_STALL_SECONDS = 600.0
 DEFAULT_WORKER_HEARTBEAT_SECONDS = 60.0
 DEFAULT_WORKER_MAINTENANCE_CHANCE = 1_000
@@ -72,6 +75,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     #: Jobs one user may start per minute (all hub processes together).
     job_rate_per_minute: int = DEFAULT_JOB_RATE_PER_MINUTE
+    #: A user's jobs queued in the broker or running at once (0: no limit).
+    jobs_in_flight_per_user: int = DEFAULT_JOBS_IN_FLIGHT_PER_USER
     #: A hub process that stops renewing its liveness in Redis for this long
     #: (it crashed) no longer counts against its users' connection limits.
     process_ttl_seconds: float = DEFAULT_PROCESS_TTL_SECONDS
@@ -152,6 +157,8 @@ class Settings:
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"HUB_{name.upper()} must be greater than 0")
+        if self.jobs_in_flight_per_user < 0:
+            raise ConfigError("HUB_JOBS_IN_FLIGHT_PER_USER cannot be negative (0: no limit)")
         if self.job_step_seconds < 0 or self.jwt_leeway_seconds < 0:
             raise ConfigError("HUB_JOB_STEP_SECONDS and HUB_JWT_LEEWAY_SECONDS cannot be negative")
         if not 0 < self.port < 65536:

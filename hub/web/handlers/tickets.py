@@ -1,10 +1,12 @@
 """`POST /api/v1/sse/tickets`: a one-minute stream ticket for `?ticket=`,
 the recommended way to authenticate native EventSource (see CLIENTS.md).
 
-A user buys one with their token, for any of their streams or (body
-`{"path": ...}`) for one. A service buys one for a user's stream (body
-`{"user": ..., "path": ...}`), so a backend can hand its user a stream URL
-without handing out a token."""
+A user buys one with their token, for any one of their streams (used up by
+that stream's first request) or (body `{"path": ...}`) for one stream, which
+it opens as often as needed within its minute. A service buys one for a
+user's stream (body `{"user": ..., "path": ...}`), so a backend can hand its
+user a stream URL without handing out a token. At most `TICKETS_PER_MINUTE`
+are bought for one user in any minute (429 `rate_limited`)."""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ class TicketHandler(JsonBodyHandler):
         self.write_json({"ticket": ticket, "expiresIn": ttl}, status=201)
 
     def _body_or_empty(self) -> dict[str, Any]:
-        # Without a body, a user's ticket opens any of their streams (as before).
+        # Without a body, a user's ticket opens any one of their streams, once.
         return self.json_body() if self._body else {}
 
     @staticmethod
