@@ -337,3 +337,58 @@ def test_demo_page_keeps_the_jobs_across_reloads(hub_process, worker, browser, s
     assert not [problem for problem in problems if problem.startswith(("page error", "5"))], problems
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "demo-reloaded-phone.png"), full_page=True, animations="disabled")
+
+
+def session_token(page: Any) -> str:
+    """The token the page signed in with (it keeps it in sessionStorage)."""
+    return str(page.evaluate("() => JSON.parse(sessionStorage.getItem('hub-demo-session')).token"))
+
+
+@pytest.mark.hub_settings(job_step_seconds=0.05)
+def test_the_demo_page_puts_the_token_in_no_url(hub_process, worker, browser):
+    """A whole visit: sign in, both jobs with their image, a switch to
+    long-poll and back to SSE, a reload. Every URL the page asked for is
+    recorded: none holds the token (its images come as blobs, its /my stream
+    with a ticket over SSE and with the header over long-poll)."""
+    from playwright.sync_api import expect
+
+    hub = hub_process(dev_tokens=True)
+    worker()
+    page, problems, requested = open_page(browser, hub.url, DESKTOP)
+    sign_in(page, "ada", problems)
+    token = session_token(page)
+
+    page.fill("#character-name", "Ada")
+    page.click("#character-start")
+    page.fill("#media-prompt", "a quiet harbour")
+    page.click("#media-start")
+    image = page.locator('.job[data-job-type="media"]')
+    expect(image).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+    page.wait_for_function(IMAGE_SHOWN, arg=image.element_handle(), timeout=WAIT_MS)
+
+    connection = page.locator("#connection")
+    page.select_option("#transport", "longpoll")
+    expect(connection).to_have_attribute("data-transport", "longpoll")
+    expect(connection).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+    page.fill("#character-name", "Polled")
+    page.click("#character-start")
+    expect(page.locator('.job[data-status="completed"]')).to_have_count(3, timeout=WAIT_MS)
+    page.select_option("#transport", "eventsource")
+    expect(connection).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+    page.reload()
+    expect(page.locator('.job[data-status="completed"]')).to_have_count(3, timeout=WAIT_MS)
+    page.wait_for_function(IMAGE_SHOWN, arg=image.element_handle(), timeout=WAIT_MS)
+
+    signature = token.rsplit(".", 1)[-1]
+    leaks = [url for url in requested if "access_token" in url or token in url or signature in url]
+    streams = [url for url in requested if "/api/v1/sse/jobs/my" in url]
+    polls = [url for url in requested if "/api/v1/poll/jobs/my" in url]
+    files = [url for url in requested if "/files/" in url]
+    print(
+        f"\n{len(requested)} requests: {len(streams)} SSE (ticketed: {sum('ticket=' in u for u in streams)}), "
+        f"{len(polls)} long-polls, {len(files)} files; with the token: {len(leaks)}"
+    )
+    assert leaks == []
+    assert streams and all("ticket=" in url for url in streams), streams
+    assert polls and files
+    assert not [problem for problem in problems if problem.startswith(("page error", "5"))], problems

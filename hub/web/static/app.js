@@ -82,6 +82,8 @@ function tokenSubject(token) {
 
 function signIn(token, user) {
   session = { token, user };
+  // No `auth`: the client's default puts the token in no URL (a one-minute
+  // ticket for each SSE connection, the header for long-poll and REST calls).
   hub = hubClient({ baseUrl: '', token });
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
   lastEventId = null;
