@@ -392,3 +392,92 @@ def test_the_demo_page_puts_the_token_in_no_url(hub_process, worker, browser):
     assert streams and all("ticket=" in url for url in streams), streams
     assert polls and files
     assert not [problem for problem in problems if problem.startswith(("page error", "5"))], problems
+
+
+# In the viewport: the whole card between the top and the bottom of the screen.
+IN_VIEW = """(card) => { const box = card.getBoundingClientRect();
+                         return box.top >= 0 && box.bottom <= window.innerHeight && box.height > 0; }"""
+
+
+def signed_in_page(browser: Any, url: str, settings: Settings, user: str, viewport: dict[str, int]) -> Any:
+    """A page already signed in as `user` (its session as the page keeps it),
+    whatever the hub: no demo token endpoint is needed."""
+    session = json.dumps({"token": issue_token(settings, user, ttl_seconds=600), "user": user})
+    page = browser.new_page(viewport=viewport)
+    page.add_init_script(f"sessionStorage.setItem('hub-demo-session', {json.dumps(session)})")
+    page.goto(url + "/")
+    return page
+
+
+def test_on_a_phone_a_new_job_is_scrolled_into_view(hub_process, browser, settings):
+    """The forms fill a phone's screen: the card of a job just started is
+    below them. The page brings it into view, for each job started."""
+    from playwright.sync_api import expect
+
+    hub = hub_process()
+    page = signed_in_page(browser, hub.url, settings, "ada", PHONE)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    for form, fill, value in (("character", "#character-name", "Ada"), ("media", "#media-prompt", "a red kite")):
+        page.fill(fill, value)
+        page.click(f"#{form}-start")
+        card = page.locator(f'.job[data-job-type="{form}"]')
+        expect(card).to_have_count(1)
+        appeared = time.monotonic()
+        top = card.evaluate("card => Math.round(card.getBoundingClientRect().top)")
+        try:
+            page.wait_for_function(IN_VIEW, arg=card.element_handle(), timeout=3000)
+        except Exception as error:
+            raise AssertionError(f"the {form} card stayed at y={top} px on a {PHONE['height']} px screen") from error
+        print(f"\n{form}: the card appeared at y={top} px, in view {time.monotonic() - appeared:.2f} s later")
+        page.screenshot(path=str(ARTIFACTS / f"demo-phone-new-{form}-job.png"), animations="disabled")
+    assert fits_the_screen(page)
+
+
+def test_on_a_phone_the_page_says_when_the_hub_is_unreachable(hub_process, browser, settings):
+    """The hub goes away mid-job (every connection cut, new ones held): a
+    banner says so within seconds and the running job's card says its state
+    is unknown; once the hub is back, both go, and what happened meanwhile
+    shows."""
+    from playwright.sync_api import expect
+
+    from tests.tcp_proxy import TcpProxy
+
+    hub = hub_process(HUB_EXTERNAL_JOB_TYPES=EXTERNAL)
+    service = service_token(settings)
+    with TcpProxy(hub.port) as proxy:
+        page = signed_in_page(browser, proxy.url, settings, "ada", PHONE)
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+        report = call(hub.url + "/api/v1/jobs", {"type": EXTERNAL, "owner": "ada"}, service)["jobId"]
+        publish = f"{hub.url}/api/v1/jobs/{report}/events"
+        call(publish, {"status": "active", "progress": 40, "step": "counting"}, service)
+        card = page.locator(f'.job[data-job-id="{report}"]')
+        expect(card.locator(".job-status")).to_have_text("running", timeout=WAIT_MS)
+        banner = page.locator("#hub-unreachable")
+        expect(banner).to_be_hidden()
+        ARTIFACTS.mkdir(exist_ok=True)
+
+        proxy.cut(hold=True)
+        cut_at = time.monotonic()
+        expect(banner).to_be_visible(timeout=5000)
+        shown = time.monotonic() - cut_at
+        expect(card).to_have_attribute("data-stale", "true")
+        expect(card.locator(".job-status")).to_have_text("unknown")
+        # Scrolled down to the card, the user still sees the banner.
+        card.scroll_into_view_if_needed()
+        page.wait_for_function(IN_VIEW, arg=card.element_handle(), timeout=3000)
+        page.wait_for_function(IN_VIEW, arg=banner.element_handle(), timeout=3000)
+        page.screenshot(path=str(ARTIFACTS / "demo-phone-hub-unreachable.png"), animations="disabled")
+
+        call(publish, {"status": "active", "progress": 70, "step": "checking"}, service)
+        proxy.release()
+        released_at = time.monotonic()
+        expect(banner).to_be_hidden(timeout=WAIT_MS)
+        back = time.monotonic() - released_at
+        expect(card).not_to_have_attribute("data-stale", "true")
+        expect(card.locator(".job-status")).to_have_text("running")
+        expect(card.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "70")
+        expect(card.locator(".job-step")).to_have_text("step: checking")
+        page.screenshot(path=str(ARTIFACTS / "demo-phone-hub-back.png"), animations="disabled")
+        print(f"\nbanner shown {shown:.2f} s after the cut, gone {back:.2f} s after the hub was reachable again")
+        assert fits_the_screen(page)
