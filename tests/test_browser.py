@@ -481,3 +481,133 @@ def test_on_a_phone_the_page_says_when_the_hub_is_unreachable(hub_process, brows
         page.screenshot(path=str(ARTIFACTS / "demo-phone-hub-back.png"), animations="disabled")
         print(f"\nbanner shown {shown:.2f} s after the cut, gone {back:.2f} s after the hub was reachable again")
         assert fits_the_screen(page)
+
+
+# The page of an app on another origin: it imports the client from the hub,
+# then follows a job in each of the two ways CLIENTS.md describes. `__HUB__`
+# is the hub's URL.
+APP_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>An app on another origin</title>
+<script type="module">
+  import { hubClient } from '__HUB__/static/hub-client.js';
+
+  const HUB = '__HUB__';
+  const post = async (path) => (await fetch(path, { method: 'POST' })).json();
+
+  // 1. The app's backend signs a short-lived user token; the client does the rest.
+  async function withToken() {
+    const { token } = await post('/session');
+    const hub = hubClient({ baseUrl: HUB, token });
+    const { jobId, type } = await hub.createJob('character', { name: 'Cross' });
+    const final = await new Promise((resolve, reject) =>
+      hub.subscribeJob(type, jobId, { onComplete: resolve, onError: reject }));
+    return { status: final.status, name: final.result.name };
+  }
+
+  // 2. The app's backend starts the job and buys the browser a ticket for its stream: no token in the page.
+  async function withTicket() {
+    const { sse, ticket } = await post('/jobs');
+    return new Promise((resolve, reject) => {
+      const source = new EventSource(`${HUB}${sse}?ticket=${encodeURIComponent(ticket)}`);
+      source.onmessage = (message) => {
+        const event = JSON.parse(message.data);
+        if (event.status !== 'completed' && event.status !== 'failed') return;
+        source.close();
+        resolve({ status: event.status, name: event.result && event.result.name });
+      };
+      source.onerror = () => source.readyState === EventSource.CLOSED && reject(new Error('the stream was refused'));
+    });
+  }
+
+  Promise.all([withToken(), withTicket()]).then(
+    (outcome) => { window.outcome = outcome; },
+    (error) => { window.outcome = { error: String(error) }; },
+  );
+</script>
+"""
+
+
+class AppOnAnotherOrigin:
+    """A web app on its own origin: its page, and a backend that holds the
+    hub's key (it signs its users' tokens) and a service token (it starts
+    jobs for its users and buys them stream tickets). Its port is known
+    before the hub starts, so that the hub can be told its origin; set
+    `hub_url` once the hub runs."""
+
+    def __init__(self, settings: Settings, user: str) -> None:
+        import http.server
+        import threading
+
+        app = self
+        self.hub_url = ""
+        service = service_token(settings)
+
+        def backend(path: str) -> dict[str, Any]:
+            if path == "/session":
+                return {"token": issue_token(settings, user, ttl_seconds=300)}
+            created = {"type": "character", "owner": user, "input": {"name": "Ticketed"}}
+            sse = call(app.hub_url + "/api/v1/jobs", created, service)["links"]["sse"]
+            ticket = call(app.hub_url + "/api/v1/sse/tickets", {"user": user, "path": sse}, service)["ticket"]
+            return {"sse": sse, "ticket": ticket}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._answer("text/html; charset=utf-8", APP_PAGE.replace("__HUB__", app.hub_url).encode())
+
+            def do_POST(self) -> None:
+                self._answer("application/json", json.dumps(backend(self.path)).encode())
+
+            def _answer(self, content_type: str, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # `localhost` against the hub's 127.0.0.1: another origin, and another site too.
+        self.origin = f"http://localhost:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> AppOnAnotherOrigin:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.mark.hub_settings(job_step_seconds=0.05)
+def test_an_app_on_another_origin_imports_the_client_from_the_hub_and_follows_jobs(
+    hub_process, worker, browser, settings
+):
+    """As CLIENTS.md says: HUB_CORS_ORIGINS names the app's origin; its page
+    imports /static/hub-client.js from the hub, and follows a job with a
+    token its backend signed, and another with a ticket its backend bought."""
+    with AppOnAnotherOrigin(settings, "ada") as app:
+        hub = hub_process(HUB_CORS_ORIGINS=app.origin)
+        app.hub_url = hub.url
+        worker()
+        page = browser.new_page(viewport=DESKTOP)
+        problems: list[str] = []
+        page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(app.origin + "/")
+        try:
+            page.wait_for_function("() => window.outcome", timeout=WAIT_MS)
+        except Exception as error:
+            raise AssertionError(f"the app's page did not finish; the browser saw {problems}") from error
+        outcome = page.evaluate("() => window.outcome")
+    assert outcome == [{"status": "completed", "name": "Cross"}, {"status": "completed", "name": "Ticketed"}], (
+        outcome,
+        problems,
+    )
+    assert f"{hub.url}/static/hub-client.js" in requested
+    assert not [url for url in requested if "access_token" in url]
