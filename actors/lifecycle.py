@@ -5,9 +5,13 @@ retry is left.
 
 Dramatiq calls `after_*` hooks in reverse middleware order; installed before
 `Retries`, this middleware sees a failed attempt after Retries has decided
-whether to retry it. The final rejection of a message, whatever its cause
-(retries exhausted, time limit, age limit, a `throws` exception), always
-passes through `after_nack`, so that is where `failed` is published.
+whether to retry it. The final rejection of a message, whatever its cause,
+always passes through `after_nack`, so that is where `failed` is published,
+with the reason recorded on the way there: the last attempt's exception
+(retries exhausted, time limit, a `throws` exception), the age limit (the
+message was skipped, never run), or an actor this worker does not declare
+(Dramatiq's consumer dead-letters such a message at once: `after_nack` is
+the only hook that sees it).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from dramatiq import Broker, Middleware
-from dramatiq.middleware import Retries
+from dramatiq.common import current_millis
+from dramatiq.middleware import AgeLimit, Retries
 
 from actors import progress
 from actors.resilient import with_retries
@@ -31,6 +36,14 @@ log = logging.getLogger("actors.lifecycle")
 
 REASON_MAX = 500
 AGE_LIMIT_REASON = "the job waited in the queue longer than its age limit"
+#: Why a job failed that no attempt ran, for no reason this middleware saw.
+DROPPED_REASON = "the worker dropped the job without running it"
+
+
+def undeclared_reason(job_type: str, actor_name: str) -> str:
+    return (
+        f"no worker runs job type {job_type!r} (actor {actor_name!r} is not declared; is HUB_APPS set for the workers?)"
+    )
 
 
 class JobLifecycle(Middleware):
@@ -81,14 +94,20 @@ class JobLifecycle(Middleware):
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
         progress._leave()
+        if message.failed and _job_of(message) is not None and _over_age_limit(broker, message):
+            with self._lock:
+                self._reasons[message.message_id] = AGE_LIMIT_REASON
 
     def after_nack(self, broker: Broker, message: Any) -> None:
         job = _job_of(message)
         if job is None:
             return
         with self._lock:
-            reason = self._reasons.pop(message.message_id, AGE_LIMIT_REASON)
-        self.fail(job, reason)
+            reason = self._reasons.pop(message.message_id, None)
+        if reason is None and message.actor_name not in broker.actors:
+            reason = undeclared_reason(job["type"], message.actor_name)
+            log.error("job %s failed: %s", job["id"], reason)
+        self.fail(job, reason or DROPPED_REASON)
 
     def fail(self, job: dict[str, str], reason: str) -> None:
         self._update(job, status="failed", failedReason=reason, result={"error": reason}, completedAt=utc_now())
@@ -104,6 +123,17 @@ class JobLifecycle(Middleware):
     def _update(self, job: dict[str, str], **patch: Any) -> None:
         if with_retries(lambda: self._journal.update(job["id"], job["owner"], job["type"], **patch)):
             self._on_published(patch["status"])
+
+
+def _over_age_limit(broker: Broker, message: Any) -> bool:
+    """Whether Dramatiq's age limit is what skipped `message` (its test, as
+    AgeLimit makes it: the message is older than its `max_age`)."""
+    limit = next((m for m in broker.middleware if isinstance(m, AgeLimit)), None)
+    actor = broker.actors.get(message.actor_name)
+    if limit is None or actor is None:
+        return False
+    max_age = message.options.get("max_age") or actor.options.get("max_age", limit.max_age)
+    return bool(max_age) and current_millis() - message.message_timestamp >= max_age
 
 
 def _job_of(message: Any) -> dict[str, str] | None:

@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 
 log = logging.getLogger("actors.metrics")
 
+#: The `actor` label of a job whose actor this worker does not declare.
+UNDECLARED = "(undeclared)"
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -66,7 +68,10 @@ class WorkerMetrics(Middleware):
             self._started_at.pop(message.message_id, None)
 
     def after_nack(self, broker: Broker, message: Any) -> None:
-        self.failed.labels(message.actor_name).inc()
+        # A message for an actor nobody declares is nacked too; its name is
+        # whatever the sender wrote, so it must not become a label value.
+        actor = message.actor_name if message.actor_name in broker.actors else UNDECLARED
+        self.failed.labels(actor).inc()
 
     def count_event(self, status: str) -> None:
         self.events_published.labels(status).inc()

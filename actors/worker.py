@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import threading
@@ -15,6 +14,7 @@ from dramatiq.middleware import Retries
 from actors.broker import make_broker
 from actors.lifecycle import JobLifecycle
 from actors.metrics import WorkerMetrics
+from hub.errors import ConfigError
 from hub.store import registry
 from hub.store.journal import Journal
 from hub.store.settings import Settings
@@ -35,8 +35,8 @@ class _ResultsArePublished(logging.Filter):
         return "Results middleware" not in record.getMessage()
 
 
-def setup(settings: Settings, job_types: registry.Registry) -> tuple[RedisBroker, WorkerMetrics]:
-    """A broker with the lifecycle middleware and the actors of `job_types` declared."""
+def make_worker_broker(settings: Settings) -> tuple[RedisBroker, WorkerMetrics]:
+    """The hub's broker with the metrics and lifecycle middleware, no actor yet."""
     broker = make_broker(settings)
     assert settings.redis_url
     metrics = WorkerMetrics()
@@ -47,32 +47,68 @@ def setup(settings: Settings, job_types: registry.Registry) -> tuple[RedisBroker
         redis=redis.Redis.from_url(settings.redis_url), settings=settings, on_published=metrics.count_event
     )
     lifecycle.install(broker)
-    for actor in job_types.actors():
-        declare = dramatiq.actor(
-            broker=broker, actor_name=actor.actor_name, queue_name=actor.queue_name, **actor.options
-        )
-        declare(actor.fn)
+    # Always consumed, even with no job type here: a hub job for an actor
+    # this worker lacks then fails with its reason instead of waiting.
+    broker.declare_queue(registry.QUEUE)
     return broker, metrics
+
+
+def declare(broker: RedisBroker, job_types: registry.Registry) -> None:
+    """Declares the actor of every job type of `job_types` on `broker`."""
+    for job in job_types.with_actors():
+        actor = job.actor
+        assert actor is not None
+        existing = broker.actors.get(actor.actor_name)
+        if existing is not None:
+            if actor.fn not in (existing.fn, getattr(existing.fn, "__wrapped__", None)):
+                raise ConfigError(
+                    f"HUB_APPS: another @dramatiq.actor is named {actor.actor_name!r}, "
+                    f"the actor name of job type {job.name!r}"
+                )
+            # The app stacked @job_type on @dramatiq.actor, which declared it
+            # on import: it is declared again with the job type's options.
+            del broker.actors[actor.actor_name]
+        dramatiq.actor(broker=broker, actor_name=actor.actor_name, queue_name=actor.queue_name, **actor.options)(
+            actor.fn
+        )
+
+
+def import_actors(broker: RedisBroker, job_types: registry.Registry, modules: tuple[str, ...]) -> None:
+    """Imports the `--import` modules of plain Dramatiq actors (Dramatiq's
+    global broker is `broker` by now, so their actors land on it; Dramatiq
+    refuses one named like an actor already declared). Refuses a module
+    that defines a job type HUB_APPS lacks: the hub would never enqueue it."""
+    source = "hub worker --import"
+    for name in modules:
+        module = registry.import_module(name, source)
+        for job in registry.job_types_in(module):
+            if job_types.get(job.name) is not job:
+                raise ConfigError(
+                    f"{source} {name}: it defines job type {job.name!r}; job types go in HUB_APPS, "
+                    "--import is for plain Dramatiq actors"
+                )
 
 
 def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     """Processes jobs until SIGTERM or SIGINT, then finishes in-flight work.
 
-    The job types come from `settings.app_modules` (HUB_APPS); `imports`
-    name more modules, imported after the broker is set as Dramatiq's global
-    one, so their plain `@dramatiq.actor` functions land on it too. The
-    worker consumes every queue an actor of its broker is declared on.
+    The job types come from `settings.app_modules` (HUB_APPS), loaded
+    first, after the hub's broker is set as Dramatiq's global one (so an
+    app's plain `@dramatiq.actor` lands on it, not on a default broker);
+    `imports` name modules of plain Dramatiq actors. The worker consumes
+    the hub's queue and every queue an actor of its broker is declared on.
     """
-    logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ResultsArePublished())
+    broker, metrics = make_worker_broker(settings)
+    dramatiq.set_broker(broker)
     job_types = registry.load(settings.app_modules, settings.external_job_types)
-    broker, metrics = setup(settings, job_types)
+    declare(broker, job_types)
+    import_actors(broker, job_types, imports)
+
+    logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ResultsArePublished())
     if settings.worker_metrics_port:
         metrics.serve(settings.worker_metrics_port, settings.host)
-    dramatiq.set_broker(broker)
-    for module in imports:
-        importlib.import_module(module)
     broker.emit_after("process_boot")
-    queues = {actor.queue_name for actor in broker.actors.values()} | {registry.QUEUE}
+    queues = set(broker.get_declared_queues())
     worker = dramatiq.Worker(
         broker,
         queues=queues,
@@ -90,14 +126,19 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     )
     worker.start()
     stalls.start()
-    log.info(
-        "worker ready: %d threads; job types %s; queues %s",
-        settings.worker_threads,
-        ", ".join(job_types.names()) or "none",
-        ", ".join(sorted(queues)),
-    )
+    log.info("worker ready: %d threads; %s", settings.worker_threads, describe(broker, job_types))
     stop.wait()
     log.info("worker stopping")
     stalls.stop()
     worker.stop(timeout=SHUTDOWN_TIMEOUT_MS)
     broker.close()
+
+
+def describe(broker: RedisBroker, job_types: registry.Registry) -> str:
+    """What this worker runs: its job types (by actor), its other actors, the queues it consumes."""
+    typed = {job.actor.actor_name: job.name for job in job_types.with_actors() if job.actor is not None}
+    runs = [f"{name} (actor {actor})" for actor, name in typed.items()]
+    others = sorted(set(broker.actors) - set(typed))
+    return "job types: {}; other actors: {}; queues: {}".format(
+        ", ".join(runs) or "none", ", ".join(others) or "none", ", ".join(sorted(broker.get_declared_queues()))
+    )

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import redis
 
@@ -24,6 +25,11 @@ from hub.web.auth import issue_token
 from hub.web.context import HubContext
 from hub.web.dispatch import JobDispatcher
 from tests import sse_client
+
+# Property tests check behaviour, not speed: a loaded machine (or the first
+# call's lazy imports) must not fail them on Hypothesis's per-example deadline.
+hypothesis.settings.register_profile("hub", deadline=None)
+hypothesis.settings.load_profile("hub")
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -141,7 +147,8 @@ def worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]
     """Starts real `hub worker` processes on the test's namespace."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*imports: str, **env_overrides: str) -> subprocess.Popen[bytes]:
+    def start(*imports: str, output: Path | None = None, **env_overrides: str) -> subprocess.Popen[bytes]:
+        """`output` names a file that gets the process's stdout and stderr."""
         env = dict(os.environ)
         env.update(
             HUB_REDIS_URL=settings.redis_url or "",
@@ -152,11 +159,12 @@ def worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]
             HUB_WORKER_METRICS_PORT="0",
             PYTHONPATH=str(ROOT),
         )
+        env.update(job_type_env(settings))
         env.update(env_overrides)
         command = [sys.executable, "-m", "hub", "worker"]
         for module in imports:
             command += ["--import", module]
-        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        process = spawn(command, env, output)
         started.append(process)
         return process
 
@@ -170,6 +178,23 @@ def worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def spawn(command: list[str], env: dict[str, str], output: Path | None = None) -> subprocess.Popen[bytes]:
+    """Starts a hub process; `output` names a file for its stdout and stderr."""
+    if output is None:
+        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+    with open(output, "ab") as sink:
+        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
+
+
+def job_type_env(settings: Settings) -> dict[str, str]:
+    """The test's job-type settings, for hub processes it starts."""
+    return {
+        "HUB_APPS": ",".join(settings.apps),
+        "HUB_EXTERNAL_JOB_TYPES": ",".join(settings.external_job_types),
+        "HUB_EXAMPLE_JOBS": "1" if settings.example_jobs else "0",
+    }
 
 
 class Api:
@@ -340,15 +365,10 @@ def hub_process(settings: Settings) -> Iterator[Callable[..., HubProcess]]:
             HUB_LOG_LEVEL="WARNING",
             PYTHONPATH=str(ROOT),
         )
+        env.update(job_type_env(settings))
         env.update(env_overrides)
         command = [sys.executable, "-m", "hub", "serve", *(["--dev-tokens"] if dev_tokens else [])]
-        if output is None:
-            process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
-        else:
-            with open(output, "ab") as sink:
-                process = subprocess.Popen(
-                    command, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
-                )
+        process = spawn(command, env, output)
         hub = HubProcess(process, port, output, host=env.get("HUB_HOST", "127.0.0.1"))
         started.append(hub)
         wait_ready(hub.url + "/readyz", process)

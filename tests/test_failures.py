@@ -3,8 +3,11 @@ runs out of retries fails exactly once, with its reason."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from actors.lifecycle import AGE_LIMIT_REASON
 from hub.store.registry import QUEUE
 from tests.conftest import enqueue_job, eventually
 
@@ -35,6 +38,24 @@ async def test_actor_failing_until_retries_run_out_fails_exactly_once(ctx, api, 
     history = await ctx.redis.xrange(ctx.keys.job_events("doomed"))
     assert [b'"status":"failed"' in fields[b"d"] for _, fields in history].count(True) == 1
     assert history[-1][1][b"f"] == b"1"
+
+
+async def test_a_job_older_than_its_age_limit_fails_once_without_running(ctx, settings, worker):
+    worker("tests.flaky_actors")
+    await ctx.journal.create("stale", "alice", "character")
+    an_hour_ago = int(time.time() * 1000) - 3_600_000
+    enqueue_job(settings, "always_fails", "stale", "alice", options={"max_age": 60_000}, message_timestamp=an_hour_ago)
+
+    async def failed() -> bool:
+        job = await ctx.history.job("stale")
+        return job is not None and job.state["status"] == "failed"
+
+    await eventually(failed)
+    job = await ctx.history.job("stale")
+    assert job.state["failedReason"] == AGE_LIMIT_REASON
+    history = [fields[b"d"] for _, fields in await ctx.redis.xrange(ctx.keys.job_events("stale"))]
+    assert [b'"status":"failed"' in event for event in history].count(True) == 1
+    assert not any(b'"status":"active"' in event for event in history), "it never ran"
 
 
 async def test_a_finished_job_ignores_late_reports(ctx):

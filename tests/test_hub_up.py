@@ -179,6 +179,15 @@ def test_hub_up_runs_everything_and_stops_cleanly(hub_up, stop_signal):
     assert embedded.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
     embedded.close()
 
+    # The banner's own "Try it" command starts a job, as printed.
+    start = hub.banner().split("Try it:", 1)[1].split("Press Ctrl-C", 1)[0].strip().splitlines()
+    curl = "\n".join(start[2:]).strip()
+    assert "/api/v1/jobs" in curl, hub.banner()
+    printed = subprocess.run(
+        ["bash", "-c", curl], env=dict(os.environ, HUB_TOKEN=token), capture_output=True, text=True
+    )
+    assert json.loads(printed.stdout)["status"] == "queued", printed
+
     status, job = call(hub.url + "/api/v1/characters", token, {"name": "Newcomer"})
     assert status == 202, job
     stream = urllib.request.Request(hub.url + job["links"]["sse"], headers={"Authorization": f"Bearer {token}"})

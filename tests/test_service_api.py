@@ -298,7 +298,6 @@ SERVICE_REFUSED = [
     ("GET", "/api/v1/sse/jobs/character/{job}"),
     ("GET", "/api/v1/poll/jobs/my"),
     ("GET", "/api/v1/poll/jobs/character/{job}"),
-    ("POST", "/api/v1/sse/tickets"),
     ("GET", "/api/v1/characters/jobs/{job}"),
     ("GET", "/api/v1/jobs"),
     ("GET", "/api/v1/jobs/{job}/files/image.png"),

@@ -68,6 +68,7 @@ TWISTS = (
     actor_name="create_character",
     seed_paths=SeedPaths(create="/api/v1/characters", segment="characters"),
     view={"title": "Character", "summary": "backstory"},
+    example={"name": "Ada", "description": "curious and brave"},
 )
 def create_character(name: str, description: str = "") -> dict[str, Any]:
     job = current_job()

@@ -40,6 +40,7 @@ def _side(what: str) -> Integer:
     actor_name="generate_image",
     seed_paths=SeedPaths(create="/api/v1/media/images", segment="media"),
     view={"title": "Image", "image": "url"},
+    example={"prompt": "a fox at dawn", "width": 384, "height": 256},
 )
 def generate_image(prompt: str, width: int = SIDE_DEFAULT, height: int = SIDE_DEFAULT) -> dict[str, Any]:
     job = current_job()

@@ -29,6 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hub.store.wire import Message
+
 #: Messages waiting for one client; beyond, the client's messages are dropped.
 QUEUE_LIMIT = 1_000
 
@@ -57,8 +59,8 @@ class Fanout:
                 if future is not None and not future.done():
                     future.set_result(None)
             elif message["type"] == "message":
-                # "<id>\n<published at>\n<terminal>\n<json>", as the hub's Lua publishes it.
-                event_id, _, _, data = message["data"].decode().split("\n", 3)
+                # As the hub's Lua publishes it (hub.store.wire).
+                event_id, _, _, data = Message.decode(message["data"])
                 for queue in self.channels.get(channel, ()):
                     try:
                         queue.put_nowait((event_id, data))

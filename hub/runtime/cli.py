@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="MODULE",
-        help="also import MODULE, whose @dramatiq.actor functions may report progress",
+        help="also import MODULE: plain Dramatiq actors of your app, run on their own queues "
+        "(job types go in HUB_APPS)",
     )
     token = commands.add_parser("token", help="print a JWT for a user or a service, signed with HUB_JWT_SECRET")
     subject = token.add_mutually_exclusive_group(required=True)
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         return watch_command.run(args)
 
     logging.basicConfig(level=os.environ.get("HUB_LOG_LEVEL", "INFO").upper(), format=LOG_FORMAT)
+    if args.command in ("up", "serve", "worker") and os.getcwd() not in sys.path:
+        # As under `python -m`: an app's modules (HUB_APPS, --import) next
+        # to where the hub is started are found without PYTHONPATH.
+        sys.path.append(os.getcwd())
     try:
         if args.command == "up":
             from hub.runtime.supervisor import run_everything
@@ -55,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.command == "serve":
             from hub.runtime.server import serve
+            from hub.web.dispatch import load_job_types
 
-            asyncio.run(serve(settings, dev_tokens=args.dev_tokens))
+            job_types = load_job_types(settings)  # before anything else: a bad app stops here
+            asyncio.run(serve(settings, dev_tokens=args.dev_tokens, job_types=job_types))
             return 0
         if args.command == "worker":
             if not settings.redis_url:

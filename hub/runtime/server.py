@@ -49,12 +49,12 @@ class HubHTTPServer(HTTPServer):
         super().handle_stream(stream, address)
 
 
-async def serve(settings: Settings, *, dev_tokens: bool = False) -> None:
+async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Registry | None = None) -> None:
     if not settings.redis_url:
         raise ConfigError("hub serve needs HUB_REDIS_URL (hub up starts an embedded Redis for you)")
     redis = connect_redis(settings.redis_url)
     dispatcher = JobDispatcher(settings)
-    ctx = build_context(settings, redis, dispatcher)
+    ctx = build_context(settings, redis, dispatcher, job_types)
     server = HubHTTPServer(
         make_app(ctx, dev_tokens=dev_tokens),
         xheaders=settings.trust_proxy_headers,

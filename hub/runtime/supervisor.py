@@ -5,6 +5,7 @@ its jobs while Redis still answers), then Redis."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -19,10 +20,14 @@ import time
 import urllib.error
 import urllib.request
 
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
 from hub.errors import ConfigError
 from hub.runtime.embedded import EmbeddedRedis
 from hub.runtime.ports import check_free
 from hub.runtime.processes import die_with_parent, stop_process
+from hub.store import registry
 from hub.store.settings import Settings
 from hub.web.auth import issue_token
 
@@ -40,6 +45,10 @@ def run_everything(data_dir: str | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("HUB_JWT_SECRET", secrets.token_urlsafe(32))
     checked = Settings.from_env(env)  # fail early, before starting anything, on a bad setting
+    # or a bad app (imported here too, on a stub broker: a plain
+    # @dramatiq.actor in it stays away from Redis)
+    dramatiq.set_broker(StubBroker())
+    job_types = registry.load(checked.app_modules, checked.external_job_types)
     check_free(checked.host, checked.port)  # or another hub would answer for this one
 
     temporary = data_dir is None
@@ -71,7 +80,7 @@ def run_everything(data_dir: str | None = None) -> int:
                 return 0
             print("hub: the web server did not become ready; see the log above", file=sys.stderr)
             return 1
-        _print_banner(url, settings, redis_server)
+        _print_banner(url, settings, redis_server, job_types)
         while not stop.wait(0.5):
             for child in children.values():
                 if child.poll() is not None:
@@ -120,7 +129,9 @@ def redacted(url: str) -> str:
     return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
-def _print_banner(url: str, settings: Settings, redis_server: EmbeddedRedis | None) -> None:
+def _print_banner(
+    url: str, settings: Settings, redis_server: EmbeddedRedis | None, job_types: registry.Registry
+) -> None:
     redis_note = redacted(str(settings.redis_url))
     if redis_server is not None:
         bound = f"up to {redis_server.maxmemory}, " if redis_server.maxmemory not in (None, "0") else ""
@@ -144,10 +155,21 @@ Realtime hub is running.
 Try it:
 {export}
   curl -N -H "Authorization: Bearer $HUB_TOKEN" {url}api/v1/sse/jobs/my
-  curl -H "Authorization: Bearer $HUB_TOKEN" -H "Content-Type: application/json" \\
-       -d '{{"name": "Ada", "description": "curious and brave"}}' {url}api/v1/characters
-
+{_start_a_job(url, job_types)}
 Press Ctrl-C to stop.
 """,
         flush=True,
+    )
+
+
+def _start_a_job(url: str, job_types: registry.Registry) -> str:
+    """The banner's second command: start a job of the first type the hub runs."""
+    runnable = [job for job in job_types if not job.external]
+    if not runnable:
+        return f"  (no job type runs here: see {url}api/v1/job-types and docs/JOBS.md)"
+    job = runnable[0]
+    body = json.dumps({"type": job.name, "input": job.example or {}})
+    return (
+        '  curl -H "Authorization: Bearer $HUB_TOKEN" -H "Content-Type: application/json" \\\n'
+        f"       -d '{body}' {url}api/v1/jobs"
     )

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.errors import BadRequest
+from hub.errors import BadRequest, ConfigError
 
 #: The JSON text of one job's input at most (the request body's bound too).
 MAX_INPUT_BYTES = 16 * 1024
@@ -55,6 +55,14 @@ class Text(Field):
     default: str = ""
     choices: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.max_length < 1:
+            raise ConfigError(f"{self!r}: max_length must be at least 1")
+        if not isinstance(self.default, str) or len(self.default) > self.max_length:
+            raise ConfigError(f"{self!r}: the default must be a string of at most max_length characters")
+        if self.default and self.choices and self.default not in self.choices:
+            raise ConfigError(f"{self!r}: the default must be one of the choices")
+
     def default_value(self) -> Any:
         return self.default
 
@@ -95,6 +103,15 @@ class Integer(Field):
     maximum: int | None = None
     default: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ConfigError(f"{self!r}: minimum is above maximum")
+        if self.default is not None:
+            try:
+                self.clean("the default", self.default)
+            except BadRequest as exc:
+                raise ConfigError(f"{self!r}: {exc.message}") from None
+
     def default_value(self) -> Any:
         return self.default
 
@@ -119,6 +136,10 @@ class Integer(Field):
 @dataclass(frozen=True, kw_only=True)
 class Boolean(Field):
     default: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.default, bool):
+            raise ConfigError(f"{self!r}: the default must be True or False")
 
     def default_value(self) -> Any:
         return self.default
@@ -190,6 +211,8 @@ def as_schema(fields: Schema | dict[str, Field] | None) -> Schema:
     if isinstance(fields, Schema):
         return fields
     for name, spec in fields.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"input field names must be non-empty strings, not {name!r}")
         if not isinstance(spec, Field):
             raise TypeError(f"input field {name!r} must be a Text, Integer or Boolean, not {spec!r}")
     return Schema(dict(fields))

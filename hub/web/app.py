@@ -67,6 +67,8 @@ def build_context(
     settings: Settings, redis: Redis, enqueue: Enqueue, job_types: registry.Registry | None = None
 ) -> HubContext:
     """The hub's context; `job_types` default to those of the settings' apps."""
+    if job_types is None:
+        job_types = registry.load(settings.app_modules, settings.external_job_types)
     metrics = HubMetrics()
     keys = KeySpace(settings.namespace)
     slots = UserSlots(redis, keys, ttl=settings.process_ttl_seconds)
@@ -99,7 +101,7 @@ def build_context(
             write_timeout_seconds=settings.write_timeout_seconds,
             on_keepalive=metrics.keepalives.inc,
         ),
-        job_types=job_types or registry.load(settings.app_modules, settings.external_job_types),
+        job_types=job_types,
     )
 
 

@@ -8,8 +8,20 @@ from typing import Any
 import dramatiq
 
 from actors.broker import make_broker
+from hub.store import registry
 from hub.store.registry import JOB_OPTION, JobType
 from hub.store.settings import Settings
+
+
+def load_job_types(settings: Settings) -> registry.Registry:
+    """The deployment's job types, for a process that enqueues them (`hub
+    serve`). Dramatiq's global broker is set to the hub's first: a plain
+    `@dramatiq.actor` in an app module then declares itself on the hub's
+    Redis, not on a default broker at localhost:6379, and its `send()`
+    reaches the hub's workers."""
+    if settings.redis_url:
+        dramatiq.set_broker(make_broker(settings))
+    return registry.load(settings.app_modules, settings.external_job_types)
 
 
 class JobDispatcher:
