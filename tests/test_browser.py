@@ -337,3 +337,277 @@ def test_demo_page_keeps_the_jobs_across_reloads(hub_process, worker, browser, s
     assert not [problem for problem in problems if problem.startswith(("page error", "5"))], problems
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "demo-reloaded-phone.png"), full_page=True, animations="disabled")
+
+
+def session_token(page: Any) -> str:
+    """The token the page signed in with (it keeps it in sessionStorage)."""
+    return str(page.evaluate("() => JSON.parse(sessionStorage.getItem('hub-demo-session')).token"))
+
+
+@pytest.mark.hub_settings(job_step_seconds=0.05)
+def test_the_demo_page_puts_the_token_in_no_url(hub_process, worker, browser):
+    """A whole visit: sign in, both jobs with their image, a switch to
+    long-poll and back to SSE, a reload. Every URL the page asked for is
+    recorded: none holds the token (its images come as blobs, its /my stream
+    with a ticket over SSE and with the header over long-poll)."""
+    from playwright.sync_api import expect
+
+    hub = hub_process(dev_tokens=True)
+    worker()
+    page, problems, requested = open_page(browser, hub.url, DESKTOP)
+    sign_in(page, "ada", problems)
+    token = session_token(page)
+
+    page.fill("#character-name", "Ada")
+    page.click("#character-start")
+    page.fill("#media-prompt", "a quiet harbour")
+    page.click("#media-start")
+    image = page.locator('.job[data-job-type="media"]')
+    expect(image).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+    page.wait_for_function(IMAGE_SHOWN, arg=image.element_handle(), timeout=WAIT_MS)
+
+    connection = page.locator("#connection")
+    page.select_option("#transport", "longpoll")
+    expect(connection).to_have_attribute("data-transport", "longpoll")
+    expect(connection).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+    page.fill("#character-name", "Polled")
+    page.click("#character-start")
+    expect(page.locator('.job[data-status="completed"]')).to_have_count(3, timeout=WAIT_MS)
+    page.select_option("#transport", "eventsource")
+    expect(connection).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+    page.reload()
+    expect(page.locator('.job[data-status="completed"]')).to_have_count(3, timeout=WAIT_MS)
+    page.wait_for_function(IMAGE_SHOWN, arg=image.element_handle(), timeout=WAIT_MS)
+
+    signature = token.rsplit(".", 1)[-1]
+    leaks = [url for url in requested if "access_token" in url or token in url or signature in url]
+    streams = [url for url in requested if "/api/v1/sse/jobs/my" in url]
+    polls = [url for url in requested if "/api/v1/poll/jobs/my" in url]
+    files = [url for url in requested if "/files/" in url]
+    print(
+        f"\n{len(requested)} requests: {len(streams)} SSE (ticketed: {sum('ticket=' in u for u in streams)}), "
+        f"{len(polls)} long-polls, {len(files)} files; with the token: {len(leaks)}"
+    )
+    assert leaks == []
+    assert streams and all("ticket=" in url for url in streams), streams
+    assert polls and files
+    assert not [problem for problem in problems if problem.startswith(("page error", "5"))], problems
+
+
+# In the viewport: the whole card between the top and the bottom of the screen.
+IN_VIEW = """(card) => { const box = card.getBoundingClientRect();
+                         return box.top >= 0 && box.bottom <= window.innerHeight && box.height > 0; }"""
+
+
+def signed_in_page(browser: Any, url: str, settings: Settings, user: str, viewport: dict[str, int]) -> Any:
+    """A page already signed in as `user` (its session as the page keeps it),
+    whatever the hub: no demo token endpoint is needed."""
+    session = json.dumps({"token": issue_token(settings, user, ttl_seconds=600), "user": user})
+    page = browser.new_page(viewport=viewport)
+    page.add_init_script(f"sessionStorage.setItem('hub-demo-session', {json.dumps(session)})")
+    page.goto(url + "/")
+    return page
+
+
+def test_on_a_phone_a_new_job_is_scrolled_into_view(hub_process, browser, settings):
+    """The forms fill a phone's screen: the card of a job just started is
+    below them. The page brings it into view, for each job started."""
+    from playwright.sync_api import expect
+
+    hub = hub_process()
+    page = signed_in_page(browser, hub.url, settings, "ada", PHONE)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    for form, fill, value in (("character", "#character-name", "Ada"), ("media", "#media-prompt", "a red kite")):
+        page.fill(fill, value)
+        page.click(f"#{form}-start")
+        card = page.locator(f'.job[data-job-type="{form}"]')
+        expect(card).to_have_count(1)
+        appeared = time.monotonic()
+        top = card.evaluate("card => Math.round(card.getBoundingClientRect().top)")
+        try:
+            page.wait_for_function(IN_VIEW, arg=card.element_handle(), timeout=3000)
+        except Exception as error:
+            raise AssertionError(f"the {form} card stayed at y={top} px on a {PHONE['height']} px screen") from error
+        print(f"\n{form}: the card appeared at y={top} px, in view {time.monotonic() - appeared:.2f} s later")
+        page.screenshot(path=str(ARTIFACTS / f"demo-phone-new-{form}-job.png"), animations="disabled")
+    assert fits_the_screen(page)
+
+
+def test_on_a_phone_the_page_says_when_the_hub_is_unreachable(hub_process, browser, settings):
+    """The hub goes away mid-job (every connection cut, new ones held): a
+    banner says so within seconds and the running job's card says its state
+    is unknown; once the hub is back, both go, and what happened meanwhile
+    shows."""
+    from playwright.sync_api import expect
+
+    from tests.tcp_proxy import TcpProxy
+
+    hub = hub_process(HUB_EXTERNAL_JOB_TYPES=EXTERNAL)
+    service = service_token(settings)
+    with TcpProxy(hub.port) as proxy:
+        page = signed_in_page(browser, proxy.url, settings, "ada", PHONE)
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
+        report = call(hub.url + "/api/v1/jobs", {"type": EXTERNAL, "owner": "ada"}, service)["jobId"]
+        publish = f"{hub.url}/api/v1/jobs/{report}/events"
+        call(publish, {"status": "active", "progress": 40, "step": "counting"}, service)
+        card = page.locator(f'.job[data-job-id="{report}"]')
+        expect(card.locator(".job-status")).to_have_text("running", timeout=WAIT_MS)
+        banner = page.locator("#hub-unreachable")
+        expect(banner).to_be_hidden()
+        ARTIFACTS.mkdir(exist_ok=True)
+
+        proxy.cut(hold=True)
+        cut_at = time.monotonic()
+        expect(banner).to_be_visible(timeout=5000)
+        shown = time.monotonic() - cut_at
+        expect(card).to_have_attribute("data-stale", "true")
+        expect(card.locator(".job-status")).to_have_text("unknown")
+        # Scrolled down to the card, the user still sees the banner.
+        card.scroll_into_view_if_needed()
+        page.wait_for_function(IN_VIEW, arg=card.element_handle(), timeout=3000)
+        page.wait_for_function(IN_VIEW, arg=banner.element_handle(), timeout=3000)
+        page.screenshot(path=str(ARTIFACTS / "demo-phone-hub-unreachable.png"), animations="disabled")
+
+        call(publish, {"status": "active", "progress": 70, "step": "checking"}, service)
+        proxy.release()
+        released_at = time.monotonic()
+        expect(banner).to_be_hidden(timeout=WAIT_MS)
+        back = time.monotonic() - released_at
+        expect(card).not_to_have_attribute("data-stale", "true")
+        expect(card.locator(".job-status")).to_have_text("running")
+        expect(card.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "70")
+        expect(card.locator(".job-step")).to_have_text("step: checking")
+        page.screenshot(path=str(ARTIFACTS / "demo-phone-hub-back.png"), animations="disabled")
+        print(f"\nbanner shown {shown:.2f} s after the cut, gone {back:.2f} s after the hub was reachable again")
+        assert fits_the_screen(page)
+
+
+# The page of an app on another origin: it imports the client from the hub,
+# then follows a job in each of the two ways CLIENTS.md describes. `__HUB__`
+# is the hub's URL.
+APP_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>An app on another origin</title>
+<script type="module">
+  import { hubClient } from '__HUB__/static/hub-client.js';
+
+  const HUB = '__HUB__';
+  const post = async (path) => (await fetch(path, { method: 'POST' })).json();
+
+  // 1. The app's backend signs a short-lived user token; the client does the rest.
+  async function withToken() {
+    const { token } = await post('/session');
+    const hub = hubClient({ baseUrl: HUB, token });
+    const { jobId, type } = await hub.createJob('character', { name: 'Cross' });
+    const final = await new Promise((resolve, reject) =>
+      hub.subscribeJob(type, jobId, { onComplete: resolve, onError: reject }));
+    return { status: final.status, name: final.result.name };
+  }
+
+  // 2. The app's backend starts the job and buys the browser a ticket for its stream: no token in the page.
+  async function withTicket() {
+    const { sse, ticket } = await post('/jobs');
+    return new Promise((resolve, reject) => {
+      const source = new EventSource(`${HUB}${sse}?ticket=${encodeURIComponent(ticket)}`);
+      source.onmessage = (message) => {
+        const event = JSON.parse(message.data);
+        if (event.status !== 'completed' && event.status !== 'failed') return;
+        source.close();
+        resolve({ status: event.status, name: event.result && event.result.name });
+      };
+      source.onerror = () => source.readyState === EventSource.CLOSED && reject(new Error('the stream was refused'));
+    });
+  }
+
+  Promise.all([withToken(), withTicket()]).then(
+    (outcome) => { window.outcome = outcome; },
+    (error) => { window.outcome = { error: String(error) }; },
+  );
+</script>
+"""
+
+
+class AppOnAnotherOrigin:
+    """A web app on its own origin: its page, and a backend that holds the
+    hub's key (it signs its users' tokens) and a service token (it starts
+    jobs for its users and buys them stream tickets). Its port is known
+    before the hub starts, so that the hub can be told its origin; set
+    `hub_url` once the hub runs."""
+
+    def __init__(self, settings: Settings, user: str) -> None:
+        import http.server
+        import threading
+
+        app = self
+        self.hub_url = ""
+        service = service_token(settings)
+
+        def backend(path: str) -> dict[str, Any]:
+            if path == "/session":
+                return {"token": issue_token(settings, user, ttl_seconds=300)}
+            created = {"type": "character", "owner": user, "input": {"name": "Ticketed"}}
+            sse = call(app.hub_url + "/api/v1/jobs", created, service)["links"]["sse"]
+            ticket = call(app.hub_url + "/api/v1/sse/tickets", {"user": user, "path": sse}, service)["ticket"]
+            return {"sse": sse, "ticket": ticket}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._answer("text/html; charset=utf-8", APP_PAGE.replace("__HUB__", app.hub_url).encode())
+
+            def do_POST(self) -> None:
+                self._answer("application/json", json.dumps(backend(self.path)).encode())
+
+            def _answer(self, content_type: str, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # `localhost` against the hub's 127.0.0.1: another origin, and another site too.
+        self.origin = f"http://localhost:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> AppOnAnotherOrigin:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.mark.hub_settings(job_step_seconds=0.05)
+def test_an_app_on_another_origin_imports_the_client_from_the_hub_and_follows_jobs(
+    hub_process, worker, browser, settings
+):
+    """As CLIENTS.md says: HUB_CORS_ORIGINS names the app's origin; its page
+    imports /static/hub-client.js from the hub, and follows a job with a
+    token its backend signed, and another with a ticket its backend bought."""
+    with AppOnAnotherOrigin(settings, "ada") as app:
+        hub = hub_process(HUB_CORS_ORIGINS=app.origin)
+        app.hub_url = hub.url
+        worker()
+        page = browser.new_page(viewport=DESKTOP)
+        problems: list[str] = []
+        page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(app.origin + "/")
+        try:
+            page.wait_for_function("() => window.outcome", timeout=WAIT_MS)
+        except Exception as error:
+            raise AssertionError(f"the app's page did not finish; the browser saw {problems}") from error
+        outcome = page.evaluate("() => window.outcome")
+    assert outcome == [{"status": "completed", "name": "Cross"}, {"status": "completed", "name": "Ticketed"}], (
+        outcome,
+        problems,
+    )
+    assert f"{hub.url}/static/hub-client.js" in requested
+    assert not [url for url in requested if "access_token" in url]

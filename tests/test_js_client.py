@@ -19,6 +19,8 @@ from tests.conftest import ROOT, SECRET, need
 JS = ROOT / "clients" / "js"
 STATIC = ROOT / "hub" / "web" / "static"
 USER_LIMIT = 3
+#: A job type the Node tests move on themselves, as an app's worker would.
+EXTERNAL = "report"
 #: The example job types' names (and their seed paths' segments), as code would spell them.
 EXAMPLE_NAMES = re.compile(r"(?<![@\w])(character|media)", re.IGNORECASE)
 
@@ -65,7 +67,7 @@ def test_the_client_and_the_demo_page_name_no_job_type():
 def test_javascript_client(hub_process, worker, settings, sync_redis):
     node = node_or_skip()
     need((JS / "node_modules" / "eventsource").is_dir(), "run `npm ci --prefix clients/js` first (tox does)")
-    hub = hub_process(HUB_MAX_CONNECTIONS_PER_USER=str(USER_LIMIT))
+    hub = hub_process(HUB_MAX_CONNECTIONS_PER_USER=str(USER_LIMIT), HUB_EXTERNAL_JOB_TYPES=EXTERNAL)
     worker()
     # A job that stays queued (no worker is ever asked to run it).
     Journal(sync_redis, settings).create("idle-job", "idle-user", "character")
@@ -76,9 +78,13 @@ def test_javascript_client(hub_process, worker, settings, sync_redis):
         HUB_MAX_CONNECTIONS_PER_USER=str(USER_LIMIT),
         IDLE_JOB_ID="idle-job",
         IDLE_JOB_USER="idle-user",
+        EXTERNAL_JOB_TYPE=EXTERNAL,
     )
+    # JS_TEST_NAME_PATTERN=regex runs only the Node tests whose name matches.
+    pattern = os.environ.get("JS_TEST_NAME_PATTERN")
+    only = [f"--test-name-pattern={pattern}"] if pattern else []
     result = subprocess.run(
-        [node, "--test", "--test-timeout=180000", "--test-reporter=spec", "test/"],
+        [node, "--test", "--test-timeout=180000", "--test-reporter=spec", *only, "test/"],
         cwd=JS,
         env=env,
         capture_output=True,

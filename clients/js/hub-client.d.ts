@@ -35,9 +35,10 @@ export interface SubscribeOptions {
   token?: string;
   /** Called for a token at start and once more after a 401. */
   getToken?: () => string | Promise<string>;
-  /** How the token travels: 'query' (access_token, works with EventSource), 'ticket' (the token buys a one-minute
-   *  stream ticket through an Authorization header; the token never goes into a URL), 'header' (Authorization, needs
-   *  fetch), 'cookie' (hub_token). Default 'query'. */
+  /** How the token travels on the streams. By default it goes into no URL: 'ticket' for a native EventSource (the
+   *  token buys a one-minute ticket for each connection, through an Authorization header, bound to this stream),
+   *  'header' for the fetch stream and long-poll (Authorization). 'cookie' sends the hub_token cookie; 'query' puts the
+   *  token in the URL (access_token), only when asked for. */
   auth?: 'query' | 'ticket' | 'header' | 'cookie';
   transport?: Transport;
   /** Resume after this event id. */

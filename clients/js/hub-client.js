@@ -193,7 +193,7 @@ class Subscription {
     this.endsWithJob = endsWithJob;
     this.lastId = options.lastEventId || null;
     this.token = options.token || null;
-    this.authMode = options.auth || 'query'; // 'query' | 'ticket' | 'header' | 'cookie'
+    this.auth = options.auth || null; // 'query' | 'ticket' | 'header' | 'cookie'; null: the safest that works
     this.fetch = options.fetch || globalThis.fetch?.bind(globalThis);
     this.EventSource = options.EventSource || globalThis.EventSource;
     this.transport = this.chooseTransport(options.transport || 'auto');
@@ -205,6 +205,13 @@ class Subscription {
     this.abort = null;
     this.source = null;
     this.start();
+  }
+
+  /** How the token travels now. By default the token goes into no URL: a
+   *  native EventSource (which cannot send a header) gets a fresh one-minute
+   *  ticket for each connection, the other transports send the header. */
+  get authMode() {
+    return this.auth || (this.transport === 'eventsource' ? 'ticket' : 'header');
   }
 
   close() {
@@ -221,7 +228,7 @@ class Subscription {
   chooseTransport(wanted) {
     if (wanted !== 'auto') return wanted;
     const streams = typeof this.fetch === 'function' && typeof ReadableStream !== 'undefined';
-    if (this.EventSource && this.authMode !== 'header') return 'eventsource';
+    if (this.EventSource && this.auth !== 'header') return 'eventsource';
     return streams ? 'fetch' : 'longpoll';
   }
 
@@ -349,8 +356,9 @@ class Subscription {
   }
 
   async fetchTicket() {
-    // Bound to this stream: EventSource reconnects with the same URL, and the
-    // hub uses up an unbound ticket on its first request.
+    // Bound to this stream: a ticket that leaks opens nothing else, and
+    // EventSource may reconnect with the same URL (an unbound ticket opens
+    // one stream once).
     const response = await this.request(
       `${this.baseUrl}/api/v1/sse/tickets`,
       {
@@ -421,7 +429,12 @@ class Subscription {
 
   /** Learns why EventSource was refused: the long-poll endpoint answers at once without a cursor. */
   async probe() {
-    const response = await this.request(this.url(this.pollPath), { headers: this.headers() }, 10000);
+    // Not with the ticket: it may be what was refused (expired, or spent). The
+    // header goes in no URL either; the next connection buys a fresh ticket.
+    const ticketed = this.authMode === 'ticket' && this.token;
+    const url = ticketed ? `${this.baseUrl}${this.pollPath}` : this.url(this.pollPath);
+    const headers = ticketed ? { Authorization: `Bearer ${this.token}` } : this.headers();
+    const response = await this.request(url, { headers }, 10000);
     const body = await response.json();
     const final = body.events.find((e) => isTerminal(e.status));
     if (this.endsWithJob && final) {

@@ -6,7 +6,21 @@ import { test } from 'node:test';
 import { EventSource } from 'eventsource';
 
 import { compareIds, subscribeJob, subscribeMyJobs } from '../hub-client.js';
-import { HUB_URL, checkJobEvents, createJob, historyIds, startProxy, token, uniqueUser, within } from './helpers.mjs';
+import {
+  EXTERNAL_TYPE,
+  HUB_URL,
+  checkJobEvents,
+  createExternalJob,
+  createJob,
+  historyIds,
+  publish,
+  recordingTransports,
+  startOneUseTicketProxy,
+  startProxy,
+  token,
+  uniqueUser,
+  within,
+} from './helpers.mjs';
 
 const TRANSPORTS = ['eventsource', 'fetch', 'longpoll'];
 // Node has no EventSource of its own: the `eventsource` package stands in for the browser's.
@@ -174,7 +188,7 @@ for (const transport of ['fetch', 'eventsource', 'longpoll']) {
   });
 }
 
-test('auto: picks EventSource when the token may go in the URL, a fetch stream for a header', async () => {
+test("auto: picks EventSource (with a ticket) by default, a fetch stream for auth 'header'", async () => {
   const user = uniqueUser('auto');
   const jobId = await createJob(user);
   const viaUrl = await follow({ baseUrl: HUB_URL, type: 'character', jobId, token: token(user) });
@@ -269,6 +283,101 @@ test('ticket auth: the token buys a stream ticket and never goes into a URL', as
   assert.ok(urls.some((u) => u.endsWith('/api/v1/sse/tickets')));
   assert.ok(urls.some((u) => u.includes('/sse/jobs/character/') && u.includes('ticket=')));
   assert.ok(urls.every((u) => !u.includes('access_token') && !u.includes(token(user).split('.')[2])));
+});
+
+// What each transport sends by default, with no `auth` option: a stream ticket for EventSource
+// (which cannot send headers), the Authorization header for the others; never the token in a URL.
+const DEFAULT_AUTH = { auto: 'ticket', eventsource: 'ticket', fetch: 'header', longpoll: 'header' };
+
+for (const [transport, expected] of Object.entries(DEFAULT_AUTH)) {
+  test(`${transport}: by default the token goes into no URL, and the job is followed to its end`, async () => {
+    const user = uniqueUser('default-auth');
+    const jobId = await createJob(user, 'character', { name: 'Default' });
+    const spy = recordingTransports(EventSource);
+    const options = { baseUrl: HUB_URL, type: 'character', jobId, token: token(user), fetch: spy.fetch, EventSource: spy.EventSource };
+    const { events, final, states } = await follow(transport === 'auto' ? options : { ...options, transport });
+    checkJobEvents(events);
+    assert.equal(final.status, 'completed');
+    assert.equal(states[0].transport, transport === 'auto' ? 'eventsource' : transport);
+
+    const secret = token(user).split('.')[2];
+    const leaks = spy.requests.filter((r) => r.url.includes('access_token') || r.url.includes(secret));
+    assert.deepEqual(leaks, [], 'no URL carries the token');
+    const streams = spy.requests.filter((r) => r.url.includes('/sse/jobs/') || r.url.includes('/poll/jobs/'));
+    assert.ok(streams.length >= 1);
+    if (expected === 'ticket') {
+      const bought = spy.requests.filter((r) => r.url.endsWith('/api/v1/sse/tickets'));
+      assert.ok(bought.length >= 1 && bought.every((r) => r.method === 'POST' && /^Bearer /.test(r.authorization)));
+      // Each ticket opens this job's stream and no other.
+      assert.deepEqual(JSON.parse(bought[0].body), { path: `/api/v1/sse/jobs/character/${jobId}` });
+      assert.ok(streams.every((r) => r.method === 'EventSource' && r.url.includes('ticket=')), JSON.stringify(streams));
+    } else {
+      assert.ok(streams.every((r) => /^Bearer /.test(r.authorization) && !r.url.includes('ticket=')), JSON.stringify(streams));
+    }
+  });
+}
+
+test("auth 'query' still puts the token in the URL when asked for", async () => {
+  const user = uniqueUser('query');
+  const jobId = await createJob(user, 'character', { name: 'Query' });
+  const spy = recordingTransports(EventSource);
+  const { final } = await follow({
+    baseUrl: HUB_URL, type: 'character', jobId, token: token(user), auth: 'query', fetch: spy.fetch, EventSource: spy.EventSource,
+  });
+  assert.equal(final.status, 'completed');
+  assert.ok(spy.requests.some((r) => r.method === 'EventSource' && r.url.includes('access_token=')));
+});
+
+test('eventsource with tickets: when a reconnect is refused the old ticket, a fresh one is bought and nothing is missed', async () => {
+  const user = uniqueUser('one-use');
+  const proxy = await startOneUseTicketProxy();
+  const jobId = await createExternalJob(user);
+  const events = [];
+  const states = [];
+  let subscription;
+  /** Resolves once `check()` holds, checking after each event and state change; fails with the subscription. */
+  let wake = () => {};
+  let failed = null;
+  const until = (check) => within(20000, (resolve, reject) => {
+    wake = () => (failed ? reject(failed) : check() && resolve());
+    wake();
+  });
+  try {
+    const done = new Promise((resolve, reject) => {
+      subscription = subscribeJob(EXTERNAL_TYPE, jobId, {
+        ...common,
+        baseUrl: proxy.url,
+        token: token(user),
+        transport: 'eventsource',
+        auth: 'ticket',
+        onEvent: (event, id) => (events.push({ event, id }), wake()),
+        onState: (change) => (states.push(change.state), wake()),
+        onComplete: resolve,
+        onError: (error) => {
+          failed = error;
+          wake();
+          reject(error);
+        },
+      });
+    });
+    done.catch(() => {}); // reported through `until`
+    await until(() => events.some((e) => e.event.type === 'initial_status'));
+    await publish(jobId, { status: 'active', progress: 10, step: 'one' });
+    await until(() => events.some((e) => e.event.progress === 10));
+    proxy.cut();
+    await until(() => states.at(-1) === 'reconnecting');
+    await publish(jobId, { status: 'active', progress: 50, step: 'while away' });
+    await until(() => events.some((e) => e.event.progress === 50));
+    await publish(jobId, { status: 'completed', progress: 100, result: { ok: true } });
+    assert.equal((await within(20000, (resolve, reject) => done.then(resolve, reject))).status, 'completed');
+    assert.ok(proxy.tickets.size >= 2, 'a fresh ticket for the new connection');
+    const delivered = checkJobEvents(events);
+    const all = await historyIds(user, EXTERNAL_TYPE, jobId);
+    assert.deepEqual(delivered, all, 'no gap and no duplicate');
+  } finally {
+    subscription?.close();
+    await proxy.close();
+  }
 });
 
 for (const transport of ['eventsource', 'fetch']) {

@@ -25,7 +25,7 @@ from hub_client.backoff import Backoff
 from hub_client.calls import call, expect_success
 from hub_client.endpoint import Endpoint
 from hub_client.errors import JobFinished, ProtocolError
-from hub_client.follow import TRANSPORTS, Event, FollowOptions, follow, job_tail
+from hub_client.follow import TRANSPORTS, Event, FollowOptions, OnRetry, follow, job_tail
 from hub_client.publishing import TERMINAL_STATUSES, event_body, was_ours
 from hub_client.running import RunningJob
 from hub_client.sse import DEFAULT_MAX_FRAME_CHARS, DEFAULT_MAX_LINE_BYTES
@@ -108,6 +108,7 @@ class HubClient:
         transport: str = "sse",
         last_event_id: str | None = None,
         include_connected: bool = False,
+        on_retry: OnRetry | None = None,
     ) -> Iterator[Event]:
         """Yields the events of job `job_id` of type `type` in order, each
         once, and stops after its terminal event (`completed` or `failed`)
@@ -122,7 +123,9 @@ class HubClient:
         Raises Unauthorized, Forbidden (a service's token: services open no
         user's stream), NotFound (also for a job of another type), BadRequest,
         ProtocolError, or RetriesExhausted when `max_retries` is set and
-        reached.
+        reached. `on_retry(retry)` is told of every reconnect before its wait
+        (why, how long, which attempt: see hub_client.follow.Retry), so that a
+        program can say it is retrying instead of going quiet.
         """
         _check_type(type)
         if not job_id:
@@ -135,6 +138,7 @@ class HubClient:
             last_event_id,
             ends_with_job=True,
             include_connected=include_connected,
+            on_retry=on_retry,
         )
 
     def watch_my(
@@ -143,6 +147,7 @@ class HubClient:
         transport: str = "sse",
         last_event_id: str | None = None,
         include_connected: bool = False,
+        on_retry: OnRetry | None = None,
     ) -> Iterator[Event]:
         """Yields the events of every job of the token's user, including jobs
         created later. It never ends by itself: the caller breaks out."""
@@ -154,6 +159,7 @@ class HubClient:
             last_event_id,
             ends_with_job=False,
             include_connected=include_connected,
+            on_retry=on_retry,
         )
 
     # Jobs ----------------------------------------------------------------------

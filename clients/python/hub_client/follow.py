@@ -16,7 +16,7 @@ import http.client
 import json
 import ssl
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -44,6 +44,26 @@ class FollowOptions:
     max_frame_chars: int
 
 
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """What a follow is about to do after a failure, told before it waits:
+    `attempt` (the next one; the first connection was attempt 1) of
+    `attempts` (None: no limit), after `delay` seconds. `error` is what
+    failed: an OSError or HTTPException when the hub could not be reached,
+    a HubClientError with the `status` it answered (429, 503, ...), or None
+    when a stream ended before the job did."""
+
+    error: BaseException | None
+    status: int | None
+    delay: float
+    attempt: int
+    attempts: int | None
+
+
+#: Told of every retry before its wait (see Retry).
+OnRetry = Callable[[Retry], None]
+
+
 class _Outcome(enum.Enum):
     FINISHED = "finished"  # the terminal event was delivered, or a 204: stop
     ENDED_EARLY = "ended early"  # the stream ended before the job: reconnect after a delay
@@ -55,6 +75,7 @@ class _RetryLater(Exception):
 
     def __init__(self, status: int, body: Any, retry_after: float | None) -> None:
         super().__init__(f"the hub answered {status}{code_of(body)}")
+        self.status = status
         self.retry_after = retry_after
 
 
@@ -126,27 +147,34 @@ def follow(
     *,
     ends_with_job: bool,
     include_connected: bool,
+    on_retry: OnRetry | None = None,
 ) -> Iterator[Event]:
     """The events of `/api/v1/{sse|poll}/{tail}`; see HubClient.watch."""
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
     # A generator's body runs at the first next(): validating above makes a
     # bad argument fail at the call instead.
-    return _Follower(endpoint, options, ends_with_job, include_connected).run(tail, transport, Cursor(last_event_id))
+    follower = _Follower(endpoint, options, ends_with_job, include_connected, on_retry)
+    return follower.run(tail, transport, Cursor(last_event_id))
 
 
 class _Follower:
     def __init__(
-        self, endpoint: Endpoint, options: FollowOptions, ends_with_job: bool, include_connected: bool
+        self,
+        endpoint: Endpoint,
+        options: FollowOptions,
+        ends_with_job: bool,
+        include_connected: bool,
+        on_retry: OnRetry | None,
     ) -> None:
         self._endpoint = endpoint
         self._options = options
         self._ends_with_job = ends_with_job
         self._include_connected = include_connected
+        self._on_retry = on_retry
         self._backoff = Backoff(options.retry_delay, options.max_delay, options.max_retries)
 
     def run(self, tail: str, transport: str, cursor: Cursor) -> Iterator[Event]:
-        backoff = self._backoff
         while True:
             try:
                 if transport == "sse":
@@ -154,18 +182,28 @@ class _Follower:
                 else:
                     outcome = yield from self._poll_once(f"/api/v1/poll/{tail}", cursor)
             except _RetryLater as busy:
-                time.sleep(backoff.failed(busy, busy.retry_after))
+                self._wait(busy, busy.status, busy.retry_after)
                 continue
             except (OSError, http.client.HTTPException) as error:
                 if isinstance(error, ssl.SSLCertVerificationError):
                     # A certificate that does not verify will not verify later.
                     raise HubClientError(f"TLS verification failed: {error}") from error
-                time.sleep(backoff.failed(error))
+                self._wait(error)
                 continue
             if outcome is _Outcome.FINISHED:
                 return
             if outcome is _Outcome.ENDED_EARLY:
-                time.sleep(backoff.failed(None))
+                self._wait(None)
+
+    def _wait(self, error: BaseException | None, status: int | None = None, retry_after: float | None = None) -> None:
+        """Counts a failure (raising RetriesExhausted past the limit), says
+        so through on_retry, and waits before the next attempt."""
+        backoff = self._backoff
+        delay = backoff.failed(error, retry_after)
+        if self._on_retry is not None:
+            attempts = None if backoff.max_retries is None else backoff.max_retries + 1
+            self._on_retry(Retry(error, status, delay, backoff.failures + 1, attempts))
+        time.sleep(delay)
 
     def _stream_once(self, path: str, cursor: Cursor) -> Generator[Event, None, _Outcome]:
         """One SSE connection, read until it ends."""

@@ -4,24 +4,41 @@ client alone): follow one job until it ends, from a terminal or a script.
 On a terminal it redraws one progress line and prints a summary; otherwise it
 prints one plain line per event (`active 40% traits`), flushed at once so a
 pipe sees progress as it happens, and the result as JSON on the last line.
+Text is printed as text (`“Zoë”`, not `\u201cZo\u00eb\u201d`); only what could
+drive the terminal (control characters, bidirectional overrides) is escaped.
+A file the job made (an image in its result) is printed as an absolute URL,
+with how to fetch it: it needs the token.
+
+When the hub cannot be reached, it says so on stderr at once and before each
+retry (`hub unreachable at URL (...); retrying in N s (attempt k of M)`), and
+gives up after MAX_RETRIES retries in a row: within GIVE_UP_WITHIN seconds of
+waiting, plus each attempt's connect time (a hub that answers 429 or 503 is
+waited for as long as its Retry-After says).
 
 Exit codes: 0 the job completed, 1 it failed, 2 a usage error or the hub
 refused (401, 404, 400), 3 the hub could not be followed (unreachable after
-several retries, or an answer that breaks the API), 130 interrupted.
+those retries, or an answer that breaks the API), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import re
+import shlex
 import shutil
 import sys
 import time
+import unicodedata
+from collections.abc import Iterator
 from typing import Any, Protocol, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 from hub_client.client import JOB_TYPE_NAME, TRANSPORTS, Event, HubClient
 from hub_client.errors import BadRequest, HubClientError, NotFound, Unauthorized
+from hub_client.follow import Retry
 
 DEFAULT_URL = "http://127.0.0.1:8088"
 EXIT_COMPLETED = 0
@@ -29,10 +46,23 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
-#: Consecutive failed attempts before giving up (about 45 s of backoff in
-#: all): a command should not hang forever on a wrong URL or a dead hub.
+#: Retries in a row before giving up: a command should not hang on a wrong
+#: URL or a dead hub, and should outlast a restart of the hub.
 MAX_RETRIES = 6
+#: The first wait, doubling with each failure up to MAX_DELAY (with jitter).
+FIRST_DELAY = 1.0
+MAX_DELAY = 5.0
+#: The most the retries wait in all, whatever `retry:` the hub had asked for.
+GIVE_UP_WITHIN = MAX_RETRIES * MAX_DELAY
 BAR_WIDTH = 24
+#: The paths of files a job made, as its result names them: the generic
+#: `/api/v1/jobs/{id}/files/{name}` and a seed type's `/api/v1/{segment}/jobs/{id}/{name}`.
+HUB_FILE = re.compile(
+    r"\A/api/v1/(?:jobs/[^/?#]+/files|(?!sse/|poll/)[a-z][a-z0-9_-]{0,31}/jobs/[^/?#]+)/[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z"
+)
+#: A result is searched this deep, and this many of its files are explained.
+MAX_DEPTH = 6
+MAX_FILE_NOTES = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,17 +94,28 @@ def run(args: argparse.Namespace) -> int:
         return _fail(EXIT_USAGE, "no token: pass --token or set HUB_TOKEN")
     url = args.url or os.environ.get("HUB_URL") or DEFAULT_URL
     try:
-        client = HubClient(url, token, max_retries=MAX_RETRIES)
+        client = HubClient(url, token, max_retries=MAX_RETRIES, retry_delay=FIRST_DELAY, max_delay=MAX_DELAY)
     except ValueError as error:
         return _fail(EXIT_USAGE, str(error))
-    view: View = TerminalView(sys.stdout) if sys.stdout.isatty() else PlainView(sys.stdout, sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        # A terminal whose encoding lacks a character gets an escape, not a crash.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+    view: View
+    if sys.stdout.isatty():
+        view = TerminalView(sys.stdout, sys.stderr, client.base_url)
+    else:
+        view = PlainView(sys.stdout, sys.stderr, client.base_url)
     return follow(client, args.job_id, args.type, args.transport, view)
 
 
 def follow(client: HubClient, job_id: str, job_type: str, transport: str, view: View) -> int:
     last: Event | None = None
+    hub = shown_url(client.base_url)
     try:
-        for event in client.watch(job_id, job_type, transport=transport):
+        for event in client.watch(
+            job_id, job_type, transport=transport, on_retry=lambda retry: view.notice(retry_notice(hub, retry))
+        ):
             view.show(event)
             last = event
     except Unauthorized as error:
@@ -102,6 +143,8 @@ def follow(client: HubClient, job_id: str, job_type: str, transport: str, view: 
 class View(Protocol):
     def show(self, event: Event) -> None: ...
 
+    def notice(self, text: str) -> None: ...
+
     def finish(self, event: Event) -> None: ...
 
     def abandon(self) -> None: ...
@@ -110,17 +153,24 @@ class View(Protocol):
 class PlainView:
     """One line per event, for pipes and logs."""
 
-    def __init__(self, out: TextIO, err: TextIO) -> None:
+    def __init__(self, out: TextIO, err: TextIO, base_url: str) -> None:
         self._out = out
         self._err = err
+        self._base_url = base_url
 
     def show(self, event: Event) -> None:
         print(describe(event), file=self._out, flush=True)
 
+    def notice(self, text: str) -> None:
+        print(f"hub watch: {text}", file=self._err, flush=True)
+
     def finish(self, event: Event) -> None:
         if event.get("status") == "completed":
+            result, files = hub_files(event.get("result"), self._base_url)
             # The last line is machine-readable: `hub watch ... | tail -n 1`.
-            print(json.dumps(event.get("result")), file=self._out, flush=True)
+            print(json_text(result), file=self._out, flush=True)
+            for where, url in files:
+                self.notice(file_note(where, url))
         else:
             print(f"hub watch: the job failed: {_reason(event)}", file=self._err, flush=True)
 
@@ -131,8 +181,10 @@ class PlainView:
 class TerminalView:
     """A single progress line redrawn in place, then a summary."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, err: TextIO, base_url: str) -> None:
         self._out = out
+        self._err = err
+        self._base_url = base_url
         self._drawn = 0
         self._started = time.monotonic()
 
@@ -148,12 +200,20 @@ class TerminalView:
         self._out.flush()
         self._drawn = len(line)
 
+    def notice(self, text: str) -> None:
+        # On a line of its own: the progress line goes on below it.
+        self._end_line()
+        print(f"hub watch: {text}", file=self._err, flush=True)
+
     def finish(self, event: Event) -> None:
         self._end_line()
         elapsed = time.monotonic() - self._started
         if event.get("status") == "completed":
+            result, files = hub_files(event.get("result"), self._base_url)
             print(f"completed in {elapsed:.1f}s", file=self._out)
-            print(json.dumps(event.get("result"), indent=2), file=self._out, flush=True)
+            print(json_text(result, indent=2), file=self._out, flush=True)
+            for where, url in files:
+                print(file_note(where, url), file=self._out, flush=True)
         else:
             print(f"failed after {elapsed:.1f}s: {_reason(event)}", file=self._out, flush=True)
 
@@ -187,6 +247,86 @@ def progress_line(event: Event) -> str:
     status = str(event.get("status", event.get("type", "")))
     step = event.get("step") or ""
     return _printable(f"[{bar}] {progress:3d}% {status:<9} {step}".rstrip())
+
+
+def retry_notice(hub: str, retry: Retry) -> str:
+    """What the user reads before each wait: why, how long, and how many tries are left."""
+    attempts = f" of {retry.attempts}" if retry.attempts is not None else ""
+    when = f"in {retry.delay:.1f} s (attempt {retry.attempt}{attempts})"
+    if retry.error is None:
+        return f"the stream ended before the job did; reconnecting {when}"
+    if retry.status is not None:
+        return f"the hub at {hub} answered {retry.status}; retrying {when}"
+    return f"hub unreachable at {hub} ({_why(retry.error)}); retrying {when}"
+
+
+def _why(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return _printable(reason or type(error).__name__).replace("(", "[").replace(")", "]")
+
+
+def shown_url(url: str) -> str:
+    """`url` without a user or password it may carry."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host))
+
+
+def hub_files(result: Any, base_url: str) -> tuple[Any, list[tuple[str, str]]]:
+    """The result with every hub file path in it made absolute, and where
+    each was (`result.url`) with its absolute URL."""
+    base = shown_url(base_url).rstrip("/")
+    files: list[tuple[str, str]] = []
+
+    def absolute(value: Any, where: str, depth: int) -> Any:
+        if isinstance(value, str) and HUB_FILE.match(value):
+            files.append((where, base + value))
+            return base + value
+        if depth >= MAX_DEPTH:
+            return value
+        if isinstance(value, dict):
+            return {key: absolute(item, f"{where}.{key}", depth + 1) for key, item in value.items()}
+        if isinstance(value, list):
+            return [absolute(item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value)]
+        return value
+
+    return absolute(result, "result", 0), files[:MAX_FILE_NOTES]
+
+
+def file_note(where: str, url: str) -> str:
+    name = url.rsplit("/", 1)[-1]
+    return (
+        f"{_printable(where)} is a file on the hub; it needs the token: "
+        f'curl -fH "Authorization: Bearer $HUB_TOKEN" -o {shlex.quote(name)} {shlex.quote(url)}'
+    )
+
+
+#: Format characters that join letters (in emoji and some scripts) and cannot move the cursor.
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """`value` as JSON with its text as text, except what could drive or
+    garble a terminal (control and format characters, line separators,
+    lone surrogates): those stay \\u escapes, so the JSON still reads back."""
+    return "".join(_json_char(ch) for ch in json.dumps(value, ensure_ascii=False, indent=indent))
+
+
+def _json_char(ch: str) -> str:
+    if ch.isprintable() or ch == "\n" or ch in _JOINERS or unicodedata.category(ch) == "Zs":
+        return ch  # the only newlines left are json's own, between items
+    return "".join(f"\\u{unit:04x}" for unit in _utf16(ord(ch)))
+
+
+def _utf16(code: int) -> Iterator[int]:
+    if code < 0x10000:
+        yield code
+    else:
+        code -= 0x10000
+        yield 0xD800 + (code >> 10)
+        yield 0xDC00 + (code & 0x3FF)
 
 
 def _progress(event: Event) -> int:

@@ -18,6 +18,8 @@ const TITLES_KEY = 'hub-demo-titles';
 const MAX_TITLES = 200;
 const PAGE_SIZE = 20;
 const REFUSED = 'The hub refused the token. Sign in again.';
+// A live connection down this long is news (a reconnect usually takes less).
+const UNREACHABLE_AFTER_MS = 1500;
 
 let session = null; // { token, user }
 let hub = null; // the client, bound to the session's token
@@ -28,6 +30,7 @@ let generation = 0;
 let lastEventId = null; // shared by SSE and long-poll: a transport switch misses nothing
 let nextPage = null; // the cursor of the user's older jobs, or null
 let types = new Map(); // type name -> its description from the hub
+let outage = null; // the timer that shows the banner, while the connection is down
 
 const cards = jobCards($('jobs'), {
   viewOf,
@@ -82,6 +85,8 @@ function tokenSubject(token) {
 
 function signIn(token, user) {
   session = { token, user };
+  // No `auth`: the client's default puts the token in no URL (a one-minute
+  // ticket for each SSE connection, the header for long-poll and REST calls).
   hub = hubClient({ baseUrl: '', token });
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
   lastEventId = null;
@@ -119,6 +124,7 @@ function signOut(reason) {
   showMessage($('jobs-error'), '');
   $('connection-error').hidden = true;
   setConnection('closed', '');
+  live(true);
 }
 
 /** A 401 ends the session; anything else is the caller's to show. */
@@ -199,6 +205,7 @@ async function startJob(type, input, title) {
   // An event may have beaten the answer here: then the card exists and is newer.
   if (cards.has(answer.jobId)) cards.update(answer.jobId, { title });
   else cards.update(answer.jobId, { jobType: answer.type, status: answer.status, progress: 0, title });
+  cards.reveal(answer.jobId);
 }
 
 function titles() {
@@ -250,6 +257,26 @@ function setConnection(state, transport) {
   node.textContent = transport ? `${state} · ${TRANSPORT_NAMES[transport] || transport}` : state;
 }
 
+/** Tells the user when the live connection is down (the hub is gone, or
+ *  refuses for now), and marks the unfinished jobs' state as unknown until
+ *  it is back: a card must not say "running" on news that may be old. */
+function live(isLive, error) {
+  clearTimeout(outage);
+  outage = null;
+  if (isLive) {
+    $('hub-unreachable').hidden = true;
+    cards.setStale(false);
+    return;
+  }
+  outage = setTimeout(() => {
+    $('hub-unreachable-text').textContent = error?.status
+      ? `The hub is not answering for now (HTTP ${error.status}).`
+      : 'The hub cannot be reached.';
+    $('hub-unreachable').hidden = false;
+    cards.setStale(true);
+  }, UNREACHABLE_AFTER_MS);
+}
+
 function subscribe() {
   // Close the old subscription first: it must not hold one of the user's connections.
   subscription?.close();
@@ -263,9 +290,11 @@ function subscribe() {
     transport: $('transport').value,
     lastEventId,
     onEvent: (event, id) => current() && handleEvent(event, id),
-    onState: ({ state, transport }) => {
+    onState: ({ state, transport, error }) => {
       if (!current()) return;
       setConnection(state, transport);
+      if (state === 'open') live(true);
+      else if (state === 'reconnecting' && !outage && $('hub-unreachable').hidden) live(false, error);
       // A fresh stream starts from a snapshot of unfinished jobs; once it is
       // open, the list (taken after that snapshot) fills in the rest, and
       // whatever changes later arrives on the stream.
@@ -282,6 +311,10 @@ function subscribe() {
         listed = true;
         loadJobs(null, ofSession);
       }
+      // The alert says it now, with a way to reconnect; the cards stay marked.
+      clearTimeout(outage);
+      outage = null;
+      $('hub-unreachable').hidden = true;
       $('connection-error-text').textContent = `Live updates stopped: ${error.message}.`;
       $('connection-error').hidden = false;
     },

@@ -18,6 +18,9 @@ const MAX_VALUE_CHARS = 160;
  *  `loadImage(url)` resolves with a URL an <img> may show (a blob: URL). */
 export function jobCards(container, { viewOf, loadImage, onCountChange }) {
   const cards = new Map(); // jobId -> { state, parts, objectUrls }
+  // While the hub is out of reach, an unfinished job may have moved on
+  // unseen: its card says its state is unknown rather than show it as live.
+  let stale = false;
 
   function update(jobId, change) {
     let card = cards.get(jobId);
@@ -54,16 +57,21 @@ export function jobCards(container, { viewOf, loadImage, onCountChange }) {
     const { state, parts } = card;
     const { title: kind, view } = viewOf(state.jobType);
     const progress = Math.max(0, Math.min(100, Number(state.progress) || 0));
+    const statusText = STATUS_TEXT[state.status] || state.status || '';
+    const unknown = stale && !isTerminal(state.status);
     parts.root.dataset.jobType = state.jobType || '';
     parts.root.dataset.status = state.status || '';
+    if (unknown) parts.root.dataset.stale = 'true';
+    else delete parts.root.dataset.stale;
     parts.kind.textContent = kind;
     parts.title.textContent = state.title || `Job ${parts.root.dataset.jobId.slice(0, 8)}`;
-    parts.status.textContent = STATUS_TEXT[state.status] || state.status || '';
+    parts.status.textContent = unknown ? 'unknown' : statusText;
+    parts.status.title = unknown ? `last seen ${statusText}; the hub cannot be reached` : '';
     parts.bar.setAttribute('aria-valuenow', String(progress));
     parts.bar.setAttribute('aria-label', `${kind} job progress`);
     parts.fill.style.width = `${progress}%`;
     parts.percent.textContent = `${progress}%`;
-    parts.step.textContent = stepText(state);
+    parts.step.textContent = unknown ? `last seen ${statusText}: ${stepText(state)}` : stepText(state);
     const showReason = (state.status === 'failed' || state.status === 'retrying') && state.failedReason;
     showMessage(parts.error, showReason ? state.failedReason : '');
     // A result is drawn once: redrawing an image would fetch it again.
@@ -117,6 +125,25 @@ export function jobCards(container, { viewOf, loadImage, onCountChange }) {
     return figure;
   }
 
+  /** Brings a card into view, and marks it for a moment: on a phone a new
+   *  job's card appears below the forms, out of sight. */
+  function reveal(jobId) {
+    const root = cards.get(jobId)?.parts.root;
+    if (!root) return;
+    const still = window.matchMedia?.('(prefers-reduced-motion: reduce)').matches;
+    root.scrollIntoView({ block: 'nearest', behavior: still ? 'auto' : 'smooth' });
+    root.classList.remove('job-new');
+    void root.offsetWidth; // restarts the highlight when the same card is revealed again
+    root.classList.add('job-new');
+  }
+
+  /** Marks the unfinished jobs' state as unknown (true) or live again (false). */
+  function setStale(value) {
+    if (stale === value) return;
+    stale = value;
+    for (const card of cards.values()) render(card);
+  }
+
   function clear() {
     for (const card of cards.values()) card.objectUrls.forEach((url) => URL.revokeObjectURL(url));
     cards.clear();
@@ -126,6 +153,8 @@ export function jobCards(container, { viewOf, loadImage, onCountChange }) {
 
   return {
     update,
+    reveal,
+    setStale,
     clear,
     has: (jobId) => cards.has(jobId),
     /** The jobs whose card does not show an end yet. */
