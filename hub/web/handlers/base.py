@@ -43,6 +43,20 @@ TOKEN_COOKIE = "hub_token"
 JSON_TYPE = "application/json"
 
 
+def allow_origin(handler: tornado.web.RequestHandler, allowed: tuple[str, ...]) -> None:
+    """CORS headers on `handler`'s answer: for the origins in `allowed`
+    (HUB_CORS_ORIGINS) only, never `*`."""
+    if allowed:
+        # Whatever the Origin (or none), the answer depends on it: a cache
+        # must not hand one origin's answer to another.
+        handler.add_header("Vary", "Origin")
+    origin = handler.request.headers.get("Origin")
+    if origin and origin in allowed:
+        handler.set_header("Access-Control-Allow-Origin", origin)
+        handler.set_header("Access-Control-Allow-Credentials", "true")
+        handler.set_header("Access-Control-Expose-Headers", "Retry-After")
+
+
 class BaseHandler(tornado.web.RequestHandler):
     ctx: HubContext
     #: "sse" or "longpoll" on handlers that hold the connection open and
@@ -64,16 +78,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
-        allowed = self.ctx.settings.cors_origins
-        if allowed:
-            # Whatever the Origin (or none), the answer depends on it: a cache
-            # must not hand one origin's answer to another.
-            self.add_header("Vary", "Origin")
-        origin = self.request.headers.get("Origin")
-        if origin and origin in allowed:
-            self.set_header("Access-Control-Allow-Origin", origin)
-            self.set_header("Access-Control-Allow-Credentials", "true")
-            self.set_header("Access-Control-Expose-Headers", "Retry-After")
+        allow_origin(self, self.ctx.settings.cors_origins)
 
     def options(self, *args: Any) -> None:
         """CORS preflight: answered for allowed origins only."""
@@ -195,13 +200,40 @@ class BaseHandler(tornado.web.RequestHandler):
                 # A ticket travels in a URL: it opens streams, nothing else.
                 raise Unauthorized("a ticket only opens streams and long-polls")
             return await self.ctx.tickets.redeem(ticket, self.request.path)
-        token = self.get_query_argument("access_token", None) or self.get_cookie(TOKEN_COOKIE) or ""
+        token = self.get_query_argument("access_token", None)
+        if not token:
+            token = self.get_cookie(TOKEN_COOKIE) or ""
+            if token:
+                self._refuse_cross_site_cookie()
         identity = self.ctx.verifier.verify(token)
         if identity.service:
             # A service's token may act for every user: it stays out of URLs
             # (and proxies' logs) and out of browsers' cookie jars.
             raise Forbidden("a service token is accepted in the Authorization header only")
         return identity
+
+    def _refuse_cross_site_cookie(self) -> None:
+        """A browser sends the cookie with any site's request (an EventSource,
+        an <img>) once it is `SameSite=None`, as a cross-site setup needs: such
+        a request could hold the user's connection slots or read their data.
+        Browsers say where a request comes from in headers no page can set."""
+        headers = self.request.headers
+        site = headers.get("Sec-Fetch-Site")
+        if site in ("same-origin", "none"):  # "none": the user typed the URL
+            return
+        origin = headers.get("Origin")
+        if origin is None:
+            if site is None:
+                return  # no browser's request, or an old browser's same-origin GET
+        elif origin in self.ctx.settings.cors_origins or origin.lower() == self._own_origin():
+            return
+        raise Forbidden(
+            "the hub_token cookie is taken from this hub's own pages and HUB_CORS_ORIGINS only;"
+            " from another site, send the token in the Authorization header or use a stream ticket"
+        )
+
+    def _own_origin(self) -> str:
+        return f"{self.request.protocol}://{self.request.host}".lower()
 
     async def owned_job(self, job_type: str, job_id: str, user: str) -> JobSnapshot:
         """The job, if it exists, has this type and belongs to `user`; else 404
