@@ -122,3 +122,152 @@ async def test_a_token_whose_algorithm_does_not_fit_the_key_gets_a_readable_401(
         message = body["message"]
         assert "<" not in message and "0x" not in message and "generator" not in message, message
         assert "alg" in message and "key" in message, message
+
+
+# The hub_token cookie, sent by another site -----------------------------------------------
+
+APP = "https://app.example"
+EVIL = "https://evil.example"
+COOKIE_PATHS = ["/api/v1/sse/jobs/my", "/api/v1/poll/jobs/my?cursor=0-0", "/api/v1/jobs", "/api/v1/jobs/j1"]
+#: What a browser sends with a request another site's page makes: fetch or
+#: EventSource (an Origin), an <img> or <script> (Sec-Fetch-Site alone).
+CROSS_SITE = [
+    {"Origin": EVIL},
+    {"Origin": EVIL, "Sec-Fetch-Site": "cross-site"},
+    {"Origin": "https://app.example.evil.example", "Sec-Fetch-Site": "cross-site"},
+    {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+]
+
+
+def same_site(hub_url: str) -> list[dict[str, str]]:
+    """Requests from the hub's own pages, an allowed origin, or no browser."""
+    return [
+        {},
+        {"Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"},
+        {"Origin": hub_url, "Sec-Fetch-Site": "same-origin"},
+        {"Origin": hub_url},
+        {"Origin": APP, "Sec-Fetch-Site": "cross-site"},
+    ]
+
+
+def rejected(ctx: Any, reason: str) -> float:
+    value = ctx.metrics.registry.get_sample_value("hub_connections_rejected_total", {"reason": reason})
+    return value or 0.0
+
+
+@pytest.mark.hub_settings(cors_origins=(APP,))
+async def test_another_site_cannot_use_the_cookie_and_its_requests_are_counted(ctx, hub_url, token):
+    await ctx.journal.create("j1", "alice", "character")
+    cookie = {"Cookie": f"hub_token={token('alice')}"}
+    for path in COOKIE_PATHS:
+        for headers in CROSS_SITE:
+            before = rejected(ctx, "forbidden")
+            status, body = await answer(hub_url + path, headers={**cookie, **headers})
+            assert (status, body["error"]) == (403, "forbidden"), (path, headers, body)
+            assert "cookie" in body["message"], body
+            if "/sse/" in path or "/poll/" in path:
+                assert rejected(ctx, "forbidden") == before + 1, (path, headers)
+        for headers in same_site(hub_url):
+            status, body = await answer(hub_url + path, headers={**cookie, **headers})
+            assert status == 200, (path, headers, body)
+    # A token in the header proves its holder sent it, whatever the page.
+    status, _ = await answer(hub_url + "/api/v1/jobs", headers={**bearer(token("alice")), "Origin": EVIL})
+    assert status == 200
+
+
+@pytest.mark.hub_settings(max_connections_per_user=2)
+async def test_another_site_cannot_hold_the_users_connection_slots(ctx, hub_url, token):
+    """With `SameSite=None`, any page the user visits sends the cookie: it
+    must not be able to use up the user's streams."""
+    cookie = {"Cookie": f"hub_token={token('alice')}"}
+    held = []
+    try:
+        for _ in range(3):
+            response = await request(hub_url + "/api/v1/sse/jobs/my", headers={**cookie, "Origin": EVIL})
+            held.append(response)
+            assert response.status == 403, response.status
+        mine = await request(hub_url + "/api/v1/sse/jobs/my", headers=bearer(token("alice")))
+        held.append(mine)
+        assert mine.status == 200
+    finally:
+        for response in held:
+            response.close()
+
+
+# The development token endpoint, asked for by another name --------------------------------
+
+
+def dev_token(url: str, host: str) -> tuple[int, dict[str, Any]]:
+    import urllib.error
+    import urllib.request
+
+    asked = urllib.request.Request(
+        url + "/api/v1/dev/token",
+        json.dumps({"user": "ada"}).encode(),
+        {"Content-Type": "application/json", "Host": host},
+    )
+    try:
+        with urllib.request.urlopen(asked, timeout=10) as answered:
+            return answered.status, json.load(answered)
+    except urllib.error.HTTPError as error:
+        assert error.headers["Content-Type"].startswith("application/json")
+        return error.code, json.load(error)
+
+
+def test_the_dev_token_endpoint_answers_only_for_this_machine(hub_process):
+    """DNS rebinding: a site whose name resolves to 127.0.0.1 makes the
+    browser send its own name as Host; the hub must not hand it a token."""
+    hub = hub_process(dev_tokens=True)
+    port = hub.port
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}"):
+        status, body = dev_token(hub.url, host)
+        assert status == 200 and body["user"] == "ada", (host, body)
+    for host in (
+        f"evil.example:{port}",
+        "evil.example",
+        f"127.0.0.1.evil.example:{port}",
+        f"localhost:{port + 1}",
+        "localhost",
+    ):
+        status, body = dev_token(hub.url, host)
+        print(f"\nHost {host}: {status} {body}")
+        assert (status, body["error"]) == (403, "forbidden"), (host, body)
+        assert "token" not in body, body
+
+
+def test_the_dev_token_endpoint_answers_for_the_configured_host(hub_process):
+    hub = hub_process(dev_tokens=True, HUB_HOST="127.0.0.2")
+    assert dev_token(hub.url, f"127.0.0.2:{hub.port}")[0] == 200
+    assert dev_token(hub.url, f"rebound.example:{hub.port}")[0] == 403
+
+
+# The JavaScript client, loaded by another origin ------------------------------------------
+
+
+async def script(hub_url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    response = await request(hub_url + "/static/hub-client.js", headers=headers)
+    try:
+        assert b"export" in await response.body() or response.status != 200
+        return response.status, response.headers
+    finally:
+        response.close()
+
+
+@pytest.mark.hub_settings(cors_origins=(APP,))
+async def test_the_js_client_can_be_imported_by_an_allowed_origin(hub_url):
+    status, headers = await script(hub_url, {"Origin": APP})
+    assert status == 200
+    assert headers.get("access-control-allow-origin") == APP, headers
+    assert "origin" in headers.get("vary", "").lower(), headers
+    status, headers = await script(hub_url, {"Origin": EVIL})
+    assert status == 200 and "access-control-allow-origin" not in headers, headers
+    status, headers = await script(hub_url, {})
+    assert status == 200 and "access-control-allow-origin" not in headers, headers
+
+
+async def test_without_cors_the_js_client_gets_no_cors_headers(hub_url):
+    status, headers = await script(hub_url, {"Origin": APP})
+    assert status == 200 and not any(name.startswith("access-control-") for name in headers), headers
