@@ -5,18 +5,28 @@ origin, bodies nobody asked for and sockets nobody uses."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.conftest import ROOT, SECRET
+from hub.runtime.embedded import free_port
+from hub.store.settings import Settings
+from tests.conftest import ROOT, SECRET, HubProcess, eventually, wait_ready
 from tests.sse_client import request
 
 pytestmark = pytest.mark.gen_test(timeout=60)
@@ -271,3 +281,273 @@ async def test_the_js_client_can_be_imported_by_an_allowed_origin(hub_url):
 async def test_without_cors_the_js_client_gets_no_cors_headers(hub_url):
     status, headers = await script(hub_url, {"Origin": APP})
     assert status == 200 and not any(name.startswith("access-control-") for name in headers), headers
+
+
+# Bodies nobody asked for, before authentication -----------------------------------------
+
+MIB = 1024 * 1024
+#: Connections per target, each announcing a 1 MiB body and sending part of it.
+FLOOD_PER_TARGET = 80
+FLOOD_SENT = 512 * 1024
+
+
+def memory(pid: int, field: str) -> int:
+    """A field of /proc/PID/status in bytes: VmRSS now, VmHWM the peak."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field}")
+
+
+def reset_peak(pid: int) -> None:
+    # Makes VmHWM start again from VmRSS (Linux 4.0+), so startup does not count.
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+@dataclass
+class Stalled:
+    """A request whose body stopped arriving: what came back, if anything."""
+
+    target: str
+    sent_at: float = 0.0
+    answered_at: float | None = None
+    raw: bytes = b""
+
+    @property
+    def status(self) -> int | None:
+        line = self.raw.split(b"\r\n", 1)[0].split()
+        return int(line[1]) if len(line) > 1 else None
+
+    def json(self) -> Any:
+        head, _, body = self.raw.partition(b"\r\n\r\n")
+        headers = head.decode("latin-1").lower()
+        assert "content-type: application/json" in headers, head
+        assert "connection: close" in headers, head
+        return json.loads(body)
+
+
+async def stall(url: str, method: str, path: str, headers: dict[str, str], chunked: bool) -> tuple[Stalled, Any]:
+    """Sends the headers of a 1 MiB body and half of it, then nothing."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {MIB}")
+    body = b"x" * FLOOD_SENT
+    if chunked:
+        body = b"%x\r\n" % MIB + body
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    return Stalled(f"{method} {path}{' (chunked)' if chunked else ''}", time.monotonic()), (reader, writer)
+
+
+async def read_answer(stalled: Stalled, reader: asyncio.StreamReader, deadline: float) -> None:
+    with contextlib.suppress(OSError, TimeoutError):
+        while chunk := await asyncio.wait_for(reader.read(65536), max(0.01, deadline - time.monotonic())):
+            if not stalled.raw:
+                stalled.answered_at = time.monotonic()
+            stalled.raw += chunk
+
+
+async def test_bodies_are_bounded_and_refused_before_they_are_read(hub_process, token):
+    hub = hub_process()
+    auth = bearer(token("alice"))
+    json_auth = {**auth, "Content-Type": "application/json"}
+    targets = [
+        ("POST", "/api/v1/sse/tickets", json_auth, False, 413),
+        ("GET", "/healthz", {}, False, 400),
+        ("GET", "/api/v1/sse/jobs/my", auth, False, 400),
+        ("GET", "/api/v1/jobs", auth, False, 400),
+        ("POST", "/api/v1/jobs", json_auth, False, 413),
+        ("POST", "/api/v1/jobs", json_auth, True, 413),
+        ("GET", "/api/v1/poll/jobs/my", auth, True, 400),
+    ]
+    await answer(hub.url + "/healthz")
+    before = memory(hub.pid, "VmRSS")
+    reset_peak(hub.pid)
+    started = time.monotonic()
+    flood = [
+        (await stall(hub.url, method, path, headers, chunked), expected)
+        for method, path, headers, chunked, expected in targets
+        for _ in range(FLOOD_PER_TARGET)
+    ]
+    deadline = time.monotonic() + 10
+    await asyncio.gather(*(read_answer(stalled, reader, deadline) for (stalled, (reader, _)), _ in flood))
+    growth = memory(hub.pid, "VmHWM") - before
+    waits = [stalled.answered_at - stalled.sent_at for (stalled, _), _ in flood if stalled.answered_at is not None]
+    print(
+        f"\n{len(flood)} stalled 1 MiB bodies ({FLOOD_SENT // 1024} KiB sent each): hub RSS {before / MIB:.1f} MiB,"
+        f" peak +{growth / MIB:.1f} MiB; {len(waits)} answered, the slowest {max(waits, default=0):.2f} s after"
+        f" it was sent, in {time.monotonic() - started:.1f} s in all"
+    )
+    for (_, (_, writer)), _ in flood:
+        writer.transport.abort()
+    for (stalled, _), expected in flood:
+        assert stalled.status == expected, (stalled.target, stalled.raw[:200])
+        refusal = stalled.json()
+        assert refusal["error"] == ("payload_too_large" if expected == 413 else "bad_request"), refusal
+        assert refusal["message"], refusal
+    assert growth < 16 * MIB, f"the hub grew by {growth / MIB:.1f} MiB"
+    status, _ = await answer(hub.url + "/api/v1/jobs", headers=auth)
+    assert status == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "DELETE"])
+async def test_a_request_that_takes_no_body_refuses_a_small_one(hub_process, method):
+    hub = hub_process()
+    stalled, (reader, writer) = await stall_small(hub.url, method)
+    await read_answer(stalled, reader, time.monotonic() + 10)
+    writer.close()
+    assert stalled.status == 400, stalled.raw[:200]
+    if method != "HEAD":
+        assert stalled.json()["error"] == "bad_request"
+
+
+async def stall_small(url: str, method: str) -> tuple[Stalled, Any]:
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(f"{method} /healthz HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Length: 10\r\n\r\n12345".encode())
+    return Stalled(method), (reader, writer)
+
+
+# Sockets nobody uses, under a low file limit ----------------------------------------------
+
+FILE_LIMIT = 256
+IDLE_CONNECTIONS = 450
+WATCH_SECONDS = 3.0
+
+
+@pytest.fixture
+def low_limit_hub(settings: Settings, tmp_path: Path) -> Iterator[HubProcess]:
+    """`hub serve` under `ulimit -n 256` (set in the process itself, then exec)."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        HUB_PORT=str(port),
+        HUB_REDIS_URL=settings.redis_url or "",
+        HUB_NAMESPACE=settings.namespace,
+        HUB_JWT_SECRET=SECRET,
+        HUB_LOG_LEVEL="WARNING",
+        PYTHONPATH=str(ROOT),
+    )
+    limited = (
+        "import os, resource, sys;"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({FILE_LIMIT}, {FILE_LIMIT}));"
+        "os.execv(sys.executable, [sys.executable, '-m', 'hub', 'serve'])"
+    )
+    output = tmp_path / "hub.log"
+    with open(output, "ab") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-c", limited], env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
+        )
+    hub = HubProcess(process, port, output)
+    try:
+        wait_ready(hub.url + "/readyz", process)
+        yield hub
+    finally:
+        hub.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def healthz_latency(url: str) -> float | None:
+    started = time.monotonic()
+    try:
+        response = await request(url + "/healthz", timeout=2)
+        await response.body(timeout=2)
+    except (OSError, TimeoutError):
+        return None
+    return time.monotonic() - started if response.status == 200 else None
+
+
+async def test_idle_sockets_past_the_file_limit_neither_spin_nor_flood_the_log(low_limit_hub, token):
+    hub = low_limit_hub
+    assert hub.output is not None
+    idle = [socket.create_connection(("127.0.0.1", hub.port)) for _ in range(IDLE_CONNECTIONS)]
+    try:
+        cpu, log_size, started = cpu_seconds(hub.pid), hub.output.stat().st_size, time.monotonic()
+        latencies = []
+        while time.monotonic() - started < WATCH_SECONDS:
+            latencies.append(await healthz_latency(hub.url))
+            await asyncio.sleep(0.25)
+        elapsed = time.monotonic() - started
+        share = (cpu_seconds(hub.pid) - cpu) / elapsed
+        logged = hub.output.stat().st_size - log_size
+        answered = [latency for latency in latencies if latency is not None]
+        print(
+            f"\n{IDLE_CONNECTIONS} idle connections, file limit {FILE_LIMIT}: hub CPU {share:.1%} over {elapsed:.1f} s,"
+            f" log +{logged} bytes ({hub.output.stat().st_size} in all); /healthz answered {len(answered)} of"
+            f" {len(latencies)}, slowest {max(answered, default=0) * 1000:.0f} ms"
+        )
+        assert share < 0.15, f"the hub used {share:.0%} of a core"
+        assert logged < 2048, hub.output.read_text()[-2000:]
+        assert len(answered) == len(latencies), latencies
+        assert hub.output.stat().st_size < 8192, hub.output.read_text()[-2000:]
+        assert "Traceback" not in hub.output.read_text()
+    finally:
+        for sock in idle:
+            sock.close()
+    # Their sockets gone, the hub serves as before: a request and a stream.
+    auth = bearer(token("alice"))
+    status, _ = await eventually(lambda: answer(hub.url + "/api/v1/jobs", headers=auth), timeout=10)
+    assert status == 200
+    stream = await request(hub.url + "/api/v1/sse/jobs/my", headers=auth)
+    assert stream.status == 200 and (await stream.frame()).retry is not None
+    stream.close()
+
+
+#: A server whose cap is wrongly above its file limit (say, Redis took more
+#: files than reserved): accepting fails with EMFILE, and must not spin.
+OUT_OF_FILES_SERVER = """
+import logging, resource, socket, sys
+from tornado.ioloop import IOLoop
+from tornado.netutil import bind_sockets
+from hub.runtime.accept_gate import AcceptGate
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+kept = []
+
+async def main():
+    gate = AcceptGate(limit=10_000, file_limit=64, on_accept=lambda conn, _: kept.append(conn), make_room=lambda: False)
+    for sock in bind_sockets(0, "127.0.0.1"):
+        gate.add_socket(sock)
+        print(sock.getsockname()[1], flush=True)
+
+IOLoop.current().run_sync(main)
+IOLoop.current().start()
+"""
+
+
+def test_an_accept_that_fails_for_want_of_files_pauses_instead_of_spinning(tmp_path):
+    log_file = tmp_path / "server.log"
+    with open(log_file, "wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-c", OUT_OF_FILES_SERVER],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=sink,
+        )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+        cpu, started = cpu_seconds(process.pid), time.monotonic()
+        # A window long enough for several retries (every 0.5 s).
+        while time.monotonic() - started < 2.0:
+            assert process.poll() is None
+            time.sleep(0.1)
+        share = (cpu_seconds(process.pid) - cpu) / (time.monotonic() - started)
+        logged = log_file.read_text()
+        print(f"\naccepting without files: CPU {share:.1%} over 2 s, {len(logged.splitlines())} log line(s)")
+        assert share < 0.1, f"{share:.0%} of a core"
+        assert "Traceback" not in logged and len(logged.splitlines()) == 1, logged
+        assert "Too many open files" in logged, logged
+        for client in clients:
+            client.close()
+    finally:
+        process.kill()
+        process.wait()

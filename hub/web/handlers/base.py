@@ -13,6 +13,7 @@ from typing import Any
 import redis.exceptions
 import tornado.httputil
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 
 from hub.errors import (
     BadRequest,
@@ -34,6 +35,9 @@ log = logging.getLogger("hub.http")
 
 #: Request bodies larger than this are refused (the jobs API takes small JSON).
 MAX_JSON_BODY = 16 * 1024
+#: Tornado's limit on a chunked body for JsonBodyHandler, which answers
+#: past MAX_JSON_BODY itself and keeps nothing beyond it.
+CHUNKED_BODY_LIMIT = 64 * 1024 * 1024
 #: Request headers larger than this, all together, are refused with JSON; the
 #: server itself drops requests whose headers exceed a larger bound.
 MAX_HEADERS = 16 * 1024
@@ -43,18 +47,27 @@ TOKEN_COOKIE = "hub_token"
 JSON_TYPE = "application/json"
 
 
-def allow_origin(handler: tornado.web.RequestHandler, allowed: tuple[str, ...]) -> None:
-    """CORS headers on `handler`'s answer: for the origins in `allowed`
-    (HUB_CORS_ORIGINS) only, never `*`."""
+def cors_headers(origin: str | None, allowed: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The CORS headers of an answer to `origin`: for the origins in
+    `allowed` (HUB_CORS_ORIGINS) only, never `*`."""
+    headers = []
     if allowed:
         # Whatever the Origin (or none), the answer depends on it: a cache
         # must not hand one origin's answer to another.
-        handler.add_header("Vary", "Origin")
-    origin = handler.request.headers.get("Origin")
+        headers.append(("Vary", "Origin"))
     if origin and origin in allowed:
-        handler.set_header("Access-Control-Allow-Origin", origin)
-        handler.set_header("Access-Control-Allow-Credentials", "true")
-        handler.set_header("Access-Control-Expose-Headers", "Retry-After")
+        headers += [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Access-Control-Expose-Headers", "Retry-After"),
+        ]
+    return headers
+
+
+def allow_origin(handler: tornado.web.RequestHandler, allowed: tuple[str, ...]) -> None:
+    """The CORS headers on `handler`'s answer."""
+    for name, value in cors_headers(handler.request.headers.get("Origin"), allowed):
+        handler.add_header(name, value)
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -120,6 +133,9 @@ class BaseHandler(tornado.web.RequestHandler):
             self.finish('{"error":"internal_error","message":"the hub failed to answer; see its log"}')
             return
         self.set_status(error.status)
+        if isinstance(error, PayloadTooLarge):
+            # The rest of the body is not read: the connection ends here.
+            self.set_header("Connection", "close")
         for name, value in error.headers().items():
             self.set_header(name, value)
         self.set_header("Content-Type", JSON_TYPE)
@@ -257,6 +273,12 @@ class JsonBodyHandler(BaseHandler):
 
     def prepare(self) -> None:
         self._body = bytearray()
+        if isinstance(self.request.connection, HTTP1Connection):
+            # A chunked body has no length to refuse it by up front: this
+            # handler answers 413 once it passes MAX_JSON_BODY and drops the
+            # rest unread, so the server's own (smaller, silent) limit must
+            # not cut in first.
+            self.request.connection.set_max_body_size(CHUNKED_BODY_LIMIT)
         super().prepare()
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > MAX_JSON_BODY:
