@@ -88,6 +88,7 @@ class AcceptGate:
         self._closed = False
         self._events: Counter[str] = Counter()
         self._logged_at = float("-inf")
+        self._report: object | None = None
 
     def add_socket(self, sock: socket.socket) -> None:
         self._sockets.append(sock)
@@ -99,8 +100,9 @@ class AcceptGate:
         """Stops accepting for good and closes the listening sockets."""
         self._listen(False)
         self._closed = True
-        if self._retry is not None:
-            self._loop.remove_timeout(self._retry)
+        for timer in (self._retry, self._report):
+            if timer is not None:
+                self._loop.remove_timeout(timer)
         for sock in self._sockets:
             sock.close()
         self._sockets = []
@@ -121,7 +123,7 @@ class AcceptGate:
                 if not self._make_room():
                     self._pause_while_full()
                     return
-                self._note("idle connections closed to make room")
+                self._note("idle connection(s) closed to make room")
             try:
                 connection, address = sock.accept()
             except BlockingIOError:
@@ -139,11 +141,11 @@ class AcceptGate:
     def _pause_while_full(self) -> None:
         self._full = True
         self._listen(False)
-        self._note("pauses with every connection busy (new ones waited in the listen backlog)")
+        self._note("pause(s) with every connection busy (new ones waited in the listen backlog)")
 
     def _pause_after_error(self, exc: OSError) -> None:
         self._listen(False)
-        self._note(f"failed accepts ({exc.strerror or exc})")
+        self._note(f"failed accept(s) ({exc.strerror or exc})")
         if self._retry is None:
             self._retry = self._loop.call_later(RETRY_SECONDS, self._resume)
 
@@ -164,10 +166,15 @@ class AcceptGate:
         self._listening = on
 
     def _note(self, event: str) -> None:
+        # Counted, and reported together at most once per interval: a flood
+        # must not become a flood of log lines.
         self._events[event] += 1
-        now = time.monotonic()
-        if now - self._logged_at < LOG_INTERVAL_SECONDS:
-            return
+        if self._report is None:
+            delay = max(0.0, self._logged_at + LOG_INTERVAL_SECONDS - time.monotonic())
+            self._report = self._loop.call_later(delay, self._log)
+
+    def _log(self) -> None:
+        self._report = None
         happened = ", ".join(f"{count} {event}" for event, count in self._events.items())
         log.warning(
             "at the connection cap (%d of %d open, open-file limit %d): %s since this was last logged."
@@ -178,4 +185,4 @@ class AcceptGate:
             happened,
         )
         self._events.clear()
-        self._logged_at = now
+        self._logged_at = time.monotonic()
