@@ -37,7 +37,8 @@ def refusal(start_line: httputil.RequestStartLine, headers: httputil.HTTPHeaders
 
 class RequestGuard(httputil.HTTPMessageDelegate):
     """Stands before the application's delegate for one request: refuses it
-    when `refusal` says so, and hands it on otherwise."""
+    when `refusal` says so, and hands it on otherwise. `on_received` is
+    called once the whole request (body included) is in."""
 
     def __init__(
         self,
@@ -46,18 +47,17 @@ class RequestGuard(httputil.HTTPMessageDelegate):
         *,
         max_body: int,
         cors: Callable[[str | None], list[tuple[str, str]]],
-        on_headers: Callable[[], None],
+        on_received: Callable[[], None],
     ) -> None:
         self._inner = inner
         self._connection = connection
         self._max_body = max_body
         self._cors = cors
-        self._on_headers = on_headers
+        self._on_received = on_received
 
     def headers_received(
         self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine, headers: httputil.HTTPHeaders
     ) -> Awaitable[None] | None:
-        self._on_headers()
         assert isinstance(start_line, httputil.RequestStartLine)
         error = refusal(start_line, headers, self._max_body)
         if error is None:
@@ -70,6 +70,7 @@ class RequestGuard(httputil.HTTPMessageDelegate):
         return self._inner.data_received(chunk)
 
     def finish(self) -> None:
+        self._on_received()
         self._inner.finish()
 
     def on_connection_close(self) -> None:

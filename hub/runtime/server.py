@@ -64,7 +64,8 @@ class HubHTTPServer(HTTPServer):
     def initialize(self, *args: Any, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self._gate: AcceptGate | None = None
-        #: Connections waiting for their next request, longest-waiting first.
+        #: Connections whose next request is not in yet (nothing sent, or its
+        #: headers or body still on their way), longest-waiting first.
         self._idle: OrderedDict[object, LingeringIOStream] = OrderedDict()
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
@@ -88,9 +89,14 @@ class HubHTTPServer(HTTPServer):
             max_buffer_size=self.max_buffer_size,
             read_chunk_size=self.read_chunk_size,
         )
-        self.handle_stream(stream, address)
+        try:
+            self.handle_stream(stream, address)
+        except Exception:
+            log.exception("could not serve a new connection")
+            stream.abandon()
 
     def _evict(self) -> bool:
+        """Closes the connection that has waited longest for its request."""
         while self._idle:
             _, stream = self._idle.popitem(last=False)
             if not stream.closed():
@@ -114,10 +120,12 @@ class HubHTTPServer(HTTPServer):
             request_conn,
             max_body=MAX_JSON_BODY,
             cors=lambda origin: cors_headers(origin, self.cors_origins),
-            on_headers=lambda: self._busy(server_conn),
+            on_received=lambda: self._busy(server_conn),
         )
 
     def _busy(self, server_conn: object) -> None:
+        # Its request is in: from now on the application answers it. Until
+        # then (headers or a body still on their way) it may make room.
         self._idle.pop(server_conn, None)
 
     def on_close(self, server_conn: object) -> None:
