@@ -22,7 +22,7 @@ from tornado.iostream import IOStream
 #: How long, and how much, a closing connection is drained at most.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
-_READ = 64 * 1024
+_READ = 16 * 1024
 
 
 class LingeringIOStream(IOStream):

@@ -37,6 +37,8 @@ log = logging.getLogger("hub.runtime.server")
 #: Headers up to this size are read (and above 16 KiB refused with JSON);
 #: larger ones make the server drop the connection.
 MAX_HEADER_BYTES = 64 * 1024
+#: Reads from a client (and the pieces a body is handed over in).
+READ_CHUNK_BYTES = 16 * 1024
 #: Connections the kernel queues before the hub accepts them: a reconnect
 #: storm of thousands would otherwise see dropped SYNs and retry for seconds.
 LISTEN_BACKLOG = 4096
@@ -146,6 +148,9 @@ async def serve(settings: Settings, *, dev_tokens: bool = False) -> None:
         # one announced by its length is refused before it is read (RequestGuard).
         max_body_size=MAX_JSON_BODY,
         max_header_size=MAX_HEADER_BYTES,
+        # What one read from a client's socket takes at most (and so holds,
+        # per connection, while it is handled): requests are small.
+        chunk_size=READ_CHUNK_BYTES,
         # Bounds a slowloris: headers (and idle keep-alive) and body in time.
         idle_connection_timeout=settings.request_timeout_seconds,
         body_timeout=settings.request_timeout_seconds,

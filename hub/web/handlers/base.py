@@ -287,8 +287,9 @@ class JsonBodyHandler(BaseHandler):
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
             return  # already answered (a 413 or 431 from prepare): the rest goes nowhere
-        self._body.extend(chunk)
-        if len(self._body) > MAX_JSON_BODY:
+        if len(self._body) + len(chunk) <= MAX_JSON_BODY:
+            self._body.extend(chunk)
+        else:
             # A chunked body has no Content-Length to refuse it by. Answered
             # here, not raised: Tornado takes an exception from data_received
             # for a crash, logs it and hangs up without an answer.
