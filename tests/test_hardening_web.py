@@ -560,3 +560,22 @@ def test_an_accept_that_fails_for_want_of_files_pauses_instead_of_spinning(tmp_p
     finally:
         process.kill()
         process.wait()
+
+
+async def test_a_refusal_from_the_headers_is_readable_by_an_allowed_origin(hub_process):
+    """A page on an allowed origin learns why its upload was refused."""
+    hub = hub_process(HUB_CORS_ORIGINS=APP)
+    parts = urlsplit(hub.url)
+    for origin, allowed in ((APP, True), (EVIL, False)):
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(
+            f"POST /api/v1/jobs HTTP/1.1\r\nHost: {parts.netloc}\r\nOrigin: {origin}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {MIB}\r\n\r\n".encode()
+        )
+        refused = Stalled(origin)
+        await read_answer(refused, reader, time.monotonic() + 10)
+        writer.close()
+        assert refused.status == 413 and refused.json()["error"] == "payload_too_large", refused.raw[:300]
+        head = refused.raw.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+        assert (f"access-control-allow-origin: {origin}" in head) == allowed, head
+        assert "vary: origin" in head, head
