@@ -579,3 +579,24 @@ async def test_a_refusal_from_the_headers_is_readable_by_an_allowed_origin(hub_p
         head = refused.raw.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
         assert (f"access-control-allow-origin: {origin}" in head) == allowed, head
         assert "vary: origin" in head, head
+
+
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [("\u00b2", 400), ("-1", 400), ("1e3", 400), ("9" * 5000, 413)],
+    ids=["superscript-2", "-1", "1e3", "5000-digits"],
+)
+async def test_a_content_length_that_is_not_a_small_number_is_refused_with_json(hub_process, token, length, status):
+    hub = hub_process()
+    parts = urlsplit(hub.url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    head = (
+        f"POST /api/v1/jobs HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token('alice')}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+    writer.write(head.encode("latin-1"))
+    refused = Stalled(length[:10])
+    await read_answer(refused, reader, time.monotonic() + 10)
+    writer.close()
+    assert refused.status == status, refused.raw[:300]
+    assert refused.json()["error"] == ("payload_too_large" if status == 413 else "bad_request")

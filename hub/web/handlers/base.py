@@ -273,15 +273,15 @@ class JsonBodyHandler(BaseHandler):
 
     def prepare(self) -> None:
         self._body = bytearray()
-        if isinstance(self.request.connection, HTTP1Connection):
+        if "Transfer-Encoding" in self.request.headers and isinstance(self.request.connection, HTTP1Connection):
             # A chunked body has no length to refuse it by up front: this
             # handler answers 413 once it passes MAX_JSON_BODY and drops the
             # rest unread, so the server's own (smaller, silent) limit must
             # not cut in first.
             self.request.connection.set_max_body_size(CHUNKED_BODY_LIMIT)
         super().prepare()
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > MAX_JSON_BODY:
+        length = self.request.headers.get("Content-Length", "")
+        if re.fullmatch(r"[0-9]+", length) and (len(length) > 18 or int(length) > MAX_JSON_BODY):
             raise PayloadTooLarge(f"body larger than {MAX_JSON_BODY} bytes")
 
     def data_received(self, chunk: bytes) -> None:
