@@ -184,15 +184,21 @@ async def test_another_site_cannot_start_a_job_with_the_users_cookie(ctx, hub_ur
     # so the browser sends it, cookie and all: the hub must not act on it.
     ctx.settings = settings_for(cors_origins=configured)
     cookie = {"Cookie": f"hub_token={token('alice')}", "Origin": "https://evil.example"}
+    # The same requests from the hub's own page: only the Content-Type stops them.
+    own_page = {**cookie, "Origin": hub_url}
     body = json.dumps({"name": "Mallory's puppet"}).encode()
     for content_type in (None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
-        headers = cookie if content_type is None else {**cookie, "Content-Type": content_type}
-        answer = await ask(hub_url + "/api/v1/characters", "POST", headers, body)
-        assert (answer.status, answer.json()["error"]) == (400, "bad_request"), content_type
-        assert answer.cors() == {}
+        for sender, refusal in ((cookie, (403, "forbidden")), (own_page, (400, "bad_request"))):
+            headers = sender if content_type is None else {**sender, "Content-Type": content_type}
+            answer = await ask(hub_url + "/api/v1/characters", "POST", headers, body)
+            assert (answer.status, answer.json()["error"]) == refusal, content_type
+            assert answer.cors() == {}
     poll = await ask(hub_url + "/api/v1/poll/jobs/my", headers={"Authorization": f"Bearer {token('alice')}"})
     assert poll.json() == {"events": [], "cursor": "0-0"}, "no job may have been started"
 
-    # The same request with its JSON type (which only a preflight lets through) works.
+    # Another site's cookie is refused even with the JSON type (which only a
+    # preflight lets through); the hub's own page gets its job.
     answer = await ask(hub_url + "/api/v1/characters", "POST", {**cookie, "Content-Type": "application/json"}, body)
+    assert answer.status == 403
+    answer = await ask(hub_url + "/api/v1/characters", "POST", {**own_page, "Content-Type": "application/json"}, body)
     assert answer.status == 202

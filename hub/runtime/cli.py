@@ -73,14 +73,17 @@ def main(argv: list[str] | None = None) -> int:
             run(settings, tuple(args.imports))
             return 0
         if args.command == "token":
-            from hub.web.auth import PUBLISH_SCOPE, issue_token
+            from hub.web.auth import PUBLISH_SCOPE, issue_token, subject_problem
 
             if args.ttl <= 0:
                 raise ConfigError("--ttl must be greater than 0")
-            if args.service is not None:
-                print(issue_token(settings, args.service, args.ttl, scope=PUBLISH_SCOPE))
-            else:
-                print(issue_token(settings, args.user, args.ttl))
+            subject, what = (args.service, "service name") if args.service is not None else (args.user, "user id")
+            problem = subject_problem(subject)
+            if problem:
+                # Never a token the hub would refuse (or choke on) later.
+                raise ConfigError(f"the {what} {problem}")
+            scope = PUBLISH_SCOPE if args.service is not None else None
+            print(issue_token(settings, subject, args.ttl, scope=scope))
             return 0
     except ConfigError as exc:
         print(f"hub: {exc}", file=sys.stderr)

@@ -8,45 +8,131 @@ import logging
 import signal
 import socket
 import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
 
 from redis import Redis as BlockingRedis
+from tornado import httputil
+from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
 from hub.errors import ConfigError
 from hub.runtime import collector
+from hub.runtime.accept_gate import AcceptGate, connection_cap
+from hub.runtime.lingering import LingeringIOStream
 from hub.runtime.ports import listen_error
+from hub.runtime.request_guard import RequestGuard
 from hub.store.journal import Journal
 from hub.store.registry import Registry
 from hub.store.settings import Settings
 from hub.store.stalls import StallWatcher
-from hub.web.app import REDIS_SOCKET_TIMEOUT, build_context, connect_redis, make_app
+from hub.web.app import REDIS_POOL_SIZE, REDIS_SOCKET_TIMEOUT, build_context, connect_redis, make_app
 from hub.web.dispatch import JobDispatcher
+from hub.web.handlers.base import MAX_JSON_BODY, cors_headers
 
 log = logging.getLogger("hub.runtime.server")
 
-MAX_BODY_BYTES = 1024 * 1024
 #: Headers up to this size are read (and above 16 KiB refused with JSON);
 #: larger ones make the server drop the connection.
 MAX_HEADER_BYTES = 64 * 1024
+#: Reads from a client (and the pieces a body is handed over in).
+READ_CHUNK_BYTES = 16 * 1024
 #: Connections the kernel queues before the hub accepts them: a reconnect
 #: storm of thousands would otherwise see dropped SYNs and retry for seconds.
 LISTEN_BACKLOG = 4096
+#: Files kept free for everything but client connections: Redis (the pool,
+#: pub/sub, the stall watcher, the broker's connections in executor threads),
+#: the listening socket, files being served, the process's own.
+RESERVED_FILES = REDIS_POOL_SIZE + 64
 #: On SIGTERM, open connections get this long to end before they are cut.
 DRAIN_SECONDS = 10.0
 
 
 class HubHTTPServer(HTTPServer):
-    """Drops a connection whose sent data the client's machine has not
-    acknowledged for `dead_client_ms`: a client that vanished without a FIN
-    would otherwise hold its slot until TCP gives up, minutes later."""
+    """Tornado's HTTP server, with three guards. It drops a connection whose
+    sent data the client's machine has not acknowledged for `dead_client_ms`
+    (a client that vanished without a FIN would otherwise hold its slot
+    until TCP gives up, minutes later). It accepts at most `connection_cap`
+    connections (AcceptGate). And it refuses a body it must not read from
+    the request's headers (RequestGuard)."""
 
     dead_client_ms = 30_000
+    connection_cap = 1_000_000
+    file_limit = 1_000_000
+    cors_origins: tuple[str, ...] = ()
+
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        super().initialize(*args, **kwargs)
+        self._gate: AcceptGate | None = None
+        #: Connections whose next request is not in yet (nothing sent, or its
+        #: headers or body still on their way), longest-waiting first.
+        self._idle: OrderedDict[object, LingeringIOStream] = OrderedDict()
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        if self._gate is None:
+            self._gate = AcceptGate(
+                limit=self.connection_cap, file_limit=self.file_limit, on_accept=self._accepted, make_room=self._evict
+            )
+        for sock in sockets:
+            self._gate.add_socket(sock)
+
+    def stop(self) -> None:
+        if self._gate is not None:
+            self._gate.close()
+        super().stop()
+
+    def _accepted(self, connection: socket.socket, address: Any) -> None:
+        assert self._gate is not None
+        stream = LingeringIOStream(
+            connection,
+            on_closed=self._gate.released,
+            max_buffer_size=self.max_buffer_size,
+            read_chunk_size=self.read_chunk_size,
+        )
+        try:
+            self.handle_stream(stream, address)
+        except Exception:
+            log.exception("could not serve a new connection")
+            stream.abandon()
+
+    def _evict(self) -> bool:
+        """Closes the connection that has waited longest for its request."""
+        while self._idle:
+            _, stream = self._idle.popitem(last=False)
+            if not stream.closed():
+                stream.abandon()
+                return True
+        return False
 
     def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
         with contextlib.suppress(OSError, AttributeError):
             stream.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, self.dead_client_ms)
         super().handle_stream(stream, address)
+
+    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        inner = super().start_request(server_conn, request_conn)
+        assert isinstance(request_conn, HTTP1Connection)
+        if isinstance(request_conn.stream, LingeringIOStream) and self._gate is not None:
+            self._idle[server_conn] = request_conn.stream
+            self._gate.idle_connection()
+        return RequestGuard(
+            inner,
+            request_conn,
+            max_body=MAX_JSON_BODY,
+            cors=lambda origin: cors_headers(origin, self.cors_origins),
+            on_received=lambda: self._busy(server_conn),
+        )
+
+    def _busy(self, server_conn: object) -> None:
+        # Its request is in: from now on the application answers it. Until
+        # then (headers or a body still on their way) it may make room.
+        self._idle.pop(server_conn, None)
+
+    def on_close(self, server_conn: object) -> None:
+        super().on_close(server_conn)
+        self._idle.pop(server_conn, None)
 
 
 async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Registry | None = None) -> None:
@@ -58,13 +144,27 @@ async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Regi
     server = HubHTTPServer(
         make_app(ctx, dev_tokens=dev_tokens),
         xheaders=settings.trust_proxy_headers,
-        max_body_size=MAX_BODY_BYTES,
+        # Nothing is buffered beyond the largest body the hub takes; a larger
+        # one announced by its length is refused before it is read (RequestGuard).
+        max_body_size=MAX_JSON_BODY,
         max_header_size=MAX_HEADER_BYTES,
+        # What one read from a client's socket takes at most (and so holds,
+        # per connection, while it is handled): requests are small.
+        chunk_size=READ_CHUNK_BYTES,
         # Bounds a slowloris: headers (and idle keep-alive) and body in time.
         idle_connection_timeout=settings.request_timeout_seconds,
         body_timeout=settings.request_timeout_seconds,
     )
     server.dead_client_ms = int(settings.dead_client_seconds * 1000)
+    server.cors_origins = settings.cors_origins
+    server.connection_cap, server.file_limit = connection_cap(RESERVED_FILES)
+    if settings.max_connections > server.connection_cap:
+        log.warning(
+            "HUB_MAX_CONNECTIONS is %d, but the open-file limit (%d) allows %d connections: raise ulimit -n",
+            settings.max_connections,
+            server.file_limit,
+            server.connection_cap,
+        )
     try:
         server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
     except OSError as exc:

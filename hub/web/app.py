@@ -30,6 +30,7 @@ from hub.web.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from hub.web.handlers.poll import PollHandler
 from hub.web.handlers.publish import JobEventsHandler
 from hub.web.handlers.sse import SSEHandler
+from hub.web.handlers.static import CorsStaticFileHandler
 from hub.web.handlers.tickets import TicketHandler
 from hub.web.metrics import HubMetrics
 from hub.web.rate_limit import JobRateLimit
@@ -135,7 +136,11 @@ def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Applic
         (r"/()", tornado.web.StaticFileHandler, {"path": static_dir(), "default_filename": "index.html"}),
         # The JavaScript client is one file shared with clients/js (a link in a
         # source checkout), served from wherever it really is.
-        (r"/static/(hub-client\.js)", tornado.web.StaticFileHandler, {"path": js_client_dir()}),
+        (
+            r"/static/(hub-client\.js)",
+            CorsStaticFileHandler,
+            {"path": js_client_dir(), "cors_origins": ctx.settings.cors_origins},
+        ),
         (r"/static/(.*)", tornado.web.StaticFileHandler, {"path": static_dir()}),
     ]
     if dev_tokens:

@@ -10,6 +10,7 @@ opens a user's stream.
 from __future__ import annotations
 
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,13 +77,19 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token expired") from None
-        except jwt.PyJWTError as exc:
+        except jwt.InvalidKeyError:
             # Not only InvalidTokenError: a token whose algorithm does not fit
-            # the configured key (InvalidKeyError) is as unusable, not a crash.
+            # the configured key is as unusable, not a crash. PyJWT's own
+            # message for it quotes a Python object's repr.
+            raise Unauthorized("invalid token: its alg does not fit the hub's key (see HUB_JWT_ALGORITHMS)") from None
+        except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {_describe(exc)}") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject or len(subject) > MAX_USER_ID_LENGTH:
             raise Unauthorized("invalid token: sub must be a non-empty string")
+        problem = subject_problem(subject)
+        if problem:
+            raise Unauthorized(f"invalid token: sub {problem}")
         claims["exp"] = _numeric_date(claims["exp"])
         return claims
 
@@ -100,6 +107,9 @@ def issue_token(settings: Settings, sub: str, ttl_seconds: int = 3600, scope: st
         raise ConfigError("issuing tokens needs HUB_JWT_SECRET")
     if not sub or len(sub) > MAX_USER_ID_LENGTH:
         raise ConfigError(f"the token's subject must be 1 to {MAX_USER_ID_LENGTH} characters")
+    problem = subject_problem(sub)
+    if problem:
+        raise ConfigError(f"the token's subject {problem}")
     now = int(time.time())
     claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + int(ttl_seconds)}
     if scope:
@@ -110,6 +120,20 @@ def issue_token(settings: Settings, sub: str, ttl_seconds: int = 3600, scope: st
         claims["iss"] = settings.jwt_issuer
     algorithm = next((a for a in settings.jwt_algorithms if a.startswith("HS")), "HS256")
     return jwt.encode(claims, settings.jwt_secret, algorithm=algorithm)
+
+
+def subject_problem(subject: str) -> str | None:
+    """Why `subject` cannot name a user or a service, or None. It becomes a
+    Redis key, a log field and a JSON string: a lone surrogate (what Python
+    makes of bytes that are not UTF-8) cannot be encoded, and a control
+    character (NUL, a line break) would forge log lines or cut keys."""
+    try:
+        subject.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (it holds a lone surrogate, or bytes that are not UTF-8)"
+    if any(unicodedata.category(char) == "Cc" for char in subject):
+        return "must not contain control characters (NUL, line breaks, tabs...)"
+    return None
 
 
 def _scopes(value: Any) -> frozenset[str]:
@@ -133,6 +157,10 @@ def _numeric_date(value: Any) -> float:
 
 
 def _describe(exc: jwt.PyJWTError) -> str:
-    # PyJWT's messages name the failed check without echoing the token.
-    text = str(exc) or exc.__class__.__name__
+    # PyJWT's messages name the failed check without echoing the token; one
+    # that shows a Python object instead ("<... at 0x...>") says nothing to
+    # a client, so the error's name stands in for it.
+    text = str(exc)
+    if not text or "<" in text or " at 0x" in text:
+        text = exc.__class__.__name__
     return text[:120]

@@ -13,6 +13,7 @@ from typing import Any
 import redis.exceptions
 import tornado.httputil
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 
 from hub.errors import (
     BadRequest,
@@ -34,6 +35,9 @@ log = logging.getLogger("hub.http")
 
 #: Request bodies larger than this are refused (the jobs API takes small JSON).
 MAX_JSON_BODY = 16 * 1024
+#: Tornado's limit on a chunked body for JsonBodyHandler, which answers
+#: past MAX_JSON_BODY itself and keeps nothing beyond it.
+CHUNKED_BODY_LIMIT = 64 * 1024 * 1024
 #: Request headers larger than this, all together, are refused with JSON; the
 #: server itself drops requests whose headers exceed a larger bound.
 MAX_HEADERS = 16 * 1024
@@ -41,6 +45,29 @@ _JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 TOKEN_COOKIE = "hub_token"
 
 JSON_TYPE = "application/json"
+
+
+def cors_headers(origin: str | None, allowed: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The CORS headers of an answer to `origin`: for the origins in
+    `allowed` (HUB_CORS_ORIGINS) only, never `*`."""
+    headers = []
+    if allowed:
+        # Whatever the Origin (or none), the answer depends on it: a cache
+        # must not hand one origin's answer to another.
+        headers.append(("Vary", "Origin"))
+    if origin and origin in allowed:
+        headers += [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Access-Control-Expose-Headers", "Retry-After"),
+        ]
+    return headers
+
+
+def allow_origin(handler: tornado.web.RequestHandler, allowed: tuple[str, ...]) -> None:
+    """The CORS headers on `handler`'s answer."""
+    for name, value in cors_headers(handler.request.headers.get("Origin"), allowed):
+        handler.add_header(name, value)
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -64,16 +91,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
-        allowed = self.ctx.settings.cors_origins
-        if allowed:
-            # Whatever the Origin (or none), the answer depends on it: a cache
-            # must not hand one origin's answer to another.
-            self.add_header("Vary", "Origin")
-        origin = self.request.headers.get("Origin")
-        if origin and origin in allowed:
-            self.set_header("Access-Control-Allow-Origin", origin)
-            self.set_header("Access-Control-Allow-Credentials", "true")
-            self.set_header("Access-Control-Expose-Headers", "Retry-After")
+        allow_origin(self, self.ctx.settings.cors_origins)
 
     def options(self, *args: Any) -> None:
         """CORS preflight: answered for allowed origins only."""
@@ -115,6 +133,9 @@ class BaseHandler(tornado.web.RequestHandler):
             self.finish('{"error":"internal_error","message":"the hub failed to answer; see its log"}')
             return
         self.set_status(error.status)
+        if isinstance(error, PayloadTooLarge):
+            # The rest of the body is not read: the connection ends here.
+            self.set_header("Connection", "close")
         for name, value in error.headers().items():
             self.set_header(name, value)
         self.set_header("Content-Type", JSON_TYPE)
@@ -195,13 +216,40 @@ class BaseHandler(tornado.web.RequestHandler):
                 # A ticket travels in a URL: it opens streams, nothing else.
                 raise Unauthorized("a ticket only opens streams and long-polls")
             return await self.ctx.tickets.redeem(ticket, self.request.path)
-        token = self.get_query_argument("access_token", None) or self.get_cookie(TOKEN_COOKIE) or ""
+        token = self.get_query_argument("access_token", None)
+        if not token:
+            token = self.get_cookie(TOKEN_COOKIE) or ""
+            if token:
+                self._refuse_cross_site_cookie()
         identity = self.ctx.verifier.verify(token)
         if identity.service:
             # A service's token may act for every user: it stays out of URLs
             # (and proxies' logs) and out of browsers' cookie jars.
             raise Forbidden("a service token is accepted in the Authorization header only")
         return identity
+
+    def _refuse_cross_site_cookie(self) -> None:
+        """A browser sends the cookie with any site's request (an EventSource,
+        an <img>) once it is `SameSite=None`, as a cross-site setup needs: such
+        a request could hold the user's connection slots or read their data.
+        Browsers say where a request comes from in headers no page can set."""
+        headers = self.request.headers
+        site = headers.get("Sec-Fetch-Site")
+        if site in ("same-origin", "none"):  # "none": the user typed the URL
+            return
+        origin = headers.get("Origin")
+        if origin is None:
+            if site is None:
+                return  # no browser's request, or an old browser's same-origin GET
+        elif origin in self.ctx.settings.cors_origins or origin.lower() == self._own_origin():
+            return
+        raise Forbidden(
+            "the hub_token cookie is taken from this hub's own pages and HUB_CORS_ORIGINS only;"
+            " from another site, send the token in the Authorization header or use a stream ticket"
+        )
+
+    def _own_origin(self) -> str:
+        return f"{self.request.protocol}://{self.request.host}".lower()
 
     async def owned_job(self, job_type: str, job_id: str, user: str) -> JobSnapshot:
         """The job, if it exists, has this type and belongs to `user`; else 404
@@ -225,16 +273,23 @@ class JsonBodyHandler(BaseHandler):
 
     def prepare(self) -> None:
         self._body = bytearray()
+        if "Transfer-Encoding" in self.request.headers and isinstance(self.request.connection, HTTP1Connection):
+            # A chunked body has no length to refuse it by up front: this
+            # handler answers 413 once it passes MAX_JSON_BODY and drops the
+            # rest unread, so the server's own (smaller, silent) limit must
+            # not cut in first.
+            self.request.connection.set_max_body_size(CHUNKED_BODY_LIMIT)
         super().prepare()
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > MAX_JSON_BODY:
+        length = self.request.headers.get("Content-Length", "")
+        if re.fullmatch(r"[0-9]+", length) and (len(length) > 18 or int(length) > MAX_JSON_BODY):
             raise PayloadTooLarge(f"body larger than {MAX_JSON_BODY} bytes")
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
             return  # already answered (a 413 or 431 from prepare): the rest goes nowhere
-        self._body.extend(chunk)
-        if len(self._body) > MAX_JSON_BODY:
+        if len(self._body) + len(chunk) <= MAX_JSON_BODY:
+            self._body.extend(chunk)
+        else:
             # A chunked body has no Content-Length to refuse it by. Answered
             # here, not raised: Tornado takes an exception from data_received
             # for a crash, logs it and hangs up without an answer.

@@ -5,15 +5,39 @@ from __future__ import annotations
 
 import re
 
-from hub.errors import BadRequest
+from hub.errors import BadRequest, Forbidden
 from hub.web.auth import issue_token
 from hub.web.handlers.base import JsonBodyHandler
 
 DEV_TOKEN_TTL = 24 * 3600
 _USER = re.compile(r"\A[A-Za-z0-9_.@-]{1,64}\Z")
+#: The names this machine answers to, whatever HUB_HOST says.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
 
 class DevTokenHandler(JsonBodyHandler):
+    def prepare(self) -> None:
+        super().prepare()
+        if self._finished:
+            return
+        # DNS rebinding: a page on a name the attacker points at 127.0.0.1
+        # reaches this port as its own origin, and the browser sends its
+        # name as Host. Only this machine's names get a token.
+        if self.request.host.lower() not in self._hosts():
+            raise Forbidden(
+                "the development token endpoint answers requests for this machine only"
+                f" (localhost:{self.ctx.settings.port}, or HUB_HOST:HUB_PORT)"
+            )
+
+    def _hosts(self) -> set[str]:
+        port = self.ctx.settings.port
+        configured = self.ctx.settings.host.lower()
+        names = {*LOOPBACK_NAMES, f"[{configured}]" if ":" in configured else configured}
+        hosts = {f"{name}:{port}" for name in names}
+        if port == 80:
+            hosts |= names  # a browser leaves the default port out
+        return hosts
+
     def post(self) -> None:
         user = self.json_body().get("user")
         if not isinstance(user, str) or not _USER.match(user):
