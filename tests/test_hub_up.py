@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hub.runtime.embedded import EmbeddedRedis, free_port
 from hub.runtime.supervisor import _print_banner
 from hub.store.keys import KeySpace
+from hub.store.registry import Registry
 from hub.store.settings import Settings
 from tests.conftest import ROOT, SECRET, need
 
@@ -313,7 +314,7 @@ def test_hub_up_never_prints_the_redis_password(hub_up, tmp_path, namespace):
     ],
 )
 def test_the_banner_hides_the_password_of_any_redis_url(capsys, url, shown):
-    _print_banner("http://127.0.0.1:8088/", Settings(redis_url=url, jwt_secret=SECRET), None)
+    _print_banner("http://127.0.0.1:8088/", Settings(redis_url=url, jwt_secret=SECRET), None, Registry())
     printed = capsys.readouterr().out
     assert "s3cret" not in printed
     assert f"Redis:  {shown}" in printed
