@@ -134,10 +134,6 @@ class Feed:
         else:
             self._begin_history(start)
 
-    @property
-    def caught_up(self) -> bool:
-        return self.phase == Phase.LIVE
-
     async def backlog(self, limit: int) -> list[Event]:
         """The next page of what the client missed, at most `limit` events,
         oldest first; [] once only live events are left."""
