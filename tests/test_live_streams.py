@@ -84,6 +84,9 @@ async def test_a_paused_client_gets_every_event_once_and_in_order_when_it_reads_
     writer.close()
 
 
+# History keeps all 1,602 events: what a replay trimmed under it does is
+# test_hardening_history.py's (a reset, since a stream holds one page).
+@pytest.mark.hub_settings(job_history=2_000)
 async def test_events_that_arrive_while_a_slow_client_takes_its_replay_all_follow_it(
     hub_process, settings, sync_redis, token
 ):

@@ -11,7 +11,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from hub.store.events import Event
+from hub.store.events import Cursor, Event
 
 
 class CloseReason:
@@ -63,6 +63,14 @@ class Subscriber:
             self._queue = None
             self.sink = None
         self._wake()
+
+    def discard_through(self, cursor: Cursor) -> None:
+        """Drops queued events at or before `cursor` (history has supplied
+        them), so that a long replay does not fill the queue with duplicates
+        and drop a client that is keeping up."""
+        queue = self._queue
+        while queue and queue[0].cursor is not None and queue[0].cursor <= cursor:
+            queue.popleft()
 
     def pop_ready(self) -> Event | None:
         """The next event if one is already waiting; never blocks."""

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from hub.store.events import BEGINNING, Cursor, Event, parse_cursor
+from hub.errors import BadRequest
+from hub.store.events import BEGINNING, Cursor, Event, format_cursor, parse_cursor
 from hub.store.keys import KeySpace
 from hub.store.scripts import load_script
 from hub.store.wire import FIELD_DATA, FIELD_PUBLISHED, FIELD_TERMINAL, TERMINAL_STATUSES
 
 _DATA, _PUBLISHED, _TERMINAL = (name.encode() for name in (FIELD_DATA, FIELD_PUBLISHED, FIELD_TERMINAL))
 
-#: Entries read from a stream per round trip while replaying.
+#: How long the order of a `/my` snapshot longer than one page is kept after
+#: its last use; one read after that rebuilds it (from the jobs open then).
+SNAPSHOT_ORDER_TTL_SECONDS = 120
+
+#: Events a replaying SSE stream reads, and writes, at a time: what it holds
+#: in memory for a client that does not read.
 REPLAY_PAGE = 500
 
 
@@ -39,17 +46,60 @@ class JobSnapshot:
         return Event.make(payload, event_id if event_id is not None else self.last_id, terminal=self.finished)
 
 
-@dataclass(frozen=True)
-class UserSnapshot:
-    head: str | None
-    open_jobs: list[dict[str, Any]]
+@dataclass(frozen=True, slots=True)
+class SnapshotCursor:
+    """Where a `/my` snapshot longer than one page stands: the head of the
+    user's stream it was taken at, and the last job it has reported (jobs
+    come in the byte order of their ids).
 
-    def initial_statuses(self) -> list[Event]:
-        # Every frame shares the snapshot's cursor: each describes the job as of `head`.
-        return [
-            Event.make({"type": "initial_status", **_job_fields(state)}, self.head)
-            for state in sorted(self.open_jobs, key=lambda s: s.get("createdAt", ""))
-        ]
+    Written "<head>-<position>", e.g. `1732450000000-0-5190857315` (job "5f2c"): the
+    head's two numbers, then the job id's UTF-8 bytes after a 0x01 byte, as
+    one decimal number. Every frame of such a snapshot carries its own, so a
+    client resumes it after the last frame it got, whichever transport it
+    uses. Old clients need nothing new: they send the id back as it came,
+    and those that compare ids compare the head's two numbers only, which
+    every frame of the snapshot shares.
+    """
+
+    head: Cursor
+    after: str
+
+    def __str__(self) -> str:
+        position = int.from_bytes(b"\x01" + self.after.encode("utf-8"), "big")
+        return f"{self.head[0]}-{self.head[1]}-{position}"
+
+
+#: A client's place in a stream: a cursor, or a snapshot's position.
+Position = Cursor | SnapshotCursor
+
+# Job ids are 32 characters; room for any id up to 1 KiB.
+_SNAPSHOT_CURSOR = re.compile(r"\A([0-9]{1,20}-[0-9]{1,20})-([0-9]{1,2500})\Z")
+
+
+def parse_position(raw: str) -> Position:
+    """A cursor, or a snapshot's position (see SnapshotCursor); 400 if neither."""
+    match = _SNAPSHOT_CURSOR.match(raw)
+    if match is None:
+        return parse_cursor(raw)
+    number = int(match.group(2))
+    data = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    try:
+        if data[:1] == b"\x01":
+            return SnapshotCursor(parse_cursor(match.group(1)), data[1:].decode("utf-8"))
+    except UnicodeDecodeError:
+        pass
+    raise BadRequest("malformed cursor: not a position this hub handed out")
+
+
+@dataclass(frozen=True)
+class SnapshotPage:
+    """Part of a stream's opening state, and where the rest of it starts."""
+
+    events: list[Event]
+    #: The point in the stream the state is taken at (None: no event yet).
+    head: Cursor | None
+    #: Where the next page starts; None when this was the last one.
+    next: SnapshotCursor | None = None
 
 
 def _job_fields(state: dict[str, Any]) -> dict[str, Any]:
@@ -104,11 +154,33 @@ class History:
         next_page = _text(members[-1]).partition(":")[0] if len(members) == limit else None
         return jobs, next_page
 
-    async def user(self, user_id: str) -> UserSnapshot:
-        keys = [self._keys.user_open_jobs(user_id), self._keys.user_events(user_id)]
-        result = await self._snapshot_user(keys=keys, args=[self._keys.job("")])
-        head = result[0].decode() if result[0] else None
-        return UserSnapshot(head=head, open_jobs=[json.loads(item) for item in result[1:]])
+    async def user_page(self, user_id: str, start: SnapshotCursor | None, limit: int) -> SnapshotPage:
+        """At most `limit` of the user's unfinished jobs, as `initial_status`
+        events: the first page (`start` None) or the one after `start`.
+
+        A snapshot that fits in its first page is all as of its head (every
+        frame's id), in order of creation, as it always was. A longer one
+        comes in job id order and gives each frame its own position, so that
+        no job is skipped or repeated across pages, polls or reconnects.
+        """
+        open_jobs = self._keys.user_open_jobs(user_id)
+        keys = [open_jobs, self._keys.user_events(user_id)]
+        after, head_arg = ("", "") if start is None else (start.after, format_cursor(start.head))
+        # The order of a long snapshot: "<open-jobs key>:order:<head>", a
+        # sorted set of the ids of the jobs open at the head (see the script).
+        order = f"{open_jobs}:order:"
+        args: list[str | int] = [self._keys.job(""), limit, after, head_arg, order, SNAPSHOT_ORDER_TTL_SECONDS]
+        result = await self._snapshot_user(keys=keys, args=args)
+        head = parse_cursor(_text(result[0])) if result[0] else None
+        more = int(result[1]) == 1
+        jobs = [(_text(result[i]), json.loads(result[i + 1])) for i in range(2, len(result), 2)]
+        if start is None and not more:
+            jobs.sort(key=lambda job: job[1].get("createdAt", ""))
+            head_id = format_cursor(head) if head else None
+            return SnapshotPage([_initial_status(state, head_id, head) for _, state in jobs], head)
+        at = head or BEGINNING
+        events = [_initial_status(state, str(SnapshotCursor(at, job_id)), at) for job_id, state in jobs]
+        return SnapshotPage(events, head, SnapshotCursor(at, jobs[-1][0]) if more else None)
 
     async def cursor_state(self, stream: str, cursor: Cursor) -> str:
         """Whether history still holds every event after `cursor`.
@@ -140,21 +212,21 @@ class History:
             return CursorState.EVICTED
         return CursorState.KNOWN
 
-    async def after(self, stream: str, cursor: Cursor, limit: int | None = None) -> list[Event]:
-        """Events strictly after `cursor`, oldest first (at most `limit`)."""
-        events: list[Event] = []
+    async def after(self, stream: str, cursor: Cursor, limit: int) -> list[Event]:
+        """At most `limit` events strictly after `cursor`, oldest first, in
+        one read: a caller takes what it can send before it reads on."""
         start = f"({cursor[0]}-{cursor[1]}"
-        while limit is None or len(events) < limit:
-            count = REPLAY_PAGE if limit is None else min(REPLAY_PAGE, limit - len(events))
-            entries: list[Any] = await self._redis.xrange(stream, min=start, max="+", count=count) or []
-            for entry_id, fields in entries:
-                data = _text(fields[_DATA])
-                terminal = fields.get(_TERMINAL) == b"1"
-                events.append(Event.stored(_text(entry_id), data, float(fields[_PUBLISHED]), terminal))
-            if len(entries) < count:
-                break
-            start = f"({events[-1].id}"
-        return events
+        entries: list[Any] = await self._redis.xrange(stream, min=start, max="+", count=limit) or []
+        return [
+            Event.stored(_text(key), _text(fields[_DATA]), float(fields[_PUBLISHED]), fields.get(_TERMINAL) == b"1")
+            for key, fields in entries
+        ]
+
+
+def _initial_status(state: dict[str, Any], event_id: str | None, cursor: Cursor | None) -> Event:
+    # Built directly: a snapshot position is an id, but not a stream cursor.
+    data = json.dumps({"type": "initial_status", **_job_fields(state)}, separators=(",", ":"), ensure_ascii=False)
+    return Event(data, event_id, None, False, cursor)
 
 
 def _text(value: bytes | str) -> str:

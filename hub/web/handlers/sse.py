@@ -11,7 +11,8 @@ from tornado.iostream import StreamClosedError
 from hub.delivery.feed import Feed, JobSource, Source
 from hub.delivery.live import LiveStream
 from hub.delivery.subscriber import CloseReason, wake
-from hub.store.events import Cursor, Event, retry_frame
+from hub.store.events import Event, retry_frame
+from hub.store.history import REPLAY_PAGE, Position
 from hub.web.handlers.subscription import SubscriptionHandler
 
 #: After a shutdown or a Redis reconnect, clients are told to come back within
@@ -39,7 +40,7 @@ class SSEHandler(SubscriptionHandler):
     def requested_cursor(self) -> str | None:
         return self.request.headers.get("Last-Event-ID") or self.get_query_argument("lastEventId", None)
 
-    async def serve(self, source: Source, cursor: Cursor | None, expires_at: float) -> None:
+    async def serve(self, source: Source, cursor: Position | None, expires_at: float) -> None:
         feed = self.open_feed(source, cursor)
         live: LiveStream | None = None
         try:
@@ -77,16 +78,25 @@ class SSEHandler(SubscriptionHandler):
             feed.close()
         self.finish()
 
-    async def _replay(self, feed: Feed, cursor: Cursor | None) -> None:
+    async def _replay(self, feed: Feed, cursor: Position | None) -> None:
         """Opens the stream: headers, greeting, then what the client missed.
         (Its own coroutine, so that none of it is kept for the live phase.)"""
-        backlog = await feed.open()
+        await feed.open()
+        # The first page before the headers: a failure to read it is still an error answer.
+        page = await feed.backlog(REPLAY_PAGE)
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
         greeting = retry_frame(self.ctx.settings.sse_retry_ms) + self._greeting(feed.source).sse_frame()
-        await self._send(greeting, [])
-        await self._send(b"".join(e.sse_frame() for e in backlog), backlog, replayed=cursor is not None)
+        await self._send(greeting)
+        # Page by page, each written before the next is read: a client that
+        # does not read holds one page here, and is dropped at the write timeout.
+        while page and feed.subscriber.closed_reason is None:
+            frames, count = b"".join(e.sse_frame() for e in page), len(page)
+            page = []  # only the bytes are kept while the client takes them
+            await self._send(frames)
+            self.count_backlog(count, replayed=cursor is not None)
+            page = await feed.backlog(REPLAY_PAGE)
         # The headers are on the wire: a copy kept for the stream's lifetime
         # would be a kilobyte per connection for nothing.
         for name in list(self._headers):
@@ -106,7 +116,7 @@ class SSEHandler(SubscriptionHandler):
         if reason == CloseReason.ENDED:
             return True
         if reason == CloseReason.TOKEN_EXPIRED:
-            await self._send(TOKEN_EXPIRED.sse_frame(), [])
+            await self._send(TOKEN_EXPIRED.sse_frame())
             return True
         if reason == CloseReason.SLOW:
             self.ctx.metrics.slow_consumers_disconnected.inc()
@@ -118,14 +128,14 @@ class SSEHandler(SubscriptionHandler):
         # The bus was reset or the hub is shutting down: end the response
         # normally, so EventSource reconnects with its Last-Event-ID, after
         # a random delay so thousands of clients do not all come at once.
-        await self._send(retry_frame(random.randint(*RECONNECT_SPREAD_MS)), [])
+        await self._send(retry_frame(random.randint(*RECONNECT_SPREAD_MS)))
         return True
 
     def _abort(self) -> None:
         if self.request.connection is not None:
             self.request.connection.close()  # type: ignore[attr-defined]
 
-    async def _send(self, frames: bytes, events: list[Event], replayed: bool = False) -> None:
+    async def _send(self, frames: bytes) -> None:
         """A write at the start or the end of a stream (the live phase writes
         through LiveStream): waits until the client has it."""
         if not frames:
@@ -147,4 +157,3 @@ class SSEHandler(SubscriptionHandler):
                 self._abort()
                 raise SlowClient()
         flushed.result()  # raises StreamClosedError if the client went away
-        self.count_delivered(events, replayed)

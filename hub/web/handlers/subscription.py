@@ -10,8 +10,9 @@ from typing import Any
 
 from hub.delivery.feed import Feed, JobSource, Source, UserSource
 from hub.delivery.subscriber import CloseReason
-from hub.errors import Forbidden, NotFound, Unauthorized
-from hub.store.events import Cursor, Event, parse_cursor
+from hub.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from hub.store.events import Event, parse_cursor
+from hub.store.history import Position, SnapshotCursor, parse_position
 from hub.web.auth import Identity
 from hub.web.handlers.base import BaseHandler
 
@@ -44,8 +45,10 @@ class SubscriptionHandler(BaseHandler):
     async def get(self, job_type: str | None = None, job_id: str | None = None) -> None:
         identity, source, terminal_id = await self.resolve(job_type, job_id)
         raw = self.requested_cursor()
-        cursor = parse_cursor(raw) if raw else None
-        if terminal_id is not None and cursor is not None and cursor >= parse_cursor(terminal_id):
+        cursor = parse_position(raw) if raw else None
+        if isinstance(cursor, SnapshotCursor) and not isinstance(source, UserSource):
+            raise BadRequest("malformed cursor: a snapshot position belongs to /my")
+        if terminal_id is not None and isinstance(cursor, tuple) and cursor >= parse_cursor(terminal_id):
             # The client has seen the job's end: 204 says nothing more will
             # come (and tells EventSource not to reconnect).
             self.set_status(204)
@@ -58,11 +61,11 @@ class SubscriptionHandler(BaseHandler):
         """The client's cursor, as the transport carries it."""
         raise NotImplementedError
 
-    async def serve(self, source: Source, cursor: Cursor | None, expires_at: float) -> None:
+    async def serve(self, source: Source, cursor: Position | None, expires_at: float) -> None:
         """Sends the client what follows `cursor`, until `expires_at` at most."""
         raise NotImplementedError
 
-    def open_feed(self, source: Source, cursor: Cursor | None) -> Feed:
+    def open_feed(self, source: Source, cursor: Position | None) -> Feed:
         self.feed = Feed(
             bus=self.ctx.bus,
             history=self.ctx.history,
@@ -85,6 +88,15 @@ class SubscriptionHandler(BaseHandler):
         for event in events:
             if event.published_at is not None:
                 observe(max(0.0, now - event.published_at))
+
+    def count_backlog(self, count: int, replayed: bool) -> None:
+        """Counts what a client missed and has now been sent: history after
+        its cursor (replayed), or the current state (which has no delivery
+        time of its own)."""
+        metrics = self.ctx.metrics
+        metrics.delivered[self.transport].inc(count)
+        if replayed:
+            metrics.replayed[self.transport].inc(count)
 
     def count_live(self, events: Sequence[Event]) -> None:
         self.count_delivered(events, replayed=False)
