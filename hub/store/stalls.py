@@ -11,12 +11,12 @@ since it was seen stalled, so each stalled job fails once.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
 from hub.store.journal import Journal, utc_now
 from hub.store.registry import Registry
+from hub.store.sweeper import Sweeper
 
 log = logging.getLogger("hub.store.stalls")
 
@@ -24,7 +24,9 @@ log = logging.getLogger("hub.store.stalls")
 SWEEP_LIMIT = 100
 
 
-class StallWatcher:
+class StallWatcher(Sweeper):
+    name = "stall sweep"
+
     def __init__(
         self, *, redis: Any, journal: Journal, stall_seconds: float, job_types: Registry | None = None
     ) -> None:
@@ -35,23 +37,7 @@ class StallWatcher:
         self._stall_ms = int(stall_seconds * 1000)
         self._actor_reason = f"stalled: no progress for {stall_seconds:g} s (the worker may have died)"
         self._external_reason = f"stalled: no update for {stall_seconds:g} s (its publisher may have stopped)"
-        self._interval = max(0.2, min(stall_seconds / 4, 30.0))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stall-watcher", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.sweep()
-            except Exception as exc:  # Redis down: the next sweep tries again
-                log.warning("stall sweep failed: %s", exc.__class__.__name__)
+        super().__init__(max(0.2, min(stall_seconds / 4, 30.0)))
 
     def sweep(self) -> int:
         """Fails every job stalled right now; returns how many."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from typing import Any
 
 from hub.store.keys import KeySpace
 from hub.store.scripts import load_script
+from hub.store.sweeper import Sweeper
 
 log = logging.getLogger("hub.store.user_queues")
 
@@ -61,31 +61,17 @@ class UserQueues:
         return self._script(keys=keys, args=[owner, entry, ended, k.job(""), self._ttl])
 
 
-class HeldJobsSweeper:
+class HeldJobsSweeper(Sweeper):
     """Looks again at every user with held jobs, now and then. A job's end
     normally sends its user's next job on its way; this catches the ends
     nobody reported (a job failed as stalled, a worker that died between
     finishing a job and releasing it), so held jobs never wait for ever."""
 
+    name = "held jobs sweep"
+
     def __init__(self, queues: UserQueues, interval_seconds: float) -> None:
+        super().__init__(interval_seconds)
         self._queues = queues
-        self._interval = interval_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="held-jobs-sweeper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.sweep()
-            except Exception as exc:  # Redis down: the next sweep tries again
-                log.warning("held jobs sweep failed: %s", exc.__class__.__name__)
 
     def sweep(self) -> int:
         """Sends what fits of every waiting user's held jobs; returns how many."""
