@@ -9,14 +9,12 @@ at most. The accounting is atomic in Redis (lua/user_queue.lua)."""
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from hub.store.keys import KeySpace
 from hub.store.scripts import load_script
 from hub.store.sweeper import Sweeper
 
-log = logging.getLogger("hub.store.user_queues")
 
 #: Users whose held jobs one sweep looks at, at most.
 SWEEP_USERS = 100
