@@ -15,7 +15,6 @@ from hub.store.keys import KeySpace
 from hub.store.scripts import load_script
 from hub.store.sweeper import Sweeper
 
-
 #: Users whose held jobs one sweep looks at, at most.
 SWEEP_USERS = 100
 
