@@ -188,6 +188,20 @@ def spawn(command: list[str], env: dict[str, str], output: Path | None = None) -
         return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
 
 
+def serve_env(settings: Settings, port: int) -> dict[str, str]:
+    """The environment of a `hub serve` on `port`, with the test's settings."""
+    return {
+        **os.environ,
+        "HUB_PORT": str(port),
+        "HUB_REDIS_URL": settings.redis_url or "",
+        "HUB_NAMESPACE": settings.namespace,
+        "HUB_JWT_SECRET": SECRET,
+        "HUB_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+        **job_type_env(settings),
+    }
+
+
 def job_type_env(settings: Settings) -> dict[str, str]:
     """The test's job-type settings, for hub processes it starts."""
     return {
@@ -356,17 +370,7 @@ def hub_process(settings: Settings) -> Iterator[Callable[..., HubProcess]]:
         """`dev_tokens` runs it as `hub up` does, with the demo's token endpoint;
         `output` names a file that gets the process's stdout and stderr."""
         port = free_port()
-        env = dict(os.environ)
-        env.update(
-            HUB_PORT=str(port),
-            HUB_REDIS_URL=settings.redis_url or "",
-            HUB_NAMESPACE=settings.namespace,
-            HUB_JWT_SECRET=SECRET,
-            HUB_LOG_LEVEL="WARNING",
-            PYTHONPATH=str(ROOT),
-        )
-        env.update(job_type_env(settings))
-        env.update(env_overrides)
+        env = {**serve_env(settings, port), **env_overrides}
         command = [sys.executable, "-m", "hub", "serve", *(["--dev-tokens"] if dev_tokens else [])]
         process = spawn(command, env, output)
         hub = HubProcess(process, port, output, host=env.get("HUB_HOST", "127.0.0.1"))

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from hub.runtime.embedded import free_port
 from hub.store.settings import Settings
-from tests.conftest import ROOT, SECRET, HubProcess, eventually, wait_ready
+from tests.conftest import ROOT, SECRET, HubProcess, eventually, serve_env, spawn, wait_ready
 from tests.sse_client import request
 
 pytestmark = pytest.mark.gen_test(timeout=60)
@@ -422,25 +422,14 @@ WATCH_SECONDS = 3.0
 def low_limit_hub(settings: Settings, tmp_path: Path) -> Iterator[HubProcess]:
     """`hub serve` under `ulimit -n 256` (set in the process itself, then exec)."""
     port = free_port()
-    env = dict(os.environ)
-    env.update(
-        HUB_PORT=str(port),
-        HUB_REDIS_URL=settings.redis_url or "",
-        HUB_NAMESPACE=settings.namespace,
-        HUB_JWT_SECRET=SECRET,
-        HUB_LOG_LEVEL="WARNING",
-        PYTHONPATH=str(ROOT),
-    )
+    env = serve_env(settings, port)
     limited = (
         "import os, resource, sys;"
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({FILE_LIMIT}, {FILE_LIMIT}));"
         "os.execv(sys.executable, [sys.executable, '-m', 'hub', 'serve'])"
     )
     output = tmp_path / "hub.log"
-    with open(output, "ab") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-c", limited], env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
-        )
+    process = spawn([sys.executable, "-c", limited], env, output)
     hub = HubProcess(process, port, output)
     try:
         wait_ready(hub.url + "/readyz", process)
