@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from hub.delivery.sources import Source
 from hub.store.events import BEGINNING, Cursor, Event, format_cursor
-from hub.store.history import CursorState, History, Position, SnapshotCursor
+from hub.store.history import History, Position, SnapshotCursor
 
 
 class Phase:
@@ -103,11 +103,8 @@ class Backlog:
 
     async def _history_page(self, limit: int) -> list[Event]:
         assert self.position is not None
-        page = await self._history.after(self._source.stream, self.position, limit)
-        # Checked after the read: trimming only removes the oldest entries, so
-        # if nothing after `position` is gone now, nothing was when the page
-        # was read. (A stream trims while a slow client takes its earlier pages.)
-        if await self._history.cursor_state(self._source.stream, self.position) == CursorState.EVICTED:
+        page, kept = await self._history.after(self._source.stream, self.position, limit)
+        if not kept:
             # Said, with the current state after it, instead of a silent gap.
             self._pending.append(self._source.reset_event())
             self._begin_snapshot(None)

@@ -58,6 +58,7 @@ OnSent = Callable[[Sequence[Event], bool], None]
 class Subscriber:
     # One per connection, so kept small: the queue is made only when needed.
     __slots__ = (
+        "_ahead",
         "_backlog",
         "_bus",
         "_clock",
@@ -107,8 +108,10 @@ class Subscriber:
         self._clock: Clock | None = None
         self._queue: deque[Event] | None = None
         self._live = False
-        #: The events the writer is busy with, and whether they are live.
-        self._in_flight: tuple[Sequence[Event], bool] | None = None
+        #: The live events the writer is busy with.
+        self._in_flight: Sequence[Event] | None = None
+        #: The first page of what the client missed, read before the replay.
+        self._ahead: list[Event] | None = None
         self._waiter: asyncio.Future[None] | None = None
         #: The newest cursor sent, once live: later events at or before it are duplicates.
         self.last: Cursor | None = None
@@ -143,6 +146,11 @@ class Subscriber:
                 self._queue.popleft()
         return page
 
+    async def read_ahead(self, limit: int) -> None:
+        """Reads the first page of what the client missed now (while its
+        transport can still answer an error), for `replay` to send."""
+        self._ahead = await self.missed(limit)
+
     def resume_cursor(self) -> str:
         """The cursor that goes on from what the client has been sent."""
         if not self._live:
@@ -150,7 +158,7 @@ class Subscriber:
         # A user with no events yet goes on from the very beginning.
         return format_cursor(self.last or BEGINNING)
 
-    async def replay(self, writer: Writer, first: list[Event], page_size: int, clock: Clock | None = None) -> None:
+    async def replay(self, writer: Writer, page_size: int, clock: Clock | None = None) -> None:
         """Sends the answer's beginning and what the client missed, page by
         page (each sent before the next is read), then goes live."""
         self._writer = writer
@@ -158,11 +166,16 @@ class Subscriber:
             self._clock = clock
             clock.add(self)
         if not writer.start():
-            await self._until_drained(None)
-        page = first
+            await self._until_drained()
+        page, self._ahead = self._ahead, None
         while page and not self.closed:
-            await self._until_drained((page, False))
-            page = [] if self._backlog.done or self.closed else await self.missed(page_size)
+            sent = writer.write(page)
+            self._sent(page, False)
+            page = None  # only the writer's bytes are kept while the client takes them
+            if not sent:
+                await self._until_drained()
+            if not self.closed and not self._backlog.done:
+                page = await self.missed(page_size)
         if not self.closed:
             self._go_live()
 
@@ -170,7 +183,7 @@ class Subscriber:
         """Takes one event from the bus."""
         if self.closed_reason is not None:
             return
-        if self._live and self._in_flight is None:
+        if self._live and self.busy_since is None:
             if not self._accept(event):
                 return
             if time.time() >= self.expires_at:
@@ -191,12 +204,14 @@ class Subscriber:
         self.busy_since = None
         if self.closed_reason is not None:
             return
-        if in_flight is not None:
-            self._sent(*in_flight)
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)  # a replay waits: it goes on
-        elif self._live and self.closed_reason is None:
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)  # a replay waits: it goes on
+            return
+        if in_flight:
+            self._sent(in_flight, True)
+        if self._live:
             self._release_queue()
 
     def tick(self, now: float, wall: float) -> bool:
@@ -239,16 +254,8 @@ class Subscriber:
 
     # -- inside ----------------------------------------------------------
 
-    async def _until_drained(self, batch: tuple[Sequence[Event], bool] | None) -> None:
-        """Writes a replay page (or waits for the beginning) until it is sent."""
-        assert self._writer is not None
-        if batch is not None:
-            self._in_flight = batch
-            if self._writer.write(batch[0]):
-                self.drained()
-                return
-        else:
-            self._in_flight = ((), False)
+    async def _until_drained(self) -> None:
+        """Waits for the writer to finish a replay page (or the beginning)."""
         self.busy_since = time.monotonic()
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         try:
@@ -294,10 +301,12 @@ class Subscriber:
 
     def _write(self, events: Sequence[Event]) -> None:
         assert self._writer is not None
-        self._in_flight = (events, True)
         if self._writer.write(events):
-            self.drained()
-        elif self.closed_reason is None and self._in_flight is not None:
+            self._sent(events, True)
+            self._release_queue()
+        elif self.closed_reason is None:
+            # Kept for their delivery times, counted once the writer is done.
+            self._in_flight = events
             self.busy_since = time.monotonic()
 
     def _sent(self, events: Sequence[Event], live: bool) -> None:

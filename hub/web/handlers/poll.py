@@ -37,7 +37,7 @@ class PollHandler(SubscriptionHandler):
         live = False
         if cursor is not None and not events and not subscriber.closed:
             batch = Batch(MAX_BATCH)
-            await subscriber.replay(batch, [], MAX_BATCH)
+            await subscriber.replay(batch, MAX_BATCH)
             # Never held past the token's expiry: the next poll gets its 401.
             hold = min(self.ctx.settings.longpoll_timeout_seconds, max(0.0, subscriber.expires_at - time.time()))
             await batch.wait(hold)

@@ -37,7 +37,7 @@ class SSEHandler(SubscriptionHandler):
 
     async def serve(self, subscriber: Subscriber, cursor: Position | None) -> None:
         # The first page before the headers: a failure to read it is still an error answer.
-        first = await subscriber.missed(REPLAY_PAGE)
+        await subscriber.read_ahead(REPLAY_PAGE)
         if subscriber.closed:
             return  # the client went away meanwhile
         chunked = self.request.version == "HTTP/1.1"
@@ -49,8 +49,9 @@ class SSEHandler(SubscriptionHandler):
             self.detach(), chunked=chunked, head=response_head(headers, chunked) + preamble, subscriber=subscriber
         )
         self.subscriber = None  # the writer watches the connection from now on
+        self.application.log_request(self)  # the handler is done: its request is logged as opened
         try:
-            await subscriber.replay(writer, first, REPLAY_PAGE, clock=self.ctx.clock)
+            await subscriber.replay(writer, REPLAY_PAGE, clock=self.ctx.clock)
         except StoreUnavailable as exc:
             # The head is sent: no error answer is possible. Ended normally,
             # the client comes back with its Last-Event-ID.
