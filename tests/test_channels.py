@@ -40,7 +40,7 @@ def test_members_is_a_snapshot_that_survives_members_leaving_while_visited() -> 
     assert len(channels) == 0
 
 
-def test_clear_hands_every_member_over_once_and_empties_the_registry() -> None:
+def test_clear_hands_over_each_member_once_per_channel_and_empties_the_registry() -> None:
     channels: Channels[str] = Channels()
     channels.add("a", "x")
     channels.add("a", "y")

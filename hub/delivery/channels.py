@@ -59,7 +59,7 @@ class Channels(Generic[T]):
         return tuple(present) if isinstance(present, set) else (present,)
 
     def clear(self) -> Iterator[T]:
-        """Empties the registry, yielding every member once."""
+        """Empties the registry, yielding each member once per channel it was in."""
         members, self._members = self._members, {}
         for present in members.values():
             yield from present if isinstance(present, set) else (present,)
