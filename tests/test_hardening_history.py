@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from hub.delivery.feed import MAX_BATCH
 from hub.store.history import REPLAY_PAGE
 from hub.store.journal import Journal
+from hub.web.handlers.poll import MAX_BATCH
 from tests.conftest import ROOT, eventually, need
 from tests.sse_client import read_response
 

@@ -212,15 +212,27 @@ class History:
             return CursorState.EVICTED
         return CursorState.KNOWN
 
-    async def after(self, stream: str, cursor: Cursor, limit: int) -> list[Event]:
+    async def after(self, stream: str, cursor: Cursor, limit: int) -> tuple[list[Event], bool]:
         """At most `limit` events strictly after `cursor`, oldest first, in
-        one read: a caller takes what it can send before it reads on."""
-        start = f"({cursor[0]}-{cursor[1]}"
-        entries: list[Any] = await self._redis.xrange(stream, min=start, max="+", count=limit) or []
-        return [
-            Event.stored(_text(key), _text(fields[_DATA]), float(fields[_PUBLISHED]), fields.get(_TERMINAL) == b"1")
-            for key, fields in entries
-        ]
+        one read (a caller takes what it can send before it reads on); and
+        whether history still holds every event after `cursor`."""
+        # Read from the cursor's own entry: while it is kept, so is everything
+        # after it (trimming removes the oldest entries), and one read says so.
+        entries: list[Any] = await self._redis.xrange(stream, min=format_cursor(cursor), max="+", count=limit + 1) or []
+        if entries and _as_cursor(entries[0][0]) == cursor:
+            return _stored(entries[1:]), True
+        # The cursor's entry is gone, or never was: the stream says whether
+        # anything after it went too. Asked after the read, so that a trim
+        # during it is seen.
+        kept = await self.cursor_state(stream, cursor) == CursorState.KNOWN
+        return _stored(entries[:limit]), kept
+
+
+def _stored(entries: list[Any]) -> list[Event]:
+    return [
+        Event.stored(_text(key), _text(fields[_DATA]), float(fields[_PUBLISHED]), fields.get(_TERMINAL) == b"1")
+        for key, fields in entries
+    ]
 
 
 def _initial_status(state: dict[str, Any], event_id: str | None, cursor: Cursor | None) -> Event:

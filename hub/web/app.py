@@ -13,8 +13,8 @@ import tornado.web
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from hub.delivery.bus import EventBus
+from hub.delivery.clock import Clock
 from hub.delivery.connections import ConnectionManager, UserSlots
-from hub.delivery.live import LiveStreams
 from hub.store import registry
 from hub.store.history import History
 from hub.store.journal import Journal
@@ -97,7 +97,7 @@ def build_context(
         slots=slots,
         tickets=Tickets(redis, keys),
         job_rate=JobRateLimit(redis, keys, settings.job_rate_per_minute),
-        live_streams=LiveStreams(
+        clock=Clock(
             keepalive_seconds=settings.keepalive_seconds,
             write_timeout_seconds=settings.write_timeout_seconds,
             on_keepalive=metrics.keepalives.inc,

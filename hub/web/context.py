@@ -10,8 +10,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from hub.delivery.bus import EventBus
+from hub.delivery.clock import Clock
 from hub.delivery.connections import ConnectionManager, UserSlots
-from hub.delivery.live import LiveStreams
 from hub.store.history import History
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
@@ -41,7 +41,7 @@ class HubContext:
     slots: UserSlots
     tickets: Tickets
     job_rate: JobRateLimit
-    live_streams: LiveStreams
+    clock: Clock
     job_types: Registry
     #: Set on SIGTERM: the process answers what it holds, then exits.
     draining: bool = False

@@ -10,45 +10,53 @@ poll counts against the user's connection limit like a stream does.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from hub.delivery.feed import MAX_BATCH, Feed, Source
-from hub.delivery.subscriber import CloseReason
+from hub.delivery.batch import Batch
+from hub.delivery.reasons import CloseReason
+from hub.delivery.subscriber import OnSent, Subscriber
 from hub.store.events import Event
 from hub.store.history import Position
-from hub.web.handlers.subscription import SubscriptionHandler
+from hub.web.handlers.subscription import SubscriptionHandler, count_sent
+
+#: Events one long-poll answer holds at most.
+MAX_BATCH = 500
 
 
 class PollHandler(SubscriptionHandler):
     transport = "longpoll"
+    max_batch = MAX_BATCH
 
     def requested_cursor(self) -> str | None:
         return self.get_query_argument("cursor", None)
 
-    async def serve(self, source: Source, cursor: Position | None, expires_at: float) -> None:
-        feed = self.open_feed(source, cursor)
-        try:
-            await feed.open()
-            # One answer's worth is read, never more: the client asks again.
-            events = await feed.backlog(MAX_BATCH)
-            replayed = cursor is not None and bool(events)
-            if cursor is not None and not events:
-                # Never held past the token's expiry: the next poll gets its 401.
-                hold = min(self.ctx.settings.longpoll_timeout_seconds, max(0.0, expires_at - time.time()))
-                events = await self._wait(feed, hold)
-        finally:
-            feed.close()
-        if feed.subscriber.closed_reason == CloseReason.CLIENT_GONE:
+    async def serve(self, subscriber: Subscriber, cursor: Position | None) -> None:
+        # One answer's worth is read, never more: the client asks again.
+        events = await subscriber.missed(MAX_BATCH)
+        live = False
+        if cursor is not None and not events and not subscriber.closed:
+            batch = Batch(MAX_BATCH)
+            await subscriber.replay(batch, MAX_BATCH)
+            # Never held past the token's expiry: the next poll gets its 401.
+            hold = min(self.ctx.settings.longpoll_timeout_seconds, max(0.0, subscriber.expires_at - time.time()))
+            await batch.wait(hold)
+            events, live = batch.events, True
+        gone = subscriber.closed_reason == CloseReason.CLIENT_GONE
+        answer = {"events": [_as_json(event) for event in events], "cursor": subscriber.resume_cursor()}
+        subscriber.close(CloseReason.ANSWERED)
+        if gone:
             return  # nobody to answer
-        self.count_delivered(events, replayed)
-        self.write_json({"events": [_as_json(event) for event in events], "cursor": feed.resume_cursor()})
+        if events:
+            count_sent(self.ctx.metrics, self.transport, cursor is not None, events, live)
+        self.write_json(answer)
 
-    async def _wait(self, feed: Feed, hold: float) -> list[Event]:
-        first = await feed.next(hold)
-        if first is None:
-            return []
-        # Whatever else has already arrived goes in the same answer.
-        return [first, *feed.ready(MAX_BATCH - 1)]
+    def on_sent(self, resumed: bool) -> OnSent:
+        return _not_yet  # counted once answered: a client gone meanwhile was sent nothing
+
+
+def _not_yet(events: Sequence[Event], live: bool) -> None:
+    pass
 
 
 def _as_json(event: Event) -> dict[str, Any]:

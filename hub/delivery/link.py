@@ -1,0 +1,184 @@
+"""The bus's one connection to Redis pub/sub, kept alive.
+
+It subscribes and unsubscribes channels, hands every message over as soon
+as it is parsed, and reconnects when the connection is lost. A connection
+may die without a word, so liveness is checked with pings: no answer within
+one interval counts as a loss. A loss drops every subscription, so the
+owner is told (`on_lost`) and subscribes again what it still needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import hiredis
+
+from hub.delivery.pubsub import PubSubConnection, Target, open_pubsub
+from hub.errors import StoreUnavailable
+
+log = logging.getLogger("hub.delivery.link")
+
+#: Seconds between pings on an idle pub/sub connection.
+DEFAULT_PING_INTERVAL = 2.0
+#: Seconds to wait for Redis to confirm a subscription.
+SUBSCRIBE_TIMEOUT = 5.0
+RECONNECT_DELAY_MIN = 0.05
+RECONNECT_DELAY_MAX = 5.0
+
+
+class LinkLost(StoreUnavailable):
+    """The pub/sub connection was lost or replaced; its subscriptions are gone."""
+
+
+class PubSubLink:
+    def __init__(
+        self,
+        target: Target,
+        *,
+        on_message: Callable[[str, bytes], None],
+        on_lost: Callable[[], None],
+        on_reconnect: Callable[[], None],
+        ping_interval: float = DEFAULT_PING_INTERVAL,
+    ) -> None:
+        self._target = target
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._on_reconnect = on_reconnect
+        self._ping_interval = ping_interval
+        self._connection: PubSubConnection | None = None
+        self._connected = asyncio.Event()
+        # Futures waiting for Redis to confirm a SUBSCRIBE, oldest first.
+        self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ever_connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pubsub-link")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._fail_confirmations()
+
+    async def wait_connected(self, timeout: float) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    def subscribe(self, channel: str) -> asyncio.Future[None]:
+        """Asks Redis for `channel`; the future resolves once Redis delivers
+        its messages (LinkLost if the connection goes first)."""
+        connection = self._live_connection()
+        confirmed = asyncio.get_running_loop().create_future()
+        try:
+            connection.send("SUBSCRIBE", channel)
+        except ConnectionError as exc:
+            raise LinkLost(f"cannot subscribe: {exc}") from None
+        self._confirmations.setdefault(channel, deque()).append(confirmed)
+        return confirmed
+
+    def unsubscribe(self, channel: str) -> None:
+        if self._connection is None or not self._connected.is_set():
+            return  # the loss already dropped it
+        try:
+            self._connection.send("UNSUBSCRIBE", channel)
+        except ConnectionError:  # a dead connection is noticed and replaced by _run
+            log.debug("unsubscribe from %s failed", channel, exc_info=True)
+
+    def _live_connection(self) -> PubSubConnection:
+        if self._connection is None or not self._connected.is_set():
+            raise LinkLost("the event bus is not connected to Redis")
+        return self._connection
+
+    async def _run(self) -> None:
+        delay = RECONNECT_DELAY_MIN
+        while True:
+            served = False
+            try:
+                served = await self._serve_one_connection()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("Redis pub/sub connection lost (%s); reconnecting", exc.__class__.__name__)
+            self._fail_confirmations()
+            self._on_lost()
+            delay = RECONNECT_DELAY_MIN if served else min(delay * 2, RECONNECT_DELAY_MAX)
+            # Jitter spreads the reconnects of many hub processes.
+            await asyncio.sleep(delay * (0.5 + random.random()))
+
+    async def _serve_one_connection(self) -> bool:
+        """Connects and serves until the connection ends (raising why);
+        False if it could not connect at all."""
+        connection = await open_pubsub(self._target, self._on_reply, SUBSCRIBE_TIMEOUT)
+        try:
+            self._connection = connection
+            self._connected.set()
+            if self._ever_connected:
+                self._on_reconnect()
+            self._ever_connected = True
+            await self._watch(connection)
+        finally:
+            self._connected.clear()
+            self._connection = None
+            connection.close()
+        return True
+
+    async def _watch(self, connection: PubSubConnection) -> None:
+        """Pings an idle connection; raises when it ends or stops answering."""
+        pinged_at: float | None = None
+        while not connection.closed.done():
+            # Wakes only to check liveness: messages are handled as they arrive.
+            await asyncio.wait({connection.closed}, timeout=self._ping_interval)
+            if connection.closed.done():
+                break
+            if pinged_at is not None and connection.last_received < pinged_at:
+                raise LinkLost("no answer to ping")
+            if time.monotonic() - connection.last_received >= self._ping_interval:
+                pinged_at = time.monotonic()
+                connection.send("PING")
+            else:
+                pinged_at = None
+        connection.closed.result()  # raises why the connection ended
+
+    def _on_reply(self, reply: Any) -> None:
+        """One reply from Redis, as soon as it is parsed (raising drops the
+        connection)."""
+        if not isinstance(reply, list):
+            if isinstance(reply, hiredis.ReplyError):
+                raise LinkLost(f"Redis refused a pub/sub command: {reply}")
+            return  # PONG, when no channel is subscribed
+        kind = reply[0]
+        if kind == b"message":
+            self._on_message(reply[1].decode(), reply[2])
+        elif kind == b"subscribe":
+            self._confirm(reply[1].decode())
+
+    def _confirm(self, channel: str) -> None:
+        waiting = self._confirmations.get(channel)
+        if not waiting:
+            raise LinkLost("a subscription nobody asked for")
+        future = waiting.popleft()
+        if not waiting:
+            del self._confirmations[channel]
+        if not future.done():
+            future.set_result(None)
+
+    def _fail_confirmations(self) -> None:
+        for waiting in self._confirmations.values():
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(LinkLost("the pub/sub connection was lost"))
+                    future.exception()  # retrieved: the subscriber may be gone
+        self._confirmations.clear()
