@@ -63,9 +63,9 @@ class JobContext:
         with_retries(store)
         return file_url(self.job_id, name)
 
-    def pause(self, steps: float = 1.0) -> None:
-        """Waits as long as `steps` remote model calls would (HUB_JOB_STEP_SECONDS each)."""
-        time.sleep(self.settings.job_step_seconds * steps)
+    def pause(self) -> None:
+        """Waits as long as a remote model call would (HUB_JOB_STEP_SECONDS)."""
+        time.sleep(self.settings.job_step_seconds)
 
 
 def current_job() -> JobContext:

@@ -22,9 +22,9 @@ DELAY_MIN = 0.05
 DELAY_MAX = 2.0
 
 
-def with_retries(call: Callable[[], T], *, retry_for: float = RETRY_FOR_SECONDS) -> T:
-    """Runs `call`, again after Redis connection errors, for up to `retry_for` seconds."""
-    deadline = time.monotonic() + retry_for
+def with_retries(call: Callable[[], T]) -> T:
+    """Runs `call`, again after Redis connection errors, for up to `RETRY_FOR_SECONDS`."""
+    deadline = time.monotonic() + RETRY_FOR_SECONDS
     delay = DELAY_MIN
     while True:
         try:

@@ -41,9 +41,9 @@ class JobSnapshot:
     def finished(self) -> bool:
         return self.state.get("status") in TERMINAL_STATUSES
 
-    def initial_status(self, event_id: str | None = None) -> Event:
+    def initial_status(self) -> Event:
         payload = {"type": "initial_status", **_job_fields(self.state)}
-        return Event.make(payload, event_id if event_id is not None else self.last_id, terminal=self.finished)
+        return Event.make(payload, self.last_id, terminal=self.finished)
 
 
 @dataclass(frozen=True, slots=True)
