@@ -31,8 +31,8 @@ from dramatiq.common import current_millis
 from dramatiq.middleware import AgeLimit, Retries, TimeLimitExceeded
 
 from actors import progress
-from actors.failure import MESSAGE_MAX, JobFailed
 from actors.resilient import with_retries
+from hub.errors import JobFailed
 from hub.store.journal import Journal, utc_now
 from hub.store.keys import KeySpace
 from hub.store.registry import JOB_OPTION
@@ -41,7 +41,6 @@ from hub.store.user_queues import UserQueues
 
 log = logging.getLogger("actors.lifecycle")
 
-REASON_MAX = MESSAGE_MAX
 #: The length of an exception's text the worker logs.
 DETAIL_MAX = 4_000
 #: What users read of an exception the actor did not raise on purpose.
@@ -205,7 +204,7 @@ def describe(exception: BaseException) -> str:
         name = "Exception"
     if isinstance(exception, TimeLimitExceeded):
         return f"{name}: {TIME_LIMIT_REASON}"
-    return f"{name}: {UNEXPECTED_REASON}"[:REASON_MAX]
+    return f"{name}: {UNEXPECTED_REASON}"[: JobFailed.MESSAGE_MAX]
 
 
 def detail(exception: BaseException) -> str:

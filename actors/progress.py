@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.resilient import with_retries
-from hub.store.files import FILE_NAME, MAX_FILE_BYTES, file_url
+from hub.store.files import FILE_NAME, FILE_NAME_PATTERN, MAX_FILE_BYTES, file_url
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import Settings
@@ -49,7 +49,7 @@ class JobContext:
         """Keeps a file the job made (as long as the job) and returns the URL
         its owner fetches it from."""
         if not FILE_NAME.match(name):
-            raise ValueError(f"file name {name!r} must match {FILE_NAME.pattern[2:-2]}")
+            raise ValueError(f"file name {name!r} must match {FILE_NAME_PATTERN}")
         if len(data) > MAX_FILE_BYTES:
             raise ValueError(f"file {name!r} is larger than {MAX_FILE_BYTES} bytes")
         key = self.keys.job_file(self.job_id, name)

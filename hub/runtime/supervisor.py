@@ -30,9 +30,9 @@ from hub.runtime.processes import die_with_parent, stop_process
 from hub.store import registry
 from hub.store.settings import Settings
 from hub.web.auth import issue_token
+from hub.web.handlers.dev import DEV_TOKEN_TTL
 
 DEV_USER = "demo"
-DEV_TOKEN_TTL = 24 * 3600
 READY_TIMEOUT = 30.0
 #: How long each child gets to stop after SIGTERM before it is killed: the
 #: web server drains for up to 10 s; a worker waits up to 10 s for its jobs,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
-FILE_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+#: A file's name: what a job may save, and what the file routes take.
+FILE_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+FILE_NAME = re.compile(rf"\A{FILE_NAME_PATTERN}\Z")
 #: One file at most; Redis holds it in memory.
 MAX_FILE_BYTES = 8 * 1024 * 1024
 
