@@ -33,6 +33,7 @@ from dramatiq.middleware import AgeLimit, Retries, TimeLimitExceeded
 from actors import progress
 from actors.resilient import with_retries
 from hub.errors import JobFailed
+from hub.store.files import JobFiles
 from hub.store.journal import Journal, utc_now
 from hub.store.keys import KeySpace
 from hub.store.registry import JOB_OPTION
@@ -61,7 +62,7 @@ class JobLifecycle(Middleware):
     def __init__(self, *, redis: Any, settings: Settings, on_published: Callable[[str], None] | None = None) -> None:
         self._journal = Journal(redis, settings)
         self._on_published = on_published or (lambda status: None)
-        self._redis = redis
+        self._files = JobFiles(redis, self._journal.keys)
         self._settings = settings
         self._queues = UserQueues(redis, KeySpace(settings.namespace), settings.job_ttl_seconds)
         # Why the last attempt of a message failed, until its nack.
@@ -85,7 +86,7 @@ class JobLifecycle(Middleware):
             job_type=job["type"],
             attempt=attempt,
             journal=self._journal,
-            redis=self._redis,
+            files=self._files,
             settings=self._settings,
             on_published=self._on_published,
         )

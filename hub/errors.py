@@ -33,8 +33,18 @@ class JobFailed(HubError):
         self.message = text[: self.MESSAGE_MAX] or "the job failed"
 
 
-class StoreUnavailable(HubError):
-    """Redis did not answer."""
+class StoreError(HubError):
+    """The job store's Redis failed a call. A translated failure's message is
+    the class of Redis's exception ("ConnectionError"), never its text."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis did not answer: the connection was refused, lost or timed out."""
+
+
+class StoreFull(StoreError):
+    """Redis is at its memory bound (maxmemory, noeviction): it refuses writes
+    until jobs expire or the bound is raised."""
 
 
 class ClientError(HubError):

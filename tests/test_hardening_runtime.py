@@ -131,6 +131,7 @@ async def test_a_full_store_answers_job_creation_with_503_json(hub_process, tmp_
         assert error["error"] == "unavailable" and "full" in error["message"], error
         log = log_path.read_text(errors="replace")
         assert "Traceback" not in log and "uncaught exception" not in log, log
+        assert "POST /api/v1/characters (127.0.0.1): Redis is full (maxmemory): it refuses writes" in log, log
 
         # Room again (jobs expire, an operator raises the bound): jobs start again.
         client.delete(*filler)

@@ -14,6 +14,7 @@ import redis
 from actors.broker import make_broker
 from hub.store import registry
 from hub.store.keys import KeySpace
+from hub.store.redis_errors import store_errors
 from hub.store.registry import JOB_OPTION, JobType
 from hub.store.settings import Settings
 from hub.store.user_queues import UserQueues
@@ -40,6 +41,7 @@ class JobDispatcher:
             self._redis = redis.Redis.from_url(settings.redis_url or "")
             self._queues = UserQueues(self._redis, KeySpace(settings.namespace), settings.job_ttl_seconds)
 
+    @store_errors
     async def __call__(self, job_type: JobType, job_id: str, owner: str, job_input: dict[str, Any]) -> None:
         actor = job_type.actor
         if actor is None:
