@@ -75,7 +75,7 @@ def build_context(
     keys = KeySpace(settings.namespace)
     slots = UserSlots(redis, keys, ttl=settings.process_ttl_seconds)
     bus = EventBus(
-        settings.redis_url or "",
+        settings.require_redis_url(),
         on_reconnect=metrics.redis_reconnects.inc,
         on_event=lambda fanout: metrics.bus_messages.inc(),
     )
