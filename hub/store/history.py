@@ -43,8 +43,8 @@ class JobSnapshot:
         return self.state.get("status") in TERMINAL_STATUSES
 
     def initial_status(self) -> Event:
-        payload = {"type": "initial_status", **_job_fields(self.state)}
-        return Event.make(payload, self.last_id, terminal=self.finished)
+        cursor = parse_cursor(self.last_id) if self.last_id else None
+        return _initial_status(self.state, self.last_id, cursor, terminal=self.finished)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,10 +231,12 @@ class History:
         ]
 
 
-def _initial_status(state: dict[str, Any], event_id: str | None, cursor: Cursor | None) -> Event:
+def _initial_status(
+    state: dict[str, Any], event_id: str | None, cursor: Cursor | None, *, terminal: bool = False
+) -> Event:
     # Built directly: a snapshot position is an id, but not a stream cursor.
     data = json.dumps({"type": "initial_status", **_job_fields(state)}, separators=(",", ":"), ensure_ascii=False)
-    return Event(data, event_id, None, False, cursor)
+    return Event(data, event_id, None, terminal, cursor)
 
 
 def _text(value: bytes | str) -> str:
