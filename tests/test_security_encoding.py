@@ -127,7 +127,7 @@ CURSORS = st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
 )
 def test_an_event_round_trips_through_an_sse_parser(payload, cursor):
     event_id = format_cursor(cursor) if cursor else None
-    events = parse_stream(Event.make(payload, event_id).sse_frame())
+    events = parse_stream(Event.make(payload, event_id).frame)
     assert len(events) == 1
     assert json.loads(events[0].data) == payload
     assert events[0].id == (event_id or "")

@@ -74,9 +74,6 @@ class Event:
         value: dict[str, Any] = json.loads(self.data)
         return value
 
-    def sse_frame(self) -> bytes:
-        return self.frame
-
 
 def encode_frame(data: str, event_id: str | None = None) -> bytes:
     """One SSE frame. Line breaks in `data` become separate `data:` lines and
