@@ -20,8 +20,8 @@ Importing this package declares nothing on any broker; `actors.worker`
 does that for the job types of the registry.
 """
 
-from actors.failure import JobFailed
 from actors.progress import JobContext, current_job, report
+from hub.errors import JobFailed
 from hub.store.registry import JobType, external_job_type, job_type
 from hub.store.schema import Boolean, Integer, Text
 

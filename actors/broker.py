@@ -9,10 +9,8 @@ from hub.store.settings import Settings
 
 
 def make_broker(settings: Settings) -> RedisBroker:
-    if not settings.redis_url:
-        raise ValueError("HUB_REDIS_URL is not set")
     return RedisBroker(  # type: ignore[no-untyped-call]
-        url=settings.redis_url,
+        url=settings.require_redis_url(),
         namespace=KeySpace(settings.namespace).dramatiq_namespace,
         heartbeat_timeout=int(settings.worker_heartbeat_seconds * 1000),
         maintenance_chance=settings.worker_maintenance_chance,

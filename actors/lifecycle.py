@@ -31,8 +31,9 @@ from dramatiq.common import current_millis
 from dramatiq.middleware import AgeLimit, Retries, TimeLimitExceeded
 
 from actors import progress
-from actors.failure import MESSAGE_MAX, JobFailed
 from actors.resilient import with_retries
+from hub.errors import JobFailed
+from hub.store.files import JobFiles
 from hub.store.journal import Journal, utc_now
 from hub.store.keys import KeySpace
 from hub.store.registry import JOB_OPTION
@@ -41,7 +42,6 @@ from hub.store.user_queues import UserQueues
 
 log = logging.getLogger("actors.lifecycle")
 
-REASON_MAX = MESSAGE_MAX
 #: The length of an exception's text the worker logs.
 DETAIL_MAX = 4_000
 #: What users read of an exception the actor did not raise on purpose.
@@ -62,7 +62,7 @@ class JobLifecycle(Middleware):
     def __init__(self, *, redis: Any, settings: Settings, on_published: Callable[[str], None] | None = None) -> None:
         self._journal = Journal(redis, settings)
         self._on_published = on_published or (lambda status: None)
-        self._redis = redis
+        self._files = JobFiles(redis, self._journal.keys)
         self._settings = settings
         self._queues = UserQueues(redis, KeySpace(settings.namespace), settings.job_ttl_seconds)
         # Why the last attempt of a message failed, until its nack.
@@ -86,7 +86,7 @@ class JobLifecycle(Middleware):
             job_type=job["type"],
             attempt=attempt,
             journal=self._journal,
-            redis=self._redis,
+            files=self._files,
             settings=self._settings,
             on_published=self._on_published,
         )
@@ -205,7 +205,7 @@ def describe(exception: BaseException) -> str:
         name = "Exception"
     if isinstance(exception, TimeLimitExceeded):
         return f"{name}: {TIME_LIMIT_REASON}"
-    return f"{name}: {UNEXPECTED_REASON}"[:REASON_MAX]
+    return f"{name}: {UNEXPECTED_REASON}"[: JobFailed.MESSAGE_MAX]
 
 
 def detail(exception: BaseException) -> str:

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.resilient import with_retries
-from hub.store.files import FILE_NAME, MAX_FILE_BYTES, file_url
+from hub.store.files import JobFiles, file_url
 from hub.store.journal import Journal
-from hub.store.keys import KeySpace
 from hub.store.settings import Settings
 
 _current = threading.local()
@@ -30,13 +29,9 @@ class JobContext:
     job_type: str
     attempt: int
     journal: Journal
-    redis: Any
+    files: JobFiles
     settings: Settings
     on_published: Callable[[str], None] = lambda status: None
-
-    @property
-    def keys(self) -> KeySpace:
-        return self.journal.keys
 
     def report(self, progress: int, step: str | None = None) -> None:
         patch: dict[str, Any] = {"status": "active", "progress": max(0, min(100, int(progress)))}
@@ -48,24 +43,13 @@ class JobContext:
     def save_file(self, name: str, data: bytes, content_type: str) -> str:
         """Keeps a file the job made (as long as the job) and returns the URL
         its owner fetches it from."""
-        if not FILE_NAME.match(name):
-            raise ValueError(f"file name {name!r} must match {FILE_NAME.pattern[2:-2]}")
-        if len(data) > MAX_FILE_BYTES:
-            raise ValueError(f"file {name!r} is larger than {MAX_FILE_BYTES} bytes")
-        key = self.keys.job_file(self.job_id, name)
-
-        def store() -> None:
-            pipe = self.redis.pipeline()
-            pipe.hset(key, mapping={"data": data, "type": content_type})
-            pipe.expire(key, self.settings.job_ttl_seconds)
-            pipe.execute()
-
-        with_retries(store)
+        ttl = self.settings.job_ttl_seconds
+        with_retries(lambda: self.files.save(self.job_id, name, data, content_type, ttl))
         return file_url(self.job_id, name)
 
-    def pause(self, steps: float = 1.0) -> None:
-        """Waits as long as `steps` remote model calls would (HUB_JOB_STEP_SECONDS each)."""
-        time.sleep(self.settings.job_step_seconds * steps)
+    def pause(self) -> None:
+        """Waits as long as a remote model call would (HUB_JOB_STEP_SECONDS)."""
+        time.sleep(self.settings.job_step_seconds)
 
 
 def current_job() -> JobContext:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import redis
+from hub.errors import StoreUnavailable
 
 log = logging.getLogger("actors.resilient")
 
@@ -22,16 +22,17 @@ DELAY_MIN = 0.05
 DELAY_MAX = 2.0
 
 
-def with_retries(call: Callable[[], T], *, retry_for: float = RETRY_FOR_SECONDS) -> T:
-    """Runs `call`, again after Redis connection errors, for up to `retry_for` seconds."""
-    deadline = time.monotonic() + retry_for
+def with_retries(call: Callable[[], T]) -> T:
+    """Runs `call` (of the store), again while Redis does not answer, for up
+    to `RETRY_FOR_SECONDS`."""
+    deadline = time.monotonic() + RETRY_FOR_SECONDS
     delay = DELAY_MIN
     while True:
         try:
             return call()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        except StoreUnavailable as exc:
             if time.monotonic() + delay > deadline:
                 raise
-            log.warning("Redis unavailable (%s); retrying in %.2fs", exc.__class__.__name__, delay)
+            log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, DELAY_MAX)

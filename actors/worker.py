@@ -42,13 +42,12 @@ class _ResultsArePublished(logging.Filter):
 def make_worker_broker(settings: Settings) -> tuple[RedisBroker, WorkerMetrics]:
     """The hub's broker with the metrics and lifecycle middleware, no actor yet."""
     broker = make_broker(settings)
-    assert settings.redis_url
     metrics = WorkerMetrics()
     # Before Retries, like the lifecycle: Dramatiq runs after-hooks in reverse,
     # so both see whether Retries gave a failed attempt another chance.
     broker.add_middleware(metrics, before=Retries)
     lifecycle = JobLifecycle(
-        redis=redis.Redis.from_url(settings.redis_url), settings=settings, on_published=metrics.count_event
+        redis=redis.Redis.from_url(settings.require_redis_url()), settings=settings, on_published=metrics.count_event
     )
     lifecycle.install(broker)
     # Always consumed, even with no job type here: a hub job for an actor
@@ -124,7 +123,7 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    client = redis.Redis.from_url(settings.redis_url or "")
+    client = redis.Redis.from_url(settings.require_redis_url())
     stalls = StallWatcher(
         redis=client, journal=Journal(client, settings), stall_seconds=settings.job_stall_seconds, job_types=job_types
     )

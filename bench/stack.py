@@ -16,8 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -29,7 +27,7 @@ from bench.gcwatch import GC_LOG_ENV
 from bench.gcwatch import pauses as gc_pauses
 from bench.system import ProcessProbe, cpu_sets, pin
 from hub.runtime.embedded import EmbeddedRedis, free_port
-from hub.runtime.processes import die_with_parent, stop_process
+from hub.runtime.processes import answers_ok, die_with_parent, stop_process, wait_ready
 from hub.store.journal import Journal
 from hub.store.settings import Settings
 from hub.web.auth import issue_token
@@ -188,17 +186,10 @@ class Stack:
 
     def _wait_ready(self) -> None:
         assert self.process is not None
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the {self.server} exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.05)
+        if wait_ready(answers_ok(self.url + "/readyz"), watch=[self.process], timeout=READY_TIMEOUT):
+            return
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the {self.server} exited with {self.process.returncode}:\n{self.log_tail()}")
         raise RuntimeError(f"the {self.server} was not ready within {READY_TIMEOUT:.0f}s:\n{self.log_tail()}")
 
     def _stop_server(self) -> None:

@@ -13,8 +13,38 @@ class ConfigError(HubError):
     """A setting is missing or malformed; the process cannot start."""
 
 
-class StoreUnavailable(HubError):
-    """Redis did not answer."""
+class JobFailed(HubError):
+    """Fails the running job at once, without a retry, and shows `message`
+    to its users as the job's `failedReason` (and `result.error`). An actor
+    raises it (`from actors import JobFailed`):
+
+        raise JobFailed("the monthly quota is used up")
+
+    Any other exception fails the attempt too, but users see only its class
+    name: its text may hold what they must not read (SQL, file paths, hosts,
+    secrets). The worker logs that text, with the job's id."""
+
+    #: Longest `failedReason` users are shown.
+    MESSAGE_MAX = 500
+
+    def __init__(self, message: str) -> None:
+        text = str(message).strip()
+        super().__init__(text)
+        self.message = text[: self.MESSAGE_MAX] or "the job failed"
+
+
+class StoreError(HubError):
+    """The job store's Redis failed a call. A translated failure's message is
+    the class of Redis's exception ("ConnectionError"), never its text."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis did not answer: the connection was refused, lost or timed out."""
+
+
+class StoreFull(StoreError):
+    """Redis is at its memory bound (maxmemory, noeviction): it refuses writes
+    until jobs expire or the bound is raised."""
 
 
 class ClientError(HubError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import hypothesis
 import pytest
 import redis
 
-from hub.runtime.processes import stop_process
+from hub.runtime import processes
 from hub.store.settings import Settings
 from hub.web.app import build_context, connect_redis, make_app
 from hub.web.auth import issue_token
@@ -170,14 +169,7 @@ def worker(settings: Settings) -> Iterator[Callable[..., subprocess.Popen[bytes]
 
     yield start
     for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in started:
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes.stop_process(process, 20)
 
 
 def spawn(command: list[str], env: dict[str, str], output: Path | None = None) -> subprocess.Popen[bytes]:
@@ -338,24 +330,14 @@ class HubProcess:
         return total
 
     def stop(self, timeout: float = 30) -> int:
-        return stop_process(self.process, timeout)
+        return processes.stop_process(self.process, timeout)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the process exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.05)
+    if processes.wait_ready(processes.answers_ok(url), watch=[process], timeout=timeout):
+        return
+    if process.poll() is not None:
+        raise AssertionError(f"the process exited with {process.returncode}")
     raise AssertionError(f"{url} did not answer within {timeout}s")
 
 

@@ -98,6 +98,15 @@ def test_a_jwt_secret_shorter_than_32_bytes_is_refused_at_start(command, redis_u
     assert stderr == "hub: HUB_JWT_SECRET must be at least 32 bytes long (HS256 needs a 256-bit key)", stderr
 
 
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_without_a_redis_url_say_so_in_one_line(command):
+    result = run_hub(command, HUB_JWT_SECRET=SECRET, HUB_PORT=str(free_port()))
+    stderr = result.stderr.decode(errors="replace").strip()
+    print(f"\nhub {command} without HUB_REDIS_URL: exit {result.returncode}: {stderr}")
+    assert result.returncode == 2, stderr
+    assert stderr == "hub: HUB_REDIS_URL is not set (hub up starts an embedded Redis for you)", stderr
+
+
 def test_the_secret_bound_counts_bytes():
     Settings.from_env({"HUB_JWT_SECRET": "s" * 32})
     Settings.from_env({"HUB_JWT_SECRET": "é" * 16})  # 2 bytes each in UTF-8
@@ -131,6 +140,7 @@ async def test_a_full_store_answers_job_creation_with_503_json(hub_process, tmp_
         assert error["error"] == "unavailable" and "full" in error["message"], error
         log = log_path.read_text(errors="replace")
         assert "Traceback" not in log and "uncaught exception" not in log, log
+        assert "POST /api/v1/characters (127.0.0.1): Redis is full (maxmemory): it refuses writes" in log, log
 
         # Room again (jobs expire, an operator raises the bound): jobs start again.
         client.delete(*filler)

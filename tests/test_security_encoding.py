@@ -17,7 +17,7 @@ from actors.examples import create_character, generate_image
 from actors.examples.images import SIDE_MAX as IMAGE_SIDE_MAX
 from actors.examples.images import SIDE_MIN as IMAGE_SIDE_MIN
 from hub.errors import BadRequest
-from hub.store.events import Event, encode_frame, format_cursor, parse_cursor
+from hub.store.events import Event, encode_frame, format_cursor, parse_cursor, retry_frame
 from tests.sse_client import request
 
 NAME_MAX, DESCRIPTION_MAX, PROMPT_MAX = 100, 2_000, 1_000
@@ -88,7 +88,8 @@ TEXT = st.lists(st.text() | TRICKY, max_size=12).map("".join)
 @example(data="\r", event_id="\n", retry=0)
 @example(data="", event_id="", retry=None)
 def test_a_frame_is_exactly_one_event_whatever_its_text(data, event_id, retry):
-    frame = encode_frame(data, event_id, retry)
+    # As the SSE handler sends them: a `retry:` frame first, then the event.
+    frame = (b"" if retry is None else retry_frame(retry)) + encode_frame(data, event_id)
     assert frame.endswith(b"\n\n")
     events = parse_stream(frame)
     assert len(events) == 1
@@ -126,7 +127,7 @@ CURSORS = st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
 )
 def test_an_event_round_trips_through_an_sse_parser(payload, cursor):
     event_id = format_cursor(cursor) if cursor else None
-    events = parse_stream(Event.make(payload, event_id).sse_frame())
+    events = parse_stream(Event.make(payload, event_id).frame)
     assert len(events) == 1
     assert json.loads(events[0].data) == payload
     assert events[0].id == (event_id or "")

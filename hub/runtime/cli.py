@@ -66,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve(settings, dev_tokens=args.dev_tokens, job_types=job_types))
             return 0
         if args.command == "worker":
-            if not settings.redis_url:
-                raise ConfigError("hub worker needs HUB_REDIS_URL")
             from actors.worker import run
 
             run(settings, tuple(args.imports))

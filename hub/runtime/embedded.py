@@ -7,12 +7,11 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 
 import redis
 
 from hub.errors import ConfigError
-from hub.runtime.processes import die_with_parent, stop_process
+from hub.runtime.processes import die_with_parent, stop_process, wait_ready
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -29,9 +28,9 @@ def server_binary() -> str:
     return path
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port() -> int:
     with socket.socket() as sock:
-        sock.bind((host, 0))
+        sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
@@ -100,18 +99,19 @@ class EmbeddedRedis:
             start_new_session=True,
         )
         client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + START_TIMEOUT
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.exceptions.RedisError:
+                return False
+
         try:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    return False  # most likely the port was taken meanwhile
-                try:
-                    if client.ping():
-                        return True
-                except redis.exceptions.RedisError:
-                    time.sleep(0.02)
+            if wait_ready(answers, watch=[self.process], timeout=START_TIMEOUT, interval=0.02):
+                return True
         finally:
             client.close()
+        # It exited (most likely the port was taken meanwhile) or never answered.
         self.stop()
         return False
 

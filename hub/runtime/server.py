@@ -18,7 +18,6 @@ from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
-from hub.errors import ConfigError
 from hub.runtime import collector
 from hub.runtime.accept_gate import AcceptGate, connection_cap
 from hub.runtime.lingering import LingeringIOStream
@@ -136,9 +135,7 @@ class HubHTTPServer(HTTPServer):
 
 
 async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Registry | None = None) -> None:
-    if not settings.redis_url:
-        raise ConfigError("hub serve needs HUB_REDIS_URL (hub up starts an embedded Redis for you)")
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings.require_redis_url())
     dispatcher = JobDispatcher(settings)
     ctx = build_context(settings, redis, dispatcher, job_types)
     server = HubHTTPServer(
@@ -192,7 +189,7 @@ async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Regi
         await asyncio.wait_for(server.close_all_connections(), DRAIN_SECONDS)
     except TimeoutError:
         log.warning("some connections did not close in time")
-    await ctx.close()
+    await ctx.slots.close()  # the bus, the context's other half, closed first
     dispatcher.close()
     await redis.aclose()
     log.info("stopped")
@@ -203,7 +200,7 @@ def watch_stalls(settings: Settings, job_types: Registry) -> tuple[StallWatcher,
     The workers do it too, but an external job may have no worker at all:
     its publisher is the app's own."""
     client = BlockingRedis.from_url(
-        settings.redis_url or "", socket_timeout=REDIS_SOCKET_TIMEOUT, socket_connect_timeout=REDIS_SOCKET_TIMEOUT
+        settings.require_redis_url(), socket_timeout=REDIS_SOCKET_TIMEOUT, socket_connect_timeout=REDIS_SOCKET_TIMEOUT
     )
     watcher = StallWatcher(
         redis=client, journal=Journal(client, settings), stall_seconds=settings.job_stall_seconds, job_types=job_types

@@ -16,9 +16,6 @@ import sys
 import tempfile
 import textwrap
 import threading
-import time
-import urllib.error
-import urllib.request
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -26,13 +23,13 @@ from dramatiq.brokers.stub import StubBroker
 from hub.errors import ConfigError
 from hub.runtime.embedded import EmbeddedRedis
 from hub.runtime.ports import check_free
-from hub.runtime.processes import die_with_parent, stop_process
+from hub.runtime.processes import answers_ok, die_with_parent, stop_process, wait_ready
 from hub.store import registry
 from hub.store.settings import Settings
 from hub.web.auth import issue_token
+from hub.web.handlers.dev import DEV_TOKEN_TTL
 
 DEV_USER = "demo"
-DEV_TOKEN_TTL = 24 * 3600
 READY_TIMEOUT = 30.0
 #: How long each child gets to stop after SIGTERM before it is killed: the
 #: web server drains for up to 10 s; a worker waits up to 10 s for its jobs,
@@ -75,7 +72,8 @@ def run_everything(data_dir: str | None = None) -> int:
                 preexec_fn=die_with_parent,
             )
         url = f"http://{settings.host}:{settings.port}/"
-        if not _wait_ready(url + "readyz", list(children.values()), stop):
+        ready = answers_ok(url + "readyz")
+        if not wait_ready(ready, watch=children.values(), timeout=READY_TIMEOUT, interval=0.1, stop=stop):
             if stop.is_set():
                 return 0
             print("hub: the web server did not become ready; see the log above", file=sys.stderr)
@@ -101,21 +99,6 @@ def run_everything(data_dir: str | None = None) -> int:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], stop: threading.Event) -> bool:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline and not stop.is_set():
-        if any(child.poll() is not None for child in children):
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=1) as answer:
-                if answer.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        stop.wait(0.1)
-    return False
-
-
 def redacted(url: str) -> str:
     """`url` with any password in it (user info or `?password=`) shown as ***."""
     scheme, sep, rest = url.partition("://")
@@ -132,7 +115,7 @@ def redacted(url: str) -> str:
 def _print_banner(
     url: str, settings: Settings, redis_server: EmbeddedRedis | None, job_types: registry.Registry
 ) -> None:
-    redis_note = redacted(str(settings.redis_url))
+    redis_note = redacted(settings.require_redis_url())
     if redis_server is not None:
         bound = f"up to {redis_server.maxmemory}, " if redis_server.maxmemory not in (None, "0") else ""
         redis_note += f" (embedded, {bound}files in {redis_server.data_dir})"

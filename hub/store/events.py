@@ -74,16 +74,11 @@ class Event:
         value: dict[str, Any] = json.loads(self.data)
         return value
 
-    def sse_frame(self) -> bytes:
-        return self.frame
 
-
-def encode_frame(data: str, event_id: str | None = None, retry_ms: int | None = None) -> bytes:
+def encode_frame(data: str, event_id: str | None = None) -> bytes:
     """One SSE frame. Line breaks in `data` become separate `data:` lines and
     are removed from `id`, so no input can end a frame early or forge a field."""
     lines = []
-    if retry_ms is not None:
-        lines.append(f"retry: {int(retry_ms)}")
     if event_id is not None:
         clean_id = _FRAME_BREAKS.sub("", event_id).replace("\0", "")
         lines.append(f"id: {clean_id}")

@@ -13,6 +13,7 @@ from redis.exceptions import ResponseError
 from hub.errors import BadRequest
 from hub.store.events import BEGINNING, Cursor, Event, format_cursor, parse_cursor
 from hub.store.keys import KeySpace
+from hub.store.redis_errors import store_errors
 from hub.store.scripts import load_script
 from hub.store.wire import FIELD_DATA, FIELD_PUBLISHED, FIELD_TERMINAL, TERMINAL_STATUSES
 
@@ -41,9 +42,9 @@ class JobSnapshot:
     def finished(self) -> bool:
         return self.state.get("status") in TERMINAL_STATUSES
 
-    def initial_status(self, event_id: str | None = None) -> Event:
-        payload = {"type": "initial_status", **_job_fields(self.state)}
-        return Event.make(payload, event_id if event_id is not None else self.last_id, terminal=self.finished)
+    def initial_status(self) -> Event:
+        cursor = parse_cursor(self.last_id) if self.last_id else None
+        return _initial_status(self.state, self.last_id, cursor, terminal=self.finished)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +115,14 @@ class CursorState:
 
 
 class History:
+    """Reads the store; a Redis failure is StoreUnavailable or StoreFull."""
+
     def __init__(self, redis: Redis, keys: KeySpace) -> None:
         self._redis = redis
         self._keys = keys
         self._snapshot_user = redis.register_script(load_script("snapshot_user.lua"))
 
+    @store_errors
     async def job(self, job_id: str) -> JobSnapshot | None:
         raw = await self._redis.hgetall(self._keys.job(job_id))
         if not raw or b"state" not in raw:
@@ -133,6 +137,7 @@ class History:
             job_input=json.loads(text.get("input") or "{}"),
         )
 
+    @store_errors
     async def jobs_of(
         self, user_id: str, limit: int, before: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
@@ -154,6 +159,7 @@ class History:
         next_page = _text(members[-1]).partition(":")[0] if len(members) == limit else None
         return jobs, next_page
 
+    @store_errors
     async def user_page(self, user_id: str, start: SnapshotCursor | None, limit: int) -> SnapshotPage:
         """At most `limit` of the user's unfinished jobs, as `initial_status`
         events: the first page (`start` None) or the one after `start`.
@@ -182,6 +188,7 @@ class History:
         events = [_initial_status(state, str(SnapshotCursor(at, job_id)), at) for job_id, state in jobs]
         return SnapshotPage(events, head, SnapshotCursor(at, jobs[-1][0]) if more else None)
 
+    @store_errors
     async def cursor_state(self, stream: str, cursor: Cursor) -> str:
         """Whether history still holds every event after `cursor`.
 
@@ -212,6 +219,7 @@ class History:
             return CursorState.EVICTED
         return CursorState.KNOWN
 
+    @store_errors
     async def after(self, stream: str, cursor: Cursor, limit: int) -> tuple[list[Event], bool]:
         """At most `limit` events strictly after `cursor`, oldest first, in
         one read (a caller takes what it can send before it reads on); and
@@ -235,10 +243,12 @@ def _stored(entries: list[Any]) -> list[Event]:
     ]
 
 
-def _initial_status(state: dict[str, Any], event_id: str | None, cursor: Cursor | None) -> Event:
+def _initial_status(
+    state: dict[str, Any], event_id: str | None, cursor: Cursor | None, *, terminal: bool = False
+) -> Event:
     # Built directly: a snapshot position is an id, but not a stream cursor.
     data = json.dumps({"type": "initial_status", **_job_fields(state)}, separators=(",", ":"), ensure_ascii=False)
-    return Event(data, event_id, None, False, cursor)
+    return Event(data, event_id, None, terminal, cursor)
 
 
 def _text(value: bytes | str) -> str:

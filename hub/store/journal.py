@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hub.store.keys import KeySpace
+from hub.store.redis_errors import store_errors
 from hub.store.scripts import load_script
 from hub.store.settings import Settings
 from hub.store.wire import QUEUED, STATUSES
@@ -23,7 +24,8 @@ def utc_now() -> str:
 
 
 class Journal:
-    """Appends job events. Returns awaitables when given an asyncio Redis client."""
+    """Appends job events. Returns awaitables when given an asyncio Redis
+    client. A Redis failure is StoreUnavailable or StoreFull."""
 
     def __init__(self, redis: Any, settings: Settings) -> None:
         self.keys = KeySpace(settings.namespace)
@@ -31,6 +33,7 @@ class Journal:
         self._redis = redis
         self._append = redis.register_script(load_script("append_event.lua"))
 
+    @store_errors
     def create(
         self,
         job_id: str,
@@ -54,6 +57,7 @@ class Journal:
         extra = [json.dumps(job_input or {}, separators=(",", ":"), ensure_ascii=False), "1" if external else "0"]
         return self._call(job_id, owner, job_type, state, create=True, extra=extra)
 
+    @store_errors
     def update(
         self, job_id: str, owner: str, job_type: str, *, unchanged_since_ms: int | None = None, **patch: Any
     ) -> Any:
@@ -68,6 +72,7 @@ class Journal:
         patch.setdefault("timestamp", utc_now())
         return self._call(job_id, owner, job_type, patch, create=False, unchanged_since_ms=unchanged_since_ms)
 
+    @store_errors
     def next_attempt(self, job_id: str) -> Any:
         """Counts one more attempt at the job (a retry, or a redelivery after a
         worker died) and returns its number."""

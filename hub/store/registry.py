@@ -301,12 +301,6 @@ class Registry:
     def __len__(self) -> int:
         return len(self._types)
 
-    def names(self) -> list[str]:
-        return list(self._types)
-
-    def actors(self) -> list[Actor]:
-        return [job.actor for job in self if job.actor is not None]
-
     def with_actors(self) -> list[JobType]:
         """The types the workers run (not the `external` ones)."""
         return [job for job in self if job.actor is not None]

@@ -114,6 +114,13 @@ class Settings:
     #: `maxmemory` of the server `hub up` embeds (Valkey's units: 256mb, 1gb; 0 = no bound).
     embedded_maxmemory: str = DEFAULT_EMBEDDED_MAXMEMORY
 
+    def require_redis_url(self) -> str:
+        """HUB_REDIS_URL, for whatever needs Redis: everything but `hub up`
+        (which starts one when it is unset) and `hub token`."""
+        if not self.redis_url:
+            raise ConfigError("HUB_REDIS_URL is not set (hub up starts an embedded Redis for you)")
+        return self.redis_url
+
     @property
     def app_modules(self) -> tuple[str, ...]:
         """The modules that register this deployment's job types."""

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from hub.store.journal import Journal, utc_now
+from hub.store.redis_errors import store_errors
 from hub.store.registry import Registry
 from hub.store.sweeper import Sweeper
 
@@ -39,6 +40,7 @@ class StallWatcher(Sweeper):
         self._external_reason = f"stalled: no update for {stall_seconds:g} s (its publisher may have stopped)"
         super().__init__(max(0.2, min(stall_seconds / 4, 30.0)))
 
+    @store_errors
     def sweep(self) -> int:
         """Fails every job stalled right now; returns how many."""
         cutoff = int(time.time() * 1000) - self._stall_ms

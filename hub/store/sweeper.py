@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from hub.errors import StoreError
+
 
 class Sweeper:
     #: The thread's name, and what the log calls a failed sweep.
@@ -34,4 +36,6 @@ class Sweeper:
             try:
                 self.sweep()
             except Exception as exc:  # Redis down: the next sweep tries again
-                self._log.warning("%s failed: %s", self.name, exc.__class__.__name__)
+                # The class only, never the text; a store error's text is Redis's class.
+                failure = exc if isinstance(exc, StoreError) else exc.__class__.__name__
+                self._log.warning("%s failed: %s", self.name, failure)

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from hub.store.keys import KeySpace
+from hub.store.redis_errors import store_errors
 from hub.store.scripts import load_script
 from hub.store.sweeper import Sweeper
 
@@ -21,7 +22,8 @@ SWEEP_USERS = 100
 
 class UserQueues:
     """A user's jobs in flight and held. Works with a blocking or an asyncio
-    Redis client (returning awaitables with the latter), like the Journal."""
+    Redis client (returning awaitables with the latter), like the Journal; a
+    Redis failure is StoreUnavailable or StoreFull."""
 
     def __init__(self, redis: Any, keys: KeySpace, ttl_seconds: int) -> None:
         self._redis = redis
@@ -29,6 +31,7 @@ class UserQueues:
         self._ttl = ttl_seconds
         self._script = redis.register_script(load_script("user_queue.lua"))
 
+    @store_errors
     def submit(self, owner: str, job_id: str, queue_name: str, message_id: str, message: str, limit: int) -> Any:
         """Sends the job's broker message (`message`, encoded, whose broker id
         is `message_id`) to `queue_name` now if fewer than `limit` of the
@@ -43,11 +46,13 @@ class UserQueues:
         }
         return self._call(owner, json.dumps(entry, separators=(",", ":")), "")
 
+    @store_errors
     def release(self, owner: str, job_id: str = "") -> Any:
         """`job_id` ended (or, without it, look again): sends the owner's next
         held jobs to the broker while there is room. Returns their ids."""
         return self._call(owner, "", job_id)
 
+    @store_errors
     def waiting_users(self) -> Any:
         """Some users with held jobs (up to `SWEEP_USERS`)."""
         return self._redis.srandmember(self._keys.users_with_held_jobs(), SWEEP_USERS)

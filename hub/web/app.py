@@ -16,6 +16,7 @@ from hub.delivery.bus import EventBus
 from hub.delivery.clock import Clock
 from hub.delivery.connections import ConnectionManager, UserSlots
 from hub.store import registry
+from hub.store.files import FILE_NAME_PATTERN
 from hub.store.history import History
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
@@ -41,7 +42,7 @@ access_log = logging.getLogger("hub.access")
 JOB_ID = r"([^/]+)"
 #: Any name a job type may have; the handler looks it up in the registry.
 JOB_TYPE = r"([a-z][a-z0-9_-]{0,31})"
-FILE_NAME = r"([A-Za-z0-9][A-Za-z0-9._-]{0,63})"
+FILE_NAME = f"({FILE_NAME_PATTERN})"
 
 
 #: Redis connections one hub process uses at most (the pub/sub one aside).
@@ -74,7 +75,7 @@ def build_context(
     keys = KeySpace(settings.namespace)
     slots = UserSlots(redis, keys, ttl=settings.process_ttl_seconds)
     bus = EventBus(
-        settings.redis_url or "",
+        settings.require_redis_url(),
         on_reconnect=metrics.redis_reconnects.inc,
         on_event=lambda fanout: metrics.bus_messages.inc(),
     )

@@ -14,6 +14,7 @@ import redis
 from actors.broker import make_broker
 from hub.store import registry
 from hub.store.keys import KeySpace
+from hub.store.redis_errors import store_errors
 from hub.store.registry import JOB_OPTION, JobType
 from hub.store.settings import Settings
 from hub.store.user_queues import UserQueues
@@ -25,8 +26,7 @@ def load_job_types(settings: Settings) -> registry.Registry:
     `@dramatiq.actor` in an app module then declares itself on the hub's
     Redis, not on a default broker at localhost:6379, and its `send()`
     reaches the hub's workers."""
-    if settings.redis_url:
-        dramatiq.set_broker(make_broker(settings))
+    dramatiq.set_broker(make_broker(settings))
     return registry.load(settings.app_modules, settings.external_job_types)
 
 
@@ -37,9 +37,10 @@ class JobDispatcher:
         self._redis: redis.Redis | None = None
         self._queues: UserQueues | None = None
         if self._limit:
-            self._redis = redis.Redis.from_url(settings.redis_url or "")
+            self._redis = redis.Redis.from_url(settings.require_redis_url())
             self._queues = UserQueues(self._redis, KeySpace(settings.namespace), settings.job_ttl_seconds)
 
+    @store_errors
     async def __call__(self, job_type: JobType, job_id: str, owner: str, job_input: dict[str, Any]) -> None:
         actor = job_type.actor
         if actor is None:

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from hub.errors import RateLimited
 from hub.store.keys import KeySpace
+from hub.store.redis_errors import store_errors
 from hub.store.scripts import load_script
 
 WINDOW_SECONDS = 60
@@ -29,6 +30,7 @@ class SlidingWindowLimit:
         self._refusal = refusal
         self._count = redis.register_script(load_script("sliding_window.lua"))
 
+    @store_errors
     async def check(self, subject: str) -> None:
         """Counts one event for `subject`; RateLimited (not counted) when
         over the limit, with the seconds until the next one is allowed."""

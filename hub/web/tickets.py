@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from hub.errors import Unauthorized
 from hub.store.keys import KeySpace
+from hub.store.redis_errors import store_errors
 from hub.web.auth import Identity
 from hub.web.rate_limit import WINDOW_SECONDS, SlidingWindowLimit
 
@@ -55,6 +56,7 @@ class Tickets:
             refusal="too many stream tickets bought this minute",
         )
 
+    @store_errors
     async def issue(self, identity: Identity, stream: str | None = None) -> tuple[str, int]:
         """A new ticket for `identity` (bound to `stream` if given, see
         `stream_of`), and how many seconds it is valid; RateLimited when too
@@ -67,6 +69,7 @@ class Tickets:
         await self._redis.set(self._keys.ticket(_digest(ticket)), record, ex=ttl)
         return ticket, ttl
 
+    @store_errors
     async def redeem(self, ticket: str, path: str) -> Identity:
         """Who the ticket stands for, if it opens `path`."""
         if not _TICKET.match(ticket):

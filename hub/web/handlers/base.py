@@ -10,7 +10,6 @@ import time
 from types import TracebackType
 from typing import Any
 
-import redis.exceptions
 import tornado.httputil
 import tornado.web
 from tornado.http1connection import HTTP1Connection
@@ -23,11 +22,13 @@ from hub.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    StoreFull,
     StoreUnavailable,
     Unauthorized,
     Unavailable,
 )
 from hub.store.history import JobSnapshot
+from hub.store.redis_errors import store_error
 from hub.web.auth import PUBLISH_SCOPE, Identity
 from hub.web.context import HubContext
 
@@ -110,12 +111,12 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(body, separators=(",", ":")))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
+        exc = _hub_error(kwargs.get("exc_info", (None, None, None))[1])
         if isinstance(exc, ClientError):
             error = exc
-        elif isinstance(exc, (StoreUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        elif isinstance(exc, StoreUnavailable):
             error = Unavailable("Redis is not answering; try again shortly")
-        elif isinstance(exc, redis.exceptions.OutOfMemoryError):
+        elif isinstance(exc, StoreFull):
             # maxmemory reached (noeviction): writes fail until jobs expire or the bound is raised.
             error = Unavailable("the hub's store is full; try again later", retry_after=30)
         elif status_code == 405:
@@ -153,10 +154,11 @@ class BaseHandler(tornado.web.RequestHandler):
             # Tornado's message may quote a query argument (a token or a
             # ticket, for "Invalid unicode in ..."); the access log has the rest.
             return
-        if isinstance(value, (StoreUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-            log.warning("%s: Redis unavailable: %s", self._request_summary(), value.__class__.__name__)
+        value = _hub_error(value)
+        if isinstance(value, StoreUnavailable):
+            log.warning("%s: Redis unavailable: %s", self._request_summary(), value)
             return
-        if isinstance(value, redis.exceptions.OutOfMemoryError):
+        if isinstance(value, StoreFull):
             log.error("%s: Redis is full (maxmemory): it refuses writes", self._request_summary())
             return
         # Not Tornado's default, which adds repr(request): the full URI, query included.
@@ -312,6 +314,13 @@ class JsonBodyHandler(BaseHandler):
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
         return body
+
+
+def _hub_error(exc: BaseException | None) -> BaseException | None:
+    """`exc`, or the hub's error for a Redis failure that reached the handler
+    untranslated: the store translates its own, but the connection manager's
+    per-user slots (hub.delivery.connections) call Redis directly."""
+    return (store_error(exc) or exc) if exc is not None else None
 
 
 class NotFoundHandler(BaseHandler):

@@ -9,6 +9,7 @@ from hub.errors import BadRequest, Forbidden
 from hub.web.auth import issue_token
 from hub.web.handlers.base import JsonBodyHandler
 
+#: How long a development token is valid: the demo page's, and the one `hub up` prints.
 DEV_TOKEN_TTL = 24 * 3600
 _USER = re.compile(r"\A[A-Za-z0-9_.@-]{1,64}\Z")
 #: The names this machine answers to, whatever HUB_HOST says.

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from hub.errors import NotFound, Unavailable
+from hub.store.files import JobFiles
 from hub.store.registry import JobType
 from hub.web.context import HubContext
 from hub.web.handlers.base import BaseHandler, JsonBodyHandler
@@ -60,17 +61,14 @@ class JobFileHandler(BaseHandler):
 
     async def get(self, job_id: str, name: str) -> None:
         user = (await self.authenticate()).user
-        job = await self.ctx.history.job(job_id) if len(job_id) <= 64 else None
+        job = await self.find_job(job_id)
         if job is None or job.owner != user:
             raise NotFound("no such job")
-        data, content_type = await self.ctx.redis.hmget(self.ctx.keys.job_file(job_id, name), ["data", "type"])
-        if data is None:
+        found = await JobFiles(self.ctx.redis, self.ctx.keys).read(job_id, name)
+        if found is None:
             raise NotFound("the file is not ready or has expired")
-        self.set_header("Content-Type", _text(content_type) or "application/octet-stream")
+        data, content_type = found
+        self.set_header("Content-Type", content_type or "application/octet-stream")
         self.set_header("Cache-Control", "private, max-age=3600")
         self.set_header("X-Content-Type-Options", "nosniff")
         self.finish(data)
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else value or ""
