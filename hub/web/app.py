@@ -16,22 +16,23 @@ from hub.delivery.bus import EventBus
 from hub.delivery.clock import Clock
 from hub.delivery.connections import ConnectionManager, UserSlots
 from hub.store import registry
-from hub.store.files import FILE_NAME_PATTERN
+from hub.store.files import FILE_NAME_PATTERN, JobFiles
 from hub.store.history import History
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import Settings
 from hub.web.auth import TokenVerifier
-from hub.web.context import Enqueue, HubContext
-from hub.web.handlers.base import NotFoundHandler
+from hub.web.context import HubContext
+from hub.web.handlers.base import Gate, NotFoundHandler
 from hub.web.handlers.dev import DevTokenHandler
 from hub.web.handlers.generic_jobs import JobHandler, JobsHandler, JobTypesHandler
-from hub.web.handlers.jobs import CreateJobHandler, JobFileHandler, JobStatusHandler
+from hub.web.handlers.jobs import CreateJobHandler, Enqueue, JobFileHandler, JobStarter, JobStatusHandler
 from hub.web.handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from hub.web.handlers.poll import PollHandler
 from hub.web.handlers.publish import JobEventsHandler
 from hub.web.handlers.sse import SSEHandler
 from hub.web.handlers.static import CorsStaticFileHandler
+from hub.web.handlers.subscription import Streams
 from hub.web.handlers.tickets import TicketHandler
 from hub.web.metrics import HubMetrics
 from hub.web.rate_limit import JobRateLimit
@@ -110,42 +111,82 @@ def build_context(
 def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Application:
     """The application; `dev_tokens` adds the development token endpoint
     (`hub up` only: it hands a token to anyone who asks)."""
-    c = {"ctx": ctx}
+    settings = ctx.settings
+    gate = Gate(
+        verifier=ctx.verifier, tickets=ctx.tickets, cors_origins=settings.cors_origins, draining=lambda: ctx.draining
+    )
+    c: dict[str, Any] = {"gate": gate}
+    starter = JobStarter(
+        journal=ctx.journal, enqueue=ctx.enqueue, job_rate=ctx.job_rate, jobs_created=ctx.metrics.jobs_created
+    )
+    files = {**c, "history": ctx.history, "files": JobFiles(ctx.redis, ctx.keys)}
+    streams = {
+        **c,
+        "streams": Streams(
+            connections=ctx.connections,
+            bus=ctx.bus,
+            history=ctx.history,
+            keys=ctx.keys,
+            metrics=ctx.metrics,
+            clock=ctx.clock,
+            subscriber_queue=settings.subscriber_queue,
+            sse_retry_ms=settings.sse_retry_ms,
+            longpoll_timeout_seconds=settings.longpoll_timeout_seconds,
+        ),
+    }
     routes: list[Any] = []
     for job_type in ctx.job_types.with_seed_paths():
         seed = job_type.seed_paths
         assert seed is not None
         routes += [
-            (re.escape(seed.create), CreateJobHandler, {**c, "job_type": job_type}),
-            (rf"/api/v1/{re.escape(seed.segment)}/jobs/{JOB_ID}", JobStatusHandler, {**c, "job_type": job_type}),
-            (rf"/api/v1/{re.escape(seed.segment)}/jobs/{JOB_ID}/{FILE_NAME}", JobFileHandler, c),
+            (re.escape(seed.create), CreateJobHandler, {**c, "starter": starter, "job_type": job_type}),
+            (
+                rf"/api/v1/{re.escape(seed.segment)}/jobs/{JOB_ID}",
+                JobStatusHandler,
+                {**c, "history": ctx.history, "job_type": job_type},
+            ),
+            (rf"/api/v1/{re.escape(seed.segment)}/jobs/{JOB_ID}/{FILE_NAME}", JobFileHandler, files),
         ]
     routes += [
-        (r"/api/v1/jobs", JobsHandler, c),
-        (rf"/api/v1/jobs/{JOB_ID}", JobHandler, c),
-        (rf"/api/v1/jobs/{JOB_ID}/events", JobEventsHandler, c),
-        (r"/api/v1/job-types", JobTypesHandler, c),
-        (rf"/api/v1/jobs/{JOB_ID}/files/{FILE_NAME}", JobFileHandler, c),
+        (
+            r"/api/v1/jobs",
+            JobsHandler,
+            {**c, "starter": starter, "history": ctx.history, "job_types": ctx.job_types},
+        ),
+        (rf"/api/v1/jobs/{JOB_ID}", JobHandler, {**c, "history": ctx.history}),
+        (
+            rf"/api/v1/jobs/{JOB_ID}/events",
+            JobEventsHandler,
+            {
+                **c,
+                "history": ctx.history,
+                "journal": ctx.journal,
+                "job_types": ctx.job_types,
+                "published": ctx.metrics.events_published,
+            },
+        ),
+        (r"/api/v1/job-types", JobTypesHandler, {**c, "job_types": ctx.job_types}),
+        (rf"/api/v1/jobs/{JOB_ID}/files/{FILE_NAME}", JobFileHandler, files),
         (r"/api/v1/sse/tickets", TicketHandler, c),
-        (r"/api/v1/sse/jobs/my", SSEHandler, c),
-        (rf"/api/v1/sse/jobs/{JOB_TYPE}/{JOB_ID}", SSEHandler, c),
-        (r"/api/v1/poll/jobs/my", PollHandler, c),
-        (rf"/api/v1/poll/jobs/{JOB_TYPE}/{JOB_ID}", PollHandler, c),
+        (r"/api/v1/sse/jobs/my", SSEHandler, streams),
+        (rf"/api/v1/sse/jobs/{JOB_TYPE}/{JOB_ID}", SSEHandler, streams),
+        (r"/api/v1/poll/jobs/my", PollHandler, streams),
+        (rf"/api/v1/poll/jobs/{JOB_TYPE}/{JOB_ID}", PollHandler, streams),
         (r"/healthz", HealthHandler, c),
-        (r"/readyz", ReadyHandler, c),
-        (r"/metrics", MetricsHandler, c),
+        (r"/readyz", ReadyHandler, {**c, "redis": ctx.redis, "bus": ctx.bus}),
+        (r"/metrics", MetricsHandler, {**c, "metrics": ctx.metrics, "bus": ctx.bus}),
         (r"/()", tornado.web.StaticFileHandler, {"path": static_dir(), "default_filename": "index.html"}),
         # The JavaScript client is one file shared with clients/js (a link in a
         # source checkout), served from wherever it really is.
         (
             r"/static/(hub-client\.js)",
             CorsStaticFileHandler,
-            {"path": js_client_dir(), "cors_origins": ctx.settings.cors_origins},
+            {"path": js_client_dir(), "cors_origins": settings.cors_origins},
         ),
         (r"/static/(.*)", tornado.web.StaticFileHandler, {"path": static_dir()}),
     ]
     if dev_tokens:
-        routes.append((r"/api/v1/dev/token", DevTokenHandler, c))
+        routes.append((r"/api/v1/dev/token", DevTokenHandler, {**c, "settings": settings}))
     return tornado.web.Application(
         routes,
         default_handler_class=NotFoundHandler,

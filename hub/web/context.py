@@ -3,9 +3,7 @@ to handlers through Tornado's `initialize` (no module-level state)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -15,15 +13,13 @@ from hub.delivery.connections import ConnectionManager, UserSlots
 from hub.store.history import History
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
-from hub.store.registry import JobType, Registry
+from hub.store.registry import Registry
 from hub.store.settings import Settings
 from hub.web.auth import TokenVerifier
+from hub.web.handlers.jobs import Enqueue
 from hub.web.metrics import HubMetrics
 from hub.web.rate_limit import JobRateLimit
 from hub.web.tickets import Tickets
-
-#: Sends a job to the workers: (job type, job id, owner, job input).
-Enqueue = Callable[[JobType, str, str, dict[str, Any]], Awaitable[None]]
 
 
 @dataclass

@@ -7,6 +7,8 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -27,10 +29,10 @@ from hub.errors import (
     Unauthorized,
     Unavailable,
 )
-from hub.store.history import JobSnapshot
+from hub.store.history import History, JobSnapshot
 from hub.store.redis_errors import store_error
-from hub.web.auth import PUBLISH_SCOPE, Identity
-from hub.web.context import HubContext
+from hub.web.auth import PUBLISH_SCOPE, Identity, TokenVerifier
+from hub.web.tickets import Tickets
 
 log = logging.getLogger("hub.http")
 
@@ -71,8 +73,21 @@ def allow_origin(handler: tornado.web.RequestHandler, allowed: tuple[str, ...]) 
         handler.add_header(name, value)
 
 
+@dataclass(frozen=True)
+class Gate:
+    """What every handler needs, and only that: who is asking (tokens and
+    stream tickets), which origins may, and whether the process is draining.
+    Each handler takes whatever else it uses as arguments of its own."""
+
+    verifier: TokenVerifier
+    tickets: Tickets
+    cors_origins: tuple[str, ...]
+    #: True once SIGTERM has come: the process answers what it holds, then exits.
+    draining: Callable[[], bool]
+
+
 class BaseHandler(tornado.web.RequestHandler):
-    ctx: HubContext
+    gate: Gate
     #: "sse" or "longpoll" on handlers that hold the connection open and
     #: serve events (see SubscriptionHandler); empty on every other handler.
     transport = ""
@@ -81,23 +96,20 @@ class BaseHandler(tornado.web.RequestHandler):
         self, application: tornado.web.Application, request: tornado.httputil.HTTPServerRequest, **kwargs: Any
     ) -> None:
         # Tornado's constructor calls set_default_headers() (through clear())
-        # before initialize(), and the CORS headers need the settings by then.
-        self.ctx = kwargs["ctx"]
+        # before initialize(), and the CORS headers need the gate by then.
+        self.gate = kwargs["gate"]
         super().__init__(application, request, **kwargs)
-
-    def initialize(self, ctx: HubContext, **kwargs: Any) -> None:
-        self.ctx = ctx
 
     # -- responses --------------------------------------------------------
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
-        allow_origin(self, self.ctx.settings.cors_origins)
+        allow_origin(self, self.gate.cors_origins)
 
     def options(self, *args: Any) -> None:
         """CORS preflight: answered for allowed origins only."""
         origin = self.request.headers.get("Origin")
-        if not origin or origin not in self.ctx.settings.cors_origins:
+        if not origin or origin not in self.gate.cors_origins:
             raise ClientError("origin not allowed")
         self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
         self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
@@ -125,7 +137,7 @@ class BaseHandler(tornado.web.RequestHandler):
             error = NotFound("no such resource")
         elif status_code < 500:
             error = BadRequest(self._reason)
-        elif exc is None and self.ctx.draining:
+        elif exc is None and self.gate.draining():
             # The process is exiting and Tornado cancelled a request still
             # running after the drain: it is worth retrying elsewhere.
             error = Unavailable("the hub is restarting; try again")
@@ -211,19 +223,19 @@ class BaseHandler(tornado.web.RequestHandler):
     async def _identity(self) -> Identity:
         header = self.bearer_token()
         if header is not None:
-            return self.ctx.verifier.verify(header)
+            return self.gate.verifier.verify(header)
         ticket = self.get_query_argument("ticket", None)
         if ticket:
             if not self.transport:
                 # A ticket travels in a URL: it opens streams, nothing else.
                 raise Unauthorized("a ticket only opens streams and long-polls")
-            return await self.ctx.tickets.redeem(ticket, self.request.path)
+            return await self.gate.tickets.redeem(ticket, self.request.path)
         token = self.get_query_argument("access_token", None)
         if not token:
             token = self.get_cookie(TOKEN_COOKIE) or ""
             if token:
                 self._refuse_cross_site_cookie()
-        identity = self.ctx.verifier.verify(token)
+        identity = self.gate.verifier.verify(token)
         if identity.service:
             # A service's token may act for every user: it stays out of URLs
             # (and proxies' logs) and out of browsers' cookie jars.
@@ -243,7 +255,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if origin is None:
             if site is None:
                 return  # no browser's request, or an old browser's same-origin GET
-        elif origin in self.ctx.settings.cors_origins or origin.lower() == self._own_origin():
+        elif origin in self.gate.cors_origins or origin.lower() == self._own_origin():
             return
         raise Forbidden(
             "the hub_token cookie is taken from this hub's own pages and HUB_CORS_ORIGINS only;"
@@ -252,20 +264,6 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def _own_origin(self) -> str:
         return f"{self.request.protocol}://{self.request.host}".lower()
-
-    async def owned_job(self, job_type: str, job_id: str, user: str) -> JobSnapshot:
-        """The job, if it exists, has this type and belongs to `user`; else 404
-        (never 403: another user's job must look like no job at all)."""
-        job = await self.find_job(job_id)
-        if job is None or job.owner != user or job.job_type != job_type:
-            raise NotFound("no such job")
-        return job
-
-    async def find_job(self, job_id: str) -> JobSnapshot | None:
-        """The job, whoever owns it; None for an unknown (or impossible) id."""
-        if not _JOB_ID.match(job_id):
-            return None
-        return await self.ctx.history.job(job_id)
 
 
 @tornado.web.stream_request_body
@@ -323,6 +321,25 @@ def _hub_error(exc: BaseException | None) -> BaseException | None:
     return (store_error(exc) or exc) if exc is not None else None
 
 
+async def owned_job(history: History, job_type: str, job_id: str, user: str) -> JobSnapshot:
+    """The job, if it exists, has this type and belongs to `user`; else 404
+    (never 403: another user's job must look like no job at all)."""
+    job = await find_job(history, job_id)
+    if job is None or job.owner != user or job.job_type != job_type:
+        raise NotFound("no such job")
+    return job
+
+
+async def find_job(history: History, job_id: str) -> JobSnapshot | None:
+    """The job, whoever owns it; None for an unknown (or impossible) id."""
+    if not _JOB_ID.match(job_id):
+        return None
+    return await history.job(job_id)
+
+
 class NotFoundHandler(BaseHandler):
+    def initialize(self, gate: Gate) -> None:
+        pass
+
     def prepare(self) -> None:
         raise NotFound("no such resource")

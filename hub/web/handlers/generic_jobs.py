@@ -8,11 +8,12 @@ import re
 from typing import Any
 
 from hub.errors import BadRequest, Forbidden, NotFound
-from hub.store.registry import JobType
+from hub.store.history import History
+from hub.store.registry import JobType, Registry
 from hub.web import fields
 from hub.web.auth import MAX_USER_ID_LENGTH, PUBLISH_SCOPE, Identity
-from hub.web.handlers.base import BaseHandler
-from hub.web.handlers.jobs import CreateJobHandler
+from hub.web.handlers.base import BaseHandler, Gate, JsonBodyHandler, find_job
+from hub.web.handlers.jobs import JobStarter
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -21,8 +22,13 @@ _BEFORE = re.compile(r"\A[0-9]{20}-[0-9]{20}\Z")
 _LIMIT = re.compile(r"\A[0-9]{1,4}\Z")
 
 
-class JobsHandler(CreateJobHandler):
+class JobsHandler(JsonBodyHandler):
     """`POST /api/v1/jobs` creates a job of any type; `GET` lists the caller's."""
+
+    def initialize(self, gate: Gate, starter: JobStarter, history: History, job_types: Registry) -> None:
+        self.starter = starter
+        self.history = history
+        self.job_types = job_types
 
     async def post(self) -> None:
         identity = await self.authenticate_caller()
@@ -36,7 +42,7 @@ class JobsHandler(CreateJobHandler):
                 f"with a service token (scope {PUBLISH_SCOPE}), since only its own workers run them"
             )
         job_input = job_type.input.validate(body.get("input"))
-        await self.start_job(job_type, owner, job_input)
+        self.write_json(await self.starter.start(job_type, owner, job_input), status=202)
 
     async def get(self) -> None:
         user = (await self.authenticate()).user
@@ -44,7 +50,7 @@ class JobsHandler(CreateJobHandler):
         before = self.get_query_argument("before", None)
         if before is not None and not _BEFORE.match(before):
             raise BadRequest("before must be the `next` of a previous page")
-        jobs, next_page = await self.ctx.history.jobs_of(user, limit, before)
+        jobs, next_page = await self.history.jobs_of(user, limit, before)
         self.write_json({"data": jobs, "next": next_page})
 
     @staticmethod
@@ -60,7 +66,7 @@ class JobsHandler(CreateJobHandler):
     def _job_type(self, name: Any) -> JobType:
         if not isinstance(name, str):
             raise BadRequest("type is required: the name of a job type (see GET /api/v1/job-types)")
-        job_type = self.ctx.job_types.get(name)
+        job_type = self.job_types.get(name)
         if job_type is None:
             raise BadRequest("unknown job type (see GET /api/v1/job-types)")
         return job_type
@@ -77,9 +83,12 @@ class JobsHandler(CreateJobHandler):
 class JobHandler(BaseHandler):
     """`GET /api/v1/jobs/{jobId}`: for its owner, or any service."""
 
+    def initialize(self, gate: Gate, history: History) -> None:
+        self.history = history
+
     async def get(self, job_id: str) -> None:
         identity = await self.authenticate_caller()
-        job = await self.find_job(job_id)
+        job = await find_job(self.history, job_id)
         if job is None or not (identity.service or job.owner == identity.user):
             raise NotFound("no such job")
         # The input is the owner's own data; a service, which may act for
@@ -93,5 +102,8 @@ class JobHandler(BaseHandler):
 class JobTypesHandler(BaseHandler):
     """`GET /api/v1/job-types`: public; it describes the deployment, not anyone's data."""
 
+    def initialize(self, gate: Gate, job_types: Registry) -> None:
+        self.job_types = job_types
+
     def get(self) -> None:
-        self.write_json({"data": [job_type.describe() for job_type in self.ctx.job_types]})
+        self.write_json({"data": [job_type.describe() for job_type in self.job_types]})

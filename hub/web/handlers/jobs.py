@@ -4,67 +4,88 @@ a file a job made."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client import Counter
 
 from hub.errors import NotFound, Unavailable
 from hub.store.files import JobFiles
+from hub.store.history import History
+from hub.store.journal import Journal
 from hub.store.registry import JobType
-from hub.web.context import HubContext
-from hub.web.handlers.base import BaseHandler, JsonBodyHandler
+from hub.web.handlers.base import BaseHandler, Gate, JsonBodyHandler, find_job, owned_job
+from hub.web.rate_limit import JobRateLimit
+
+#: Sends a job to the workers: (job type, job id, owner, job input).
+Enqueue = Callable[[JobType, str, str, dict[str, Any]], Awaitable[None]]
 
 
-class CreateJobHandler(JsonBodyHandler):
-    def initialize(self, ctx: HubContext, job_type: JobType | None = None, **kwargs: Any) -> None:
-        super().initialize(ctx)
-        self.job_type = job_type
+@dataclass(frozen=True)
+class JobStarter:
+    """Starts a job: the rate limit, the record, the queue, the metric."""
 
-    async def post(self) -> None:
-        assert self.job_type is not None
-        user = (await self.authenticate()).user
-        job_input = self.job_type.input.validate(self.json_body())
-        await self.start_job(self.job_type, user, job_input)
+    journal: Journal
+    enqueue: Enqueue
+    job_rate: JobRateLimit
+    jobs_created: Counter
 
-    async def start_job(self, job_type: JobType, owner: str, job_input: dict[str, Any]) -> None:
-        await self.ctx.job_rate.check(owner)
+    async def start(self, job_type: JobType, owner: str, job_input: dict[str, Any]) -> dict[str, Any]:
+        """The job's answer (202), once it is recorded and queued."""
+        await self.job_rate.check(owner)
         job_id = uuid.uuid4().hex
-        await self.ctx.journal.create(job_id, owner, job_type.name, job_input=job_input, external=job_type.external)
+        await self.journal.create(job_id, owner, job_type.name, job_input=job_input, external=job_type.external)
         if not job_type.external:
             try:
-                await self.ctx.enqueue(job_type, job_id, owner, job_input)
+                await self.enqueue(job_type, job_id, owner, job_input)
             except Exception as exc:
                 reason = "the job could not be queued"
-                await self.ctx.journal.update(
+                await self.journal.update(
                     job_id, owner, job_type.name, status="failed", failedReason=reason, result={"error": reason}
                 )
                 raise Unavailable("the job queue is not answering; try again shortly") from exc
-        self.ctx.metrics.jobs_created.labels(job_type.name).inc()
-        self.write_json(
-            {"jobId": job_id, "type": job_type.name, "status": "queued", "links": job_type.links(job_id)},
-            status=202,
-        )
+        self.jobs_created.labels(job_type.name).inc()
+        return {"jobId": job_id, "type": job_type.name, "status": "queued", "links": job_type.links(job_id)}
+
+
+class CreateJobHandler(JsonBodyHandler):
+    """A type's seed path: `POST` starts a job of that type for the caller."""
+
+    def initialize(self, gate: Gate, starter: JobStarter, job_type: JobType) -> None:
+        self.starter = starter
+        self.job_type = job_type
+
+    async def post(self) -> None:
+        user = (await self.authenticate()).user
+        job_input = self.job_type.input.validate(self.json_body())
+        self.write_json(await self.starter.start(self.job_type, user, job_input), status=202)
 
 
 class JobStatusHandler(BaseHandler):
-    def initialize(self, ctx: HubContext, job_type: JobType | None = None, **kwargs: Any) -> None:
-        super().initialize(ctx)
+    def initialize(self, gate: Gate, history: History, job_type: JobType) -> None:
+        self.history = history
         self.job_type = job_type
 
     async def get(self, job_id: str) -> None:
-        assert self.job_type is not None
         user = (await self.authenticate()).user
-        job = await self.owned_job(self.job_type.name, job_id, user)
+        job = await owned_job(self.history, self.job_type.name, job_id, user)
         self.write_json({"data": job.state})
 
 
 class JobFileHandler(BaseHandler):
     """A file a job made (a rendered image, say), for the job's owner only."""
 
+    def initialize(self, gate: Gate, history: History, files: JobFiles) -> None:
+        self.history = history
+        self.files = files
+
     async def get(self, job_id: str, name: str) -> None:
         user = (await self.authenticate()).user
-        job = await self.find_job(job_id)
+        job = await find_job(self.history, job_id)
         if job is None or job.owner != user:
             raise NotFound("no such job")
-        found = await JobFiles(self.ctx.redis, self.ctx.keys).read(job_id, name)
+        found = await self.files.read(job_id, name)
         if found is None:
             raise NotFound("the file is not ready or has expired")
         data, content_type = found

@@ -5,26 +5,36 @@ from __future__ import annotations
 import asyncio
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
 
-from hub.web.handlers.base import BaseHandler
+from hub.delivery.bus import EventBus
+from hub.web.handlers.base import BaseHandler, Gate
+from hub.web.metrics import HubMetrics
 
 #: Seconds /readyz waits for Redis before calling it down.
 READY_TIMEOUT = 1.0
 
 
 class HealthHandler(BaseHandler):
+    def initialize(self, gate: Gate) -> None:
+        pass
+
     def get(self) -> None:
         self.write_json({"status": "ok"})
 
 
 class ReadyHandler(BaseHandler):
+    def initialize(self, gate: Gate, redis: Redis, bus: EventBus) -> None:
+        self.redis = redis
+        self.bus = bus
+
     async def get(self) -> None:
         try:
-            await asyncio.wait_for(self.ctx.redis.ping(), READY_TIMEOUT)
+            await asyncio.wait_for(self.redis.ping(), READY_TIMEOUT)
             redis_ok = True
         except Exception:
             redis_ok = False
-        bus_ok = self.ctx.bus.connected
+        bus_ok = self.bus.connected
         if redis_ok and bus_ok:
             self.write_json({"status": "ready"})
         else:
@@ -36,8 +46,11 @@ class ReadyHandler(BaseHandler):
 
 
 class MetricsHandler(BaseHandler):
+    def initialize(self, gate: Gate, metrics: HubMetrics, bus: EventBus) -> None:
+        self.metrics = metrics
+        self.bus = bus
+
     def get(self) -> None:
-        metrics = self.ctx.metrics
-        metrics.bus_channels.set(self.ctx.bus.channel_count)
+        self.metrics.bus_channels.set(self.bus.channel_count)
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(generate_latest(metrics.registry))
+        self.finish(generate_latest(self.metrics.registry))

@@ -39,7 +39,7 @@ class PollHandler(SubscriptionHandler):
             batch = Batch(MAX_BATCH)
             await subscriber.replay(batch, MAX_BATCH)
             # Never held past the token's expiry: the next poll gets its 401.
-            hold = min(self.ctx.settings.longpoll_timeout_seconds, max(0.0, subscriber.expires_at - time.time()))
+            hold = min(self.streams.longpoll_timeout_seconds, max(0.0, subscriber.expires_at - time.time()))
             await batch.wait(hold)
             events, live = batch.events, True
         gone = subscriber.closed_reason == CloseReason.CLIENT_GONE
@@ -48,7 +48,7 @@ class PollHandler(SubscriptionHandler):
         if gone:
             return  # nobody to answer
         if events:
-            count_sent(self.ctx.metrics, self.transport, cursor is not None, events, live)
+            count_sent(self.streams.metrics, self.transport, cursor is not None, events, live)
         self.write_json(answer)
 
     def on_sent(self, resumed: bool) -> OnSent:

@@ -8,13 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from prometheus_client import Counter
+
 from hub.errors import BadRequest, JobFinished, NotExternal, NotFound
-from hub.store.history import JobSnapshot
-from hub.store.journal import utc_now
+from hub.store.history import History, JobSnapshot
+from hub.store.journal import Journal, utc_now
+from hub.store.registry import Registry
 from hub.store.schema import MAX_INPUT_BYTES
 from hub.store.wire import ACTIVE, COMPLETED, FAILED, QUEUED
 from hub.web import fields
-from hub.web.handlers.base import JsonBodyHandler
+from hub.web.handlers.base import Gate, JsonBodyHandler, find_job
 
 PUBLISHED = (ACTIVE, COMPLETED, FAILED)
 MAX_STEP_LENGTH = 200
@@ -87,21 +90,29 @@ def _optional(body: dict[str, Any], name: str, check: Callable[[Any], T]) -> T |
 
 
 class JobEventsHandler(JsonBodyHandler):
+    def initialize(
+        self, gate: Gate, history: History, journal: Journal, job_types: Registry, published: Counter
+    ) -> None:
+        self.history = history
+        self.journal = journal
+        self.job_types = job_types
+        self.published = published
+
     async def post(self, job_id: str) -> None:
         await self.authenticate_service()
         update = Update.parse(self.json_body())
-        job = await self.find_job(job_id)
+        job = await find_job(self.history, job_id)
         if job is None:
             raise NotFound("no such job")
-        job_type = self.ctx.job_types.get(job.job_type)
+        job_type = self.job_types.get(job.job_type)
         if job_type is None or not job_type.external:
             raise NotExternal(f"jobs of type {job.job_type!r} are run by the hub's workers, not published")
         if job.finished:
             raise JobFinished("the job has ended; nothing more can be published")
-        ids = await self.ctx.journal.update(job_id, job.owner, job.job_type, **update.patch(job))
+        ids = await self.journal.update(job_id, job.owner, job.job_type, **update.patch(job))
         if not ids:
             # It ended (or expired) between the read and the write.
             raise JobFinished("the job has ended; nothing more can be published")
-        self.ctx.metrics.events_published.labels(SOURCE, update.status).inc()
+        self.published.labels(SOURCE, update.status).inc()
         event_id = ids[0]
         self.write_json({"id": event_id.decode() if isinstance(event_id, bytes) else str(event_id)})

@@ -41,8 +41,8 @@ class SSEHandler(SubscriptionHandler):
         if subscriber.closed:
             return  # the client went away meanwhile
         chunked = self.request.version == "HTTP/1.1"
-        headers = STREAM_HEADERS + cors_headers(self.request.headers.get("Origin"), self.ctx.settings.cors_origins)
-        preamble = retry_frame(self.ctx.settings.sse_retry_ms) + subscriber.source.greeting().frame
+        headers = STREAM_HEADERS + cors_headers(self.request.headers.get("Origin"), self.gate.cors_origins)
+        preamble = retry_frame(self.streams.sse_retry_ms) + subscriber.source.greeting().frame
         if chunked:
             preamble = b"%x\r\n%b\r\n" % (len(preamble), preamble)
         writer = SSEWriter(
@@ -51,7 +51,7 @@ class SSEHandler(SubscriptionHandler):
         self.subscriber = None  # the writer watches the connection from now on
         self.application.log_request(self)  # the handler is done: its request is logged as opened
         try:
-            await subscriber.replay(writer, REPLAY_PAGE, clock=self.ctx.clock)
+            await subscriber.replay(writer, REPLAY_PAGE, clock=self.streams.clock)
         except StoreUnavailable as exc:
             # The head is sent: no error answer is possible. Ended normally,
             # the client comes back with its Last-Event-ID.

@@ -7,20 +7,40 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from hub.delivery.connections import Lease
+from hub.delivery.bus import EventBus
+from hub.delivery.clock import Clock
+from hub.delivery.connections import ConnectionManager, Lease
 from hub.delivery.reasons import CloseReason
 from hub.delivery.sources import JobSource, Source, UserSource
 from hub.delivery.subscriber import OnSent, Subscriber
 from hub.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from hub.store.events import Event, parse_cursor
-from hub.store.history import Position, SnapshotCursor, parse_position
+from hub.store.history import History, Position, SnapshotCursor, parse_position
+from hub.store.keys import KeySpace
 from hub.web.auth import Identity
-from hub.web.handlers.base import BaseHandler
+from hub.web.handlers.base import BaseHandler, Gate, owned_job
 from hub.web.metrics import HubMetrics
 
 #: The `reason` label of a refused connection, by the error that refused it.
 _REJECTED: dict[type[Exception], str] = {Unauthorized: "unauthorized", Forbidden: "forbidden", NotFound: "not_found"}
+
+
+@dataclass(frozen=True)
+class Streams:
+    """What the two transports use: admission, the bus, history, and their settings."""
+
+    connections: ConnectionManager
+    bus: EventBus
+    history: History
+    keys: KeySpace
+    metrics: HubMetrics
+    clock: Clock
+    #: HUB_SUBSCRIBER_QUEUE, HUB_SSE_RETRY_MS, HUB_LONGPOLL_TIMEOUT_SECONDS.
+    subscriber_queue: int
+    sse_retry_ms: int
+    longpoll_timeout_seconds: float
 
 
 class SubscriptionHandler(BaseHandler):
@@ -28,6 +48,9 @@ class SubscriptionHandler(BaseHandler):
     #: The most events one write to the client carries.
     max_batch: int | None = None
     subscriber: Subscriber | None = None
+
+    def initialize(self, gate: Gate, streams: Streams) -> None:
+        self.streams = streams
 
     async def get(self, job_type: str | None = None, job_id: str | None = None) -> None:
         identity, source, terminal_id = await self._resolve(job_type, job_id)
@@ -41,18 +64,19 @@ class SubscriptionHandler(BaseHandler):
             self.set_status(204)
             self.finish()
             return
-        lease = await self.ctx.connections.acquire(identity.user, self.transport)
+        streams = self.streams
+        lease = await streams.connections.acquire(identity.user, self.transport)
         subscriber = self.subscriber = Subscriber(
-            bus=self.ctx.bus,
-            history=self.ctx.history,
+            bus=streams.bus,
+            history=streams.history,
             source=source,
             start=cursor,
-            max_queued=self.ctx.settings.subscriber_queue,
+            max_queued=streams.subscriber_queue,
             max_batch=self.max_batch,
             expires_at=identity.expires_at,
             # Neither callback holds the handler: a stream outlives it.
             on_sent=self.on_sent(resumed=cursor is not None),
-            on_close=functools.partial(on_closed, self.ctx.metrics, lease),
+            on_close=functools.partial(on_closed, streams.metrics, lease),
         )
         try:
             await subscriber.open()
@@ -71,7 +95,7 @@ class SubscriptionHandler(BaseHandler):
 
     def on_sent(self, resumed: bool) -> OnSent:
         """What counts the events the client has been sent."""
-        return functools.partial(count_sent, self.ctx.metrics, self.transport, resumed)
+        return functools.partial(count_sent, self.streams.metrics, self.transport, resumed)
 
     def on_connection_close(self) -> None:
         # Before a stream's connection is taken over, or while a poll is held.
@@ -85,12 +109,12 @@ class SubscriptionHandler(BaseHandler):
             identity = await self.authenticate()
             user = identity.user
             if job_type is None or job_id is None:
-                return identity, UserSource(user, self.ctx.keys), None
-            job = await self.owned_job(job_type, job_id, user)
+                return identity, UserSource(user, self.streams.keys), None
+            job = await owned_job(self.streams.history, job_type, job_id, user)
         except (Unauthorized, Forbidden, NotFound) as error:
-            self.ctx.metrics.connections_rejected.labels(_REJECTED[type(error)]).inc()
+            self.streams.metrics.connections_rejected.labels(_REJECTED[type(error)]).inc()
             raise
-        return identity, JobSource(job_id, self.ctx.keys), job.terminal_id
+        return identity, JobSource(job_id, self.streams.keys), job.terminal_id
 
 
 def count_sent(metrics: HubMetrics, transport: str, resumed: bool, events: Sequence[Event], live: bool) -> None:

@@ -16,11 +16,14 @@ from typing import Any
 from hub.errors import BadRequest, Unauthorized
 from hub.web import fields
 from hub.web.auth import MAX_USER_ID_LENGTH, Identity
-from hub.web.handlers.base import JsonBodyHandler
+from hub.web.handlers.base import Gate, JsonBodyHandler
 from hub.web.tickets import stream_of
 
 
 class TicketHandler(JsonBodyHandler):
+    def initialize(self, gate: Gate) -> None:
+        pass  # tickets are the gate's: they are how a stream's caller is known
+
     async def post(self) -> None:
         # Only a header proves the caller holds the token: a cookie would let
         # another site mint tickets in the user's name.
@@ -37,7 +40,7 @@ class TicketHandler(JsonBodyHandler):
         if caller.service:
             user = fields.text("user", body.get("user"), min_length=1, max_length=MAX_USER_ID_LENGTH)
             identity = Identity(user=user, expires_at=caller.expires_at)
-        ticket, ttl = await self.ctx.tickets.issue(identity, stream)
+        ticket, ttl = await self.gate.tickets.issue(identity, stream)
         self.write_json({"ticket": ticket, "expiresIn": ttl}, status=201)
 
     def _body_or_empty(self) -> dict[str, Any]:
