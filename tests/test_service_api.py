@@ -409,6 +409,8 @@ async def test_updates_at_the_limits_are_accepted(service):
     await published(service, job_id, status="active", progress=0, step="s" * 200)
     await published(service, job_id, status="active", progress=100, step=None)
     await published(service, job_id, status="completed", result=nested(32))
+    job = (await get_json(service, f"/api/v1/jobs/{job_id}"))[1]["data"]
+    assert (job["status"], job["progress"], job["result"]) == ("completed", 100, nested(32))
 
 
 BAD_PAGES = [
