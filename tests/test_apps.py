@@ -23,7 +23,11 @@ from hub.runtime.embedded import free_port
 from hub.store.keys import KeySpace
 from hub.store.registry import JOB_OPTION, QUEUE
 from hub.store.settings import Settings
-from tests.conftest import ROOT, SECRET, Api, enqueue_job, eventually
+from tests.support.environment import ROOT
+from tests.support.http import Api
+from tests.support.jobs import enqueue_job
+from tests.support.tokens import SECRET
+from tests.support.waiting import eventually
 
 LIVE = pytest.mark.gen_test(timeout=90)
 

@@ -7,30 +7,17 @@ find every job again with its right state, on a phone."""
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hub.store.settings import Settings
-from hub.web.auth import PUBLISH_SCOPE, issue_token
-from tests.conftest import ROOT, need
+from hub.web.auth import issue_token
+from tests.support.environment import ROOT
+from tests.support.tokens import issue_service_token
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = ROOT / "test-artifacts"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -43,22 +30,6 @@ EXTERNAL = "report"
 ENDPOINTS = {"eventsource": "/api/v1/sse/jobs/my", "longpoll": "/api/v1/poll/jobs/my"}
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need(False, "the playwright package is not installed")
-        return
-    need(Path(CHROMIUM).is_file(), f"no chromium at {CHROMIUM} (set CHROMIUM_PATH)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 def call(url: str, body: dict[str, Any] | None, token: str | None) -> Any:
     headers = {"Content-Type": "application/json"}
     if token:
@@ -67,10 +38,6 @@ def call(url: str, body: dict[str, Any] | None, token: str | None) -> Any:
     request = urllib.request.Request(url, data, headers)
     with urllib.request.urlopen(request, timeout=5) as answer:
         return json.load(answer)
-
-
-def service_token(settings: Settings) -> str:
-    return issue_token(settings, "report-worker", ttl_seconds=600, scope=PUBLISH_SCOPE)
 
 
 def warm_up(hub_url: str, timeout: float = 30.0) -> None:
@@ -271,7 +238,7 @@ def test_demo_page_keeps_the_jobs_across_reloads(hub_process, worker, browser, s
     sign_in(page, "ada", problems)
 
     # An external job that the test moves on itself, as the app's worker would: mid-job for sure.
-    service = service_token(settings)
+    service = issue_service_token(settings, "report-worker")
     report = call(hub.url + "/api/v1/jobs", {"type": EXTERNAL, "owner": "ada"}, service)["jobId"]
     publish = f"{hub.url}/api/v1/jobs/{report}/events"
     call(publish, {"status": "active", "progress": 40, "step": "counting"}, service)
@@ -441,10 +408,10 @@ def test_on_a_phone_the_page_says_when_the_hub_is_unreachable(hub_process, brows
     shows."""
     from playwright.sync_api import expect
 
-    from tests.tcp_proxy import TcpProxy
+    from tests.support.tcp_proxy import TcpProxy
 
     hub = hub_process(HUB_EXTERNAL_JOB_TYPES=EXTERNAL)
-    service = service_token(settings)
+    service = issue_service_token(settings, "report-worker")
     with TcpProxy(hub.port) as proxy:
         page = signed_in_page(browser, proxy.url, settings, "ada", PHONE)
         expect(page.locator("#connection")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
@@ -541,7 +508,7 @@ class AppOnAnotherOrigin:
 
         app = self
         self.hub_url = ""
-        service = service_token(settings)
+        service = issue_service_token(settings, "report-worker")
 
         def backend(path: str) -> dict[str, Any]:
             if path == "/session":

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import eventually
+from tests.support.metrics import sample
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 
@@ -41,7 +42,7 @@ async def test_client_hanging_up_mid_stream_is_cleaned_up(ctx, api, hang_up):
     await eventually(lambda: ctx.connections.total == 0)
     assert ctx.bus.channel_count == 0
     await eventually(lambda: _zero(ctx, channel))
-    assert ctx.metrics.connections.labels("sse")._value.get() == 0
+    assert sample(ctx, "hub_connections", transport="sse") == 0
 
 
 async def _zero(ctx, channel: str) -> bool:

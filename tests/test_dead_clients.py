@@ -15,7 +15,8 @@ import uuid
 
 import pytest
 
-from tests.conftest import eventually, need
+from tests.support.environment import need
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=120)
 

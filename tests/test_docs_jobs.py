@@ -21,8 +21,7 @@ import pytest
 
 from hub.runtime.embedded import free_port
 from hub.runtime.processes import stop_process
-from tests.conftest import ROOT, need
-from tests.test_browser import browser  # noqa: F401  (a fixture)
+from tests.support.environment import ROOT, need
 
 DOC = ROOT / "docs" / "JOBS.md"
 EXAMPLE = re.compile(r"<!-- example: (?P<name>[^>]+?) -->\n```(?P<lang>\w+)\n(?P<code>.*?)```", re.S)
@@ -139,7 +138,7 @@ PAGE = """<!doctype html><meta charset="utf-8">
 </script>"""
 
 
-def test_your_own_job_type_streams_to_a_browser_and_to_hub_watch(app_dir, hub_env, hub_up, browser):  # noqa: F811
+def test_your_own_job_type_streams_to_a_browser_and_to_hub_watch(app_dir, hub_env, hub_up, browser):
     write_example(app_dir, "myapp/jobs.py")
     hub = hub_up("hub up with an app", hub_env)
     env = dict(hub_env, HUB_URL=hub.url, HUB_TOKEN=hub.token)
@@ -167,7 +166,7 @@ def test_your_own_job_type_streams_to_a_browser_and_to_hub_watch(app_dir, hub_en
 # From your backend, in any language ---------------------------------------------------------
 
 
-def test_a_backend_a_node_worker_and_a_celery_task_publish_external_jobs(app_dir, hub_env, hub_up, browser):  # noqa: F811
+def test_a_backend_a_node_worker_and_a_celery_task_publish_external_jobs(app_dir, hub_env, hub_up, browser):
     node = shutil.which("node")
     need(node is not None, "node is not installed")
     try:

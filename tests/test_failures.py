@@ -10,7 +10,8 @@ import pytest
 
 from actors.lifecycle import AGE_LIMIT_REASON, UNEXPECTED_REASON
 from hub.store.registry import QUEUE
-from tests.conftest import enqueue_job, eventually
+from tests.support.jobs import enqueue_job
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=60)
 

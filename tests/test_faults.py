@@ -14,9 +14,11 @@ import urllib.request
 import pytest
 
 from hub.runtime.embedded import EmbeddedRedis
-from tests.conftest import enqueue_job, eventually
-from tests.resuming_client import follow
-from tests.sse_client import send
+from tests.support.http import bearer, send
+from tests.support.jobs import enqueue_job
+from tests.support.metrics import sample
+from tests.support.resuming import follow
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=120)
 
@@ -124,7 +126,7 @@ async def test_sigterm_answers_held_long_polls(hub_process, token, settings, syn
 
     hub = hub_process()
     cursor = Journal(sync_redis, settings).create("held", "alice", "character")[0].decode()
-    sent = await send(hub.url + f"/api/v1/poll/jobs/character/held?cursor={cursor}", headers=auth(token("alice")))
+    sent = await send(hub.url + f"/api/v1/poll/jobs/character/held?cursor={cursor}", headers=bearer(token("alice")))
     await eventually(lambda: hub.metric("hub_connections", transport="longpoll") == 1)
     started = time.monotonic()
     hub.process.send_signal(signal.SIGTERM)
@@ -133,10 +135,6 @@ async def test_sigterm_answers_held_long_polls(hub_process, token, settings, syn
     assert await response.json_body() == {"events": [], "cursor": cursor}
     assert hub.process.wait(15) == 0
     print(f"held poll answered and process gone {time.monotonic() - started:.2f}s after SIGTERM")
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.mark.hub_settings(job_step_seconds=0.4)
@@ -238,7 +236,7 @@ async def test_a_pubsub_connection_killed_under_the_hub_is_noticed_and_nothing_i
     history = [i.decode() for i, _ in await ctx.redis.xrange(ctx.keys.job_events("kept"))]
     assert seen_ids == history[history.index(seen_ids[0]) :], "no gap, no duplicate"
     assert set(published) <= set(seen_ids)
-    await eventually(lambda: ctx.metrics.redis_reconnects._value.get() >= 1)
+    await eventually(lambda: sample(ctx, "hub_redis_reconnects_total") >= 1)
 
 
 @pytest.mark.parametrize("draining", [True, False])

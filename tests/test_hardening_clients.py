@@ -18,7 +18,7 @@ from hub_client import watch as watch_command
 
 from hub.runtime.embedded import free_port
 from hub.store.journal import Journal
-from tests.test_python_client import Lines, command_env, run_watch
+from tests.support.watching import Lines, command_env, run_watch
 
 RETRY_NOTICE = re.compile(
     r"\Ahub watch: hub unreachable at (?P<url>\S+) \([^)]*\); retrying in (?P<delay>\d+\.\d) s"

@@ -18,8 +18,9 @@ import pytest
 
 from hub.errors import RateLimited
 from hub.web import rate_limit
-from tests.conftest import ROOT, eventually, need
-from tests.sse_client import request
+from tests.support.environment import ROOT, need
+from tests.support.http import request
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=90)
 
@@ -196,7 +197,7 @@ async def job_frames(api: Any, ctx: Any, job_id: str) -> list[dict[str, Any]]:
 async def test_an_exceptions_text_never_reaches_users_but_the_worker_log_has_it(
     ctx, api, settings, worker, tmp_path: Path
 ):
-    from tests.conftest import enqueue_job
+    from tests.support.jobs import enqueue_job
 
     log = tmp_path / "worker.log"
     worker("tests.flaky_actors", output=log)
@@ -223,7 +224,7 @@ async def test_an_exceptions_text_never_reaches_users_but_the_worker_log_has_it(
 
 
 async def test_job_failed_shows_its_message_and_is_not_retried(ctx, api, settings, worker):
-    from tests.conftest import enqueue_job
+    from tests.support.jobs import enqueue_job
 
     worker("tests.flaky_actors")
     await ctx.journal.create("quota", "alice", "character")

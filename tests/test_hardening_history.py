@@ -18,8 +18,9 @@ import pytest
 from hub.store.history import REPLAY_PAGE
 from hub.store.journal import Journal
 from hub.web.handlers.poll import MAX_BATCH
-from tests.conftest import ROOT, eventually, need
-from tests.sse_client import read_response
+from tests.support.environment import ROOT, need
+from tests.support.http import read_response
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=300)
 

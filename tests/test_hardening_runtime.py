@@ -21,8 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hub.errors import ConfigError
 from hub.runtime.embedded import EmbeddedRedis, free_port
 from hub.store.settings import Settings
-from tests import sse_client
-from tests.conftest import ROOT, SECRET, eventually
+from tests.support.environment import ROOT
+from tests.support.http import Response, request
+from tests.support.tokens import SECRET
+from tests.support.waiting import eventually
 
 RUN_TIMEOUT = 30.0
 
@@ -151,8 +153,8 @@ async def test_a_full_store_answers_job_creation_with_503_json(hub_process, tmp_
         server.stop()
 
 
-async def post_job(base_url: str, bearer: str) -> tuple[sse_client.Response, bytes]:
-    answer = await sse_client.request(
+async def post_job(base_url: str, bearer: str) -> tuple[Response, bytes]:
+    answer = await request(
         base_url + "/api/v1/characters",
         method="POST",
         headers={"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"},

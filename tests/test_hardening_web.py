@@ -26,14 +26,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from hub.runtime.embedded import free_port
 from hub.store.settings import Settings
-from tests.conftest import ROOT, SECRET, HubProcess, eventually, serve_env, spawn, wait_ready
-from tests.sse_client import request
+from tests.support.environment import ROOT
+from tests.support.http import bearer, request
+from tests.support.metrics import sample
+from tests.support.processes import HubProcess, serve_env, spawn, wait_ready
+from tests.support.tokens import SECRET
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=60)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def signed(sub: Any, key: Any = SECRET, algorithm: str = "HS256") -> str:
@@ -163,23 +163,18 @@ def same_site(hub_url: str) -> list[dict[str, str]]:
     ]
 
 
-def rejected(ctx: Any, reason: str) -> float:
-    value = ctx.metrics.registry.get_sample_value("hub_connections_rejected_total", {"reason": reason})
-    return value or 0.0
-
-
 @pytest.mark.hub_settings(cors_origins=(APP,))
 async def test_another_site_cannot_use_the_cookie_and_its_requests_are_counted(ctx, hub_url, token):
     await ctx.journal.create("j1", "alice", "character")
     cookie = {"Cookie": f"hub_token={token('alice')}"}
     for path in COOKIE_PATHS:
         for headers in CROSS_SITE:
-            before = rejected(ctx, "forbidden")
+            before = sample(ctx, "hub_connections_rejected_total", reason="forbidden")
             status, body = await answer(hub_url + path, headers={**cookie, **headers})
             assert (status, body["error"]) == (403, "forbidden"), (path, headers, body)
             assert "cookie" in body["message"], body
             if "/sse/" in path or "/poll/" in path:
-                assert rejected(ctx, "forbidden") == before + 1, (path, headers)
+                assert sample(ctx, "hub_connections_rejected_total", reason="forbidden") == before + 1, (path, headers)
         for headers in same_site(hub_url):
             status, body = await answer(hub_url + path, headers={**cookie, **headers})
             assert status == 200, (path, headers, body)

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from hub.runtime.embedded import EmbeddedRedis
-from tests.conftest import eventually
+from tests.support.waiting import eventually
 
 
 def get(url: str) -> tuple[int, dict]:

@@ -31,7 +31,8 @@ from hub.runtime.supervisor import _print_banner
 from hub.store.keys import KeySpace
 from hub.store.registry import Registry
 from hub.store.settings import Settings
-from tests.conftest import ROOT, SECRET, need
+from tests.support.environment import ROOT, need
+from tests.support.tokens import SECRET
 
 STARTUP_TIMEOUT = 60.0
 BANNER_END = "Press Ctrl-C to stop."

@@ -14,7 +14,8 @@ import pytest
 
 from hub.store import wire
 from hub.store.journal import Journal
-from tests.conftest import ROOT, SECRET, need
+from tests.support.environment import ROOT, need
+from tests.support.tokens import SECRET
 
 JS = ROOT / "clients" / "js"
 STATIC = ROOT / "hub" / "web" / "static"

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.environment import ROOT
 
 WEB_SIDE = ("tornado", "hub.web", "hub.delivery", "hub.runtime")
 

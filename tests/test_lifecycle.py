@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.sse_client import Frame
+from tests.support.sse import Frame
 
 pytestmark = pytest.mark.gen_test(timeout=60)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import eventually
+from tests.support.metrics import sample
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 
@@ -41,7 +42,7 @@ async def test_per_user_limit_counts_streams_and_held_polls_together(ctx, api):
     over = {"error": "too_many_connections", "limit": 3}
     await assert_refused(await alice.stream("/api/v1/sse/jobs/my"), 429, over)
     await assert_refused(await alice.get(f"/api/v1/poll/jobs/character/j1?cursor={cursor}"), 429, over)
-    assert ctx.metrics.connections_rejected.labels("user_limit")._value.get() == 2
+    assert sample(ctx, "hub_connections_rejected_total", reason="user_limit") == 2
 
     # Another user is unaffected.
     other = await open_stream(bob, "/api/v1/sse/jobs/my")
@@ -58,7 +59,7 @@ async def test_per_user_limit_counts_streams_and_held_polls_together(ctx, api):
         connection.abort()
     await eventually(lambda: ctx.connections.total == 0)
     for transport in ("sse", "longpoll"):
-        assert ctx.metrics.connections.labels(transport)._value.get() == 0
+        assert sample(ctx, "hub_connections", transport=transport) == 0
 
 
 @pytest.mark.hub_settings(max_connections=2)
@@ -67,7 +68,7 @@ async def test_per_process_limit_answers_503(ctx, api):
     streams = [await open_stream(api(user), "/api/v1/sse/jobs/my") for user in ("alice", "bob")]
     await assert_refused(await api("carol").stream("/api/v1/sse/jobs/my"), 503, {"error": "server_busy"})
     await assert_refused(await api("carol").get("/api/v1/poll/jobs/my?cursor=0-0"), 503, {"error": "server_busy"})
-    assert ctx.metrics.connections_rejected.labels("server_limit")._value.get() == 2
+    assert sample(ctx, "hub_connections_rejected_total", reason="server_limit") == 2
     streams[0].close()
     await eventually(lambda: ctx.connections.total == 1)
     streams.append(await open_stream(api("carol"), "/api/v1/sse/jobs/my"))

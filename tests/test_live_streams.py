@@ -10,7 +10,8 @@ import socket
 import pytest
 
 from hub.store.journal import Journal
-from tests.sse_client import parse_frame, read_response
+from tests.support.http import read_response
+from tests.support.sse import parse_events
 
 pytestmark = pytest.mark.gen_test(timeout=120)
 
@@ -46,7 +47,7 @@ async def test_an_http_1_0_client_gets_an_unchunked_stream_that_ends_with_the_jo
     # HTTP/1.0 has no chunks: the body is the frames themselves, and it ends
     # when the hub closes the connection after the terminal event.
     body = (await asyncio.wait_for(reader.read(), 10)).decode()
-    frames = [parse_frame(raw, []) for raw in body.split("\n\n") if raw.strip()]
+    frames = parse_events(body)
     assert [f.id for f in frames if f is not None and f.id] == ids
     writer.close()
 

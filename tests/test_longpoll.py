@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from tests.conftest import eventually
+from tests.support.metrics import sample
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=60)
 
@@ -100,11 +101,11 @@ async def test_a_client_hanging_up_during_the_hold_frees_its_slot(ctx, api):
     cursor = (await ctx.journal.create("held", "alice", "character"))[0].decode()
     response = await api("alice").send(f"/api/v1/poll/jobs/character/held?cursor={cursor}")
     await eventually(lambda: ctx.connections.count("alice") == 1)
-    assert ctx.metrics.connections.labels("longpoll")._value.get() == 1
+    assert sample(ctx, "hub_connections", transport="longpoll") == 1
     response.abort()
     await eventually(lambda: ctx.connections.count("alice") == 0)
     await eventually(lambda: ctx.bus.channel_count == 0)
-    assert ctx.metrics.connections.labels("longpoll")._value.get() == 0
+    assert sample(ctx, "hub_connections", transport="longpoll") == 0
 
 
 async def test_my_long_poll_starts_from_the_beginning_for_a_new_user(ctx, api):

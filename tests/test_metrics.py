@@ -10,8 +10,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hub.runtime.embedded import free_port
-from tests.conftest import enqueue_job, eventually
-from tests.sse_client import request
+from tests.support.http import request
+from tests.support.jobs import enqueue_job
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=60)
 

@@ -37,8 +37,11 @@ from hub.store.events import parse_cursor
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import DEFAULT_KEEPALIVE_SECONDS, DEFAULT_LONGPOLL_TIMEOUT_SECONDS
-from tests import sse_client
-from tests.conftest import ROOT, Api, HubProcess, eventually, need, wait_ready
+from tests.support.environment import ROOT, need
+from tests.support.http import Api, Response, read_response, request
+from tests.support.processes import HubProcess, wait_ready
+from tests.support.sse import Frame
+from tests.support.waiting import eventually
 
 TEMPLATE = ROOT / "config" / "nginx.conf"
 LONGPOLL_SECONDS = 3.0
@@ -209,7 +212,7 @@ def summary(label: str, millis: list[float]) -> str:
     return f"{label}: p50 {statistics.median(millis):.2f} ms, max {max(millis):.2f} ms over {len(millis)} events"
 
 
-async def open_stream(stack: Stack, client: Api, path: str) -> tuple[sse_client.Response, int]:
+async def open_stream(stack: Stack, client: Api, path: str) -> tuple[Response, int]:
     """Opens `path` through nginx; returns the stream and the hub serving it."""
     before = stack.sse_opened()
     stream = await client.get(path, BROWSER_HEADERS)
@@ -219,7 +222,7 @@ async def open_stream(stack: Stack, client: Api, path: str) -> tuple[sse_client.
     return stream, stack.served_by(before)
 
 
-async def timed_frames(stream: sse_client.Response) -> list[tuple[float, sse_client.Frame]]:
+async def timed_frames(stream: Response) -> list[tuple[float, Frame]]:
     """Every frame with data until the stream ends, with its arrival time."""
     frames = []
     while (frame := await stream.frame()) is not None:
@@ -362,7 +365,7 @@ async def test_nginx_does_not_hide_a_client_that_stopped_reading(stack, token, s
     stream.close()
 
 
-async def request_from(local_address: str, url: str, headers: dict[str, str]) -> sse_client.Response:
+async def request_from(local_address: str, url: str, headers: dict[str, str]) -> Response:
     """A GET sent from `local_address` (which must be on loopback)."""
     parts = urlsplit(url)
     reader, writer = await asyncio.wait_for(
@@ -372,7 +375,7 @@ async def request_from(local_address: str, url: str, headers: dict[str, str]) ->
     lines += [f"{name}: {value}" for name, value in headers.items()]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
     await writer.drain()
-    return await sse_client.read_response(reader, writer, 10)
+    return await read_response(reader, writer, 10)
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -417,7 +420,7 @@ async def test_a_client_moves_between_hub_processes_mid_job_without_loss(stack, 
         raw = sync_redis.hget(keys.job(job_id), "last_id")
         return parse_cursor(raw.decode()) if raw else (0, 0)
 
-    received: list[sse_client.Frame] = []
+    received: list[Frame] = []
     served: list[int] = []
     for _ in range(50):
         before = stack.sse_opened()
@@ -481,7 +484,7 @@ async def test_nginx_logs_paths_but_never_a_token_or_ticket_from_the_query(hub_p
         "/api/v1/characters/jobs/nosuchjob": f"access_token={secret}",
     }
     for path, query in queries.items():
-        answer = await sse_client.request(f"{proxy.url}{path}?{query}")
+        answer = await request(f"{proxy.url}{path}?{query}")
         assert answer.status in (200, 404), (path, answer.status)  # 404: authenticated, no such job
         if path.startswith("/api/v1/sse/"):
             assert [(await answer.frame()).type for _ in range(2)] == [None, "connected"]

@@ -18,20 +18,15 @@ from typing import Any
 
 import pytest
 
-from hub.store.settings import Settings
-from hub.web.auth import PUBLISH_SCOPE, issue_token
-from tests.conftest import ROOT, need
-from tests.tcp_proxy import TcpProxy
+from tests.support.environment import ROOT, need
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.tokens import issue_service_token
 
 NODE_DIR = ROOT / "tests" / "node"
 JS = ROOT / "clients" / "js"
 JOB_TYPE = "report"
 #: Long enough for a loaded machine; every wait ends as soon as its line comes.
 WAIT_SECONDS = 30.0
-
-
-def service_token(settings: Settings) -> str:
-    return issue_token(settings, "report-worker", ttl_seconds=600, scope=PUBLISH_SCOPE)
 
 
 class NodeScript:
@@ -118,7 +113,12 @@ def test_node_worker_publishes_and_the_js_client_follows_across_a_cut(
     # Given a worker of the app's own that has created a job for alice,
     worker = node_scripts(
         "external_worker.mjs",
-        {"HUB_URL": hub.url, "HUB_SERVICE_TOKEN": service_token(settings), "JOB_TYPE": JOB_TYPE, "JOB_OWNER": "alice"},
+        {
+            "HUB_URL": hub.url,
+            "HUB_SERVICE_TOKEN": issue_service_token(settings, "report-worker"),
+            "JOB_TYPE": JOB_TYPE,
+            "JOB_OWNER": "alice",
+        },
     )
     job_id = worker.expect(lambda line: "jobId" in line or "error" in line, "job id")["jobId"]
     published: list[dict[str, Any]] = []

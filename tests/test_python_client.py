@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import re
 import select
 import socket
@@ -19,8 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -39,14 +37,15 @@ from hub_client.errors import ProtocolError
 from hub_client.sse import Frame, LineSplitter, SSEParser
 
 from hub.store.journal import Journal
-from hub.store.keys import KeySpace
 from hub.store.settings import Settings
-from hub.web.auth import PUBLISH_SCOPE, issue_token
-from tests.tcp_proxy import TcpProxy
+from hub.web.auth import issue_token
+from tests.support.jobs import assert_a_proper_job_story, history
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.tokens import issue_service_token
+from tests.support.waiting import wait_for
+from tests.support.watching import Consumer, Lines, command_env, run_watch, start_watch
 
-ROOT = Path(__file__).resolve().parent.parent
 TRANSPORTS = ["sse", "longpoll"]
-TERMINAL = ("completed", "failed")
 #: The hub's reconnect hint in these tests: reconnects take a fraction of a second.
 FAST_RETRY = {"HUB_SSE_RETRY_MS": "100"}
 #: The job type whose progress the tests publish themselves.
@@ -65,129 +64,6 @@ def create_character(url: str, token: str, name: str = "Ada") -> str:
     with urllib.request.urlopen(request, timeout=10) as answer:
         assert answer.status == 202
         return str(json.load(answer)["jobId"])
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02) -> Any:
-    """A bounded wait on a condition (the blocking twin of conftest.eventually)."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-    return result
-
-
-def history(sync_redis: Any, settings: Settings, job_id: str) -> list[str]:
-    """The ids of every event the job ever had, from its Redis stream."""
-    return [i.decode() for i, _ in sync_redis.xrange(KeySpace(settings.namespace).job_events(job_id))]
-
-
-def position(event_id: str) -> tuple[int, int]:
-    ms, seq = event_id.split("-")
-    return int(ms), int(seq)
-
-
-def assert_a_proper_job_story(events: list[dict[str, Any]]) -> None:
-    """Ids unique and increasing, progress never down, exactly one terminal
-    event and it comes last."""
-    assert events, "no events"
-    positions = [position(e["id"]) for e in events]
-    assert positions == sorted(set(positions)), "ids must be unique and increasing"
-    progress = [e["progress"] for e in events]
-    assert progress == sorted(progress), "progress went down"
-    assert [e["status"] in TERMINAL for e in events].count(True) == 1
-    assert events[-1]["status"] in TERMINAL
-
-
-class Consumer(threading.Thread):
-    """Runs a watch in the background, so the test can act on the hub and
-    the network while the client is connected."""
-
-    DONE = object()
-
-    def __init__(self, events: Iterator[dict[str, Any]]) -> None:
-        super().__init__(daemon=True)
-        self._events = events
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self.error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            for event in self._events:
-                self._queue.put(event)
-        except BaseException as error:
-            self.error = error
-        finally:
-            self._queue.put(self.DONE)
-
-    def next(self, timeout: float = 15.0) -> dict[str, Any]:
-        item = self._queue.get(timeout=timeout)
-        if item is self.DONE:
-            raise AssertionError(f"the watch ended early: {self.error!r}")
-        return dict(item)
-
-    def rest(self, timeout: float = 30.0) -> list[dict[str, Any]]:
-        items = []
-        while (item := self._queue.get(timeout=timeout)) is not self.DONE:
-            items.append(item)
-        self.join(timeout)
-        if self.error is not None:
-            raise self.error
-        return items
-
-
-class Lines(threading.Thread):
-    """A subprocess's output, line by line, with a timeout on each."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(daemon=True)
-        self._stream = stream
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self.start()
-
-    def run(self) -> None:
-        for line in self._stream:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def next(self, timeout: float = 15.0) -> str | None:
-        return self._queue.get(timeout=timeout)
-
-    def rest(self, timeout: float = 30.0) -> list[str]:
-        lines = []
-        while (line := self.next(timeout)) is not None:
-            lines.append(line)
-        return lines
-
-
-def command_env(token: str | None) -> dict[str, str]:
-    # The client beside this checkout, not one installed from elsewhere.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")]))
-    env.pop("HUB_URL", None)
-    env.pop("HUB_TOKEN", None)
-    if token is not None:
-        env["HUB_TOKEN"] = token
-    return env
-
-
-def run_watch(*args: str, token: str | None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hub", "watch", *args],
-        env=command_env(token),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def start_watch(*args: str, token: str, **popen: Any) -> subprocess.Popen[Any]:
-    """`hub watch` running in the background; its output read as it comes."""
-    options: dict[str, Any] = {"stdout": subprocess.PIPE, "text": True, **popen}
-    return subprocess.Popen(
-        [sys.executable, "-m", "hub", "watch", *args], env=command_env(token), stdin=subprocess.DEVNULL, **options
-    )
 
 
 def failed_job(sync_redis: Any, settings: Settings, job_id: str, owner: str = "alice") -> list[str]:
@@ -573,11 +449,6 @@ def test_hub_watch_on_a_terminal_draws_one_progress_line(hub_process, token, set
 
 
 # The service API ------------------------------------------------------------------------
-
-
-def issue_service_token(settings: Settings, name: str = "billing", ttl: int = 600) -> str:
-    """A service's token: the `hub:publish` scope."""
-    return issue_token(settings, name, ttl, scope=PUBLISH_SCOPE)
 
 
 @pytest.fixture

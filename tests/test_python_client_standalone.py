@@ -19,17 +19,13 @@ import pytest
 from hub_client import HubClient
 
 from hub.store.settings import Settings
-from tests.tcp_proxy import TcpProxy
-from tests.test_python_client import (
-    Consumer,
-    Lines,
-    assert_a_proper_job_story,
-    history,
-    issue_service_token,
-    wait_for,
-)
+from tests.support.environment import ROOT
+from tests.support.jobs import assert_a_proper_job_story, history
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.tokens import issue_service_token
+from tests.support.waiting import wait_for
+from tests.support.watching import Consumer, Lines
 
-ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "clients" / "python"
 #: What the hub needs and the client must not.
 HUB_ONLY_MODULES = ("tornado", "dramatiq", "redis", "jwt", "PIL", "valkey", "prometheus_client")

@@ -8,7 +8,7 @@ import pytest
 
 from hub.store.history import History
 from hub.store.journal import Journal
-from tests.conftest import eventually
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=60)
 

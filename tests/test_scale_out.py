@@ -12,9 +12,9 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import eventually
-from tests.resuming_client import follow
-from tests.sse_client import request
+from tests.support.http import request
+from tests.support.resuming import follow
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=120)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from hub.errors import RateLimited
-from tests.sse_client import DEFAULT_TIMEOUT, Response, send
+from tests.support.http import DEFAULT_TIMEOUT, Response, send
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.sse_client import DEFAULT_TIMEOUT, Response, request
-from tests.test_jobs_api import BAD_BODIES
+from tests.support.bodies import BAD_BODIES
+from tests.support.http import DEFAULT_TIMEOUT, Response, request
+from tests.support.metrics import sample
 
 pytestmark = pytest.mark.gen_test(timeout=60)
 
@@ -255,7 +256,7 @@ async def test_job_ids_with_path_tricks_are_404(ctx, hub_url, token, job_id):
         assert "x-injected" not in response.headers
         assert await json_error(response) == {"error": "not_found", "message": "no such job"}, template
     # Refused streams and polls are counted for the operators.
-    assert ctx.metrics.connections_rejected.labels("not_found")._value.get() == 3
+    assert sample(ctx, "hub_connections_rejected_total", reason="not_found") == 3
 
 
 MALFORMED_CURSORS = [

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from hub.errors import Unauthorized
 from hub.store.settings import Settings
 from hub.web.auth import MAX_TOKEN_LENGTH, PUBLISH_SCOPE, TokenVerifier
-from tests.conftest import SECRET
-from tests.sse_client import request
+from tests.support.http import request
+from tests.support.tokens import SECRET
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 

@@ -16,8 +16,9 @@ import pytest
 from hub.store.events import parse_cursor
 from hub.web.auth import Identity
 from hub.web.tickets import Tickets
-from tests.conftest import SECRET, eventually
-from tests.sse_client import Response, request
+from tests.support.http import Response, bearer, request
+from tests.support.tokens import SECRET
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 
@@ -28,10 +29,6 @@ def token_expiring_in(seconds: float, user: str = "alice") -> tuple[str, int]:
     """A token whose `exp` is `seconds` (rounded up) from now, and that exp."""
     exp = math.ceil(time.time() + seconds)
     return jwt.encode({"sub": user, "exp": exp}, SECRET, algorithm="HS256"), exp
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def opened(url: str, headers: dict[str, str] | None = None) -> Response:

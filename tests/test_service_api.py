@@ -15,9 +15,11 @@ from actors import Text, external_job_type
 from hub.runtime import cli
 from hub.store.events import parse_cursor
 from hub.store.settings import Settings
-from hub.web.auth import PUBLISH_SCOPE, issue_token
-from tests.conftest import SECRET, Api
-from tests.sse_client import Frame, Response, request
+from hub.web.auth import PUBLISH_SCOPE
+from tests.support.http import Api, Response, request
+from tests.support.metrics import sample
+from tests.support.sse import Frame
+from tests.support.tokens import SECRET, issue_service_token
 
 pytestmark = pytest.mark.gen_test(timeout=60)
 
@@ -32,7 +34,7 @@ SERVICE = "billing"
 @pytest.fixture
 def service(hub_url: str, settings: Settings) -> Api:
     """The app's backend, calling with a service token."""
-    return Api(hub_url, issue_token(settings, SERVICE, 600, scope=PUBLISH_SCOPE))
+    return Api(hub_url, issue_service_token(settings, SERVICE))
 
 
 async def create(client: Api, job_type: str, owner: str | None = None, job_input: Any = None) -> dict[str, Any]:
@@ -200,9 +202,8 @@ async def test_a_published_run_reaches_the_owner_in_order_and_the_stream_ends(ct
     state = (await get_json(bob, f"/api/v1/jobs/{job['jobId']}"))[1]["data"]
     assert state["status"] == "completed" and state["progress"] == 100 and state["attempt"] == 1
     assert state["startedAt"] <= state["completedAt"]
-    sample = ctx.metrics.registry.get_sample_value
-    assert sample("hub_events_published_total", {"source": "http", "status": "active"}) == 3
-    assert sample("hub_events_published_total", {"source": "http", "status": "completed"}) == 1
+    assert sample(ctx, "hub_events_published_total", source="http", status="active") == 3
+    assert sample(ctx, "hub_events_published_total", source="http", status="completed") == 1
 
 
 @SETTINGS_TYPES
@@ -319,11 +320,10 @@ async def test_a_service_token_is_taken_from_the_header_only(ctx, hub_url, servi
     for headers, query in (({}, f"?access_token={service.token}"), ({"Cookie": f"hub_token={service.token}"}, "")):
         response = await request(f"{hub_url}/api/v1/jobs/j1{query}", headers=headers)
         assert response.status == 403, (headers, query)
-    refused = ctx.metrics.registry.get_sample_value
-    before = refused("hub_connections_rejected_total", {"reason": "forbidden"})
+    before = sample(ctx, "hub_connections_rejected_total", reason="forbidden")
     response = await request(f"{hub_url}/api/v1/sse/jobs/character/j1?access_token={service.token}")
     assert response.status == 403
-    assert refused("hub_connections_rejected_total", {"reason": "forbidden"}) == before + 1
+    assert sample(ctx, "hub_connections_rejected_total", reason="forbidden") == before + 1
 
 
 # Bad requests ----------------------------------------------------------------------------
@@ -409,6 +409,8 @@ async def test_updates_at_the_limits_are_accepted(service):
     await published(service, job_id, status="active", progress=0, step="s" * 200)
     await published(service, job_id, status="active", progress=100, step=None)
     await published(service, job_id, status="completed", result=nested(32))
+    job = (await get_json(service, f"/api/v1/jobs/{job_id}"))[1]["data"]
+    assert (job["status"], job["progress"], job["result"]) == ("completed", 100, nested(32))
 
 
 BAD_PAGES = [
@@ -478,7 +480,7 @@ STALL = "stalled: no update for 2 s (its publisher may have stopped)"
 @pytest.mark.parametrize("publishes", [True, False], ids=["went-silent", "never-started"])
 async def test_a_silent_external_job_fails_as_stalled_once(hub_process, settings, sync_redis, token, publishes):
     hub = hub_process(HUB_EXTERNAL_JOB_TYPES="report", HUB_JOB_STALL_SECONDS="2")
-    service = Api(hub.url, issue_token(settings, SERVICE, 600, scope=PUBLISH_SCOPE))
+    service = Api(hub.url, issue_service_token(settings, SERVICE))
     bob = Api(hub.url, token("bob"))
     job = await create(service, "report", owner="bob")
     stream = await bob.stream(job["links"]["sse"])

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from hub.store.journal import Journal
-from tests.conftest import eventually
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=120)
 

@@ -27,7 +27,7 @@ from hub.web.auth import Identity
 from hub.web.rate_limit import JobRateLimit
 from hub.web.tickets import Tickets
 from tests import sse_client
-from tests.conftest import ROOT
+from tests.support.environment import ROOT
 
 JOB = "0" * 32
 

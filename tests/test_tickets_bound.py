@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from hub.web.auth import PUBLISH_SCOPE, issue_token
-from tests.conftest import Api
-from tests.sse_client import request
+from tests.support.http import Api, request
+from tests.support.tokens import issue_service_token
 
 pytestmark = [pytest.mark.gen_test(timeout=60), pytest.mark.hub_settings(external_job_types=("report",))]
 TICKETS = "/api/v1/sse/tickets"
@@ -17,7 +16,7 @@ TICKETS = "/api/v1/sse/tickets"
 
 @pytest.fixture
 def service(hub_url: str, settings: Any) -> Api:
-    return Api(hub_url, issue_token(settings, "backend", 600, scope=PUBLISH_SCOPE))
+    return Api(hub_url, issue_service_token(settings, "backend"))
 
 
 async def status_of(url: str) -> int:

@@ -1,5 +1,6 @@
 """A small HTTP/1.1 client on raw asyncio sockets, for tests: it reads SSE
-streams frame by frame, can hang up at any moment, and never buffers."""
+streams frame by frame as they arrive, can hang up at any moment, and never
+buffers more than it was asked for. `Api` calls the hub as a user would."""
 
 from __future__ import annotations
 
@@ -9,18 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.support.sse import EventReader, Frame
+
 DEFAULT_TIMEOUT = 20.0
-
-
-@dataclass
-class Frame:
-    data: Any
-    id: str | None = None
-    retry: int | None = None
-
-    @property
-    def type(self) -> str | None:
-        return self.data.get("type") if isinstance(self.data, dict) else None
 
 
 @dataclass
@@ -29,13 +21,17 @@ class Response:
     headers: dict[str, str]
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    comments: list[str] = field(default_factory=list)
-    _buffer: bytes = b""
     _body_done: bool = False
+    _events: EventReader = field(default_factory=EventReader)
     _pending: list[Frame] = field(default_factory=list)
 
+    @property
+    def comments(self) -> list[str]:
+        """The stream's comment lines read so far, in order."""
+        return self._events.comments
+
     async def body(self, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             chunk = await asyncio.wait_for(self._read_chunk(), timeout)
             if chunk is None:
@@ -69,9 +65,10 @@ class Response:
         return data or None
 
     async def frame(self, timeout: float = DEFAULT_TIMEOUT) -> Frame | None:
-        """The next SSE frame with data; None when the stream ends."""
+        """The next SSE frame (a block with data, or one that only announces
+        `retry`); None when the stream ends."""
         while not self._pending:
-            if not await self._read_block(timeout):
+            if not await self._read_more(timeout):
                 return None
         return self._pending.pop(0)
 
@@ -79,20 +76,16 @@ class Response:
         """Waits for the next comment line (such as a keepalive)."""
         seen = len(self.comments)
         while len(self.comments) == seen:
-            if not await self._read_block(timeout):
+            if not await self._read_more(timeout):
                 raise EOFError("the stream ended")
         return self.comments[seen]
 
-    async def _read_block(self, timeout: float) -> bool:
-        while b"\n\n" not in self._buffer:
-            chunk = await asyncio.wait_for(self._read_chunk(), timeout)
-            if chunk is None:
-                return False
-            self._buffer += chunk
-        raw, self._buffer = self._buffer.split(b"\n\n", 1)
-        frame = parse_frame(raw.decode("utf-8"), self.comments)
-        if frame is not None:
-            self._pending.append(frame)
+    async def _read_more(self, timeout: float) -> bool:
+        """Reads one more piece of the body; False at its end."""
+        chunk = await asyncio.wait_for(self._read_chunk(), timeout)
+        if chunk is None:
+            return False
+        self._pending += self._events.feed(chunk)
         return True
 
     async def frames_until_end(self, timeout: float = DEFAULT_TIMEOUT) -> list[Frame]:
@@ -106,29 +99,7 @@ class Response:
 
     def abort(self) -> None:
         """Hangs up without a goodbye, as a crashed client would."""
-        transport = self.writer.transport
-        transport.abort()
-
-
-def parse_frame(raw: str, comments: list[str]) -> Frame | None:
-    data_lines: list[str] = []
-    event_id = None
-    retry = None
-    for line in raw.split("\n"):
-        if line.startswith(":"):
-            comments.append(line[1:].strip())
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "data":
-            data_lines.append(value)
-        elif name == "id":
-            event_id = value
-        elif name == "retry":
-            retry = int(value)
-    if not data_lines:
-        return Frame(data=None, retry=retry) if retry is not None else None
-    return Frame(data=json.loads("\n".join(data_lines)), id=event_id, retry=retry)
+        self.writer.transport.abort()
 
 
 @dataclass
@@ -187,3 +158,49 @@ async def read_response(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         name, _, value = line.decode("latin-1").partition(":")
         response_headers[name.strip().lower()] = value.strip()
     return Response(status, response_headers, reader, writer)
+
+
+def bearer(token: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Headers that carry `token` (and `extra`)."""
+    return {"Authorization": f"Bearer {token}", **(extra or {})}
+
+
+class Api:
+    """Calls the hub as a user (or a service) would."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self.token = token
+
+    def auth(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return bearer(self.token, extra)
+
+    async def post(self, path: str, body: Any) -> tuple[int, Any]:
+        response = await request(
+            self.base_url + path,
+            method="POST",
+            headers=self.auth({"Content-Type": "application/json"}),
+            body=json.dumps(body).encode(),
+        )
+        return response.status, await response.json_body()
+
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
+        return await request(self.base_url + path, headers=self.auth(headers))
+
+    async def create_character(self, name: str = "Ada", description: str = "curious and brave") -> str:
+        status, body = await self.post("/api/v1/characters", {"name": name, "description": description})
+        assert status == 202, body
+        return str(body["jobId"])
+
+    async def create_image(self, prompt: str = "a fox at dawn", width: int = 96, height: int = 64) -> str:
+        status, body = await self.post("/api/v1/media/images", {"prompt": prompt, "width": width, "height": height})
+        assert status == 202, body
+        return str(body["jobId"])
+
+    async def send(self, path: str, headers: dict[str, str] | None = None) -> Sent:
+        """Sends a GET without waiting for its answer (a held long-poll)."""
+        return await send(self.base_url + path, headers=self.auth(headers))
+
+    async def stream(self, path: str, last_event_id: str | None = None) -> Response:
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        return await self.get(path, headers)

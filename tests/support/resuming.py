@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.sse_client import Frame, request
-
-TERMINAL = ("completed", "failed")
+from tests.support.http import request
+from tests.support.jobs import TERMINAL
+from tests.support.sse import Frame
 
 
 @dataclass

@@ -1,0 +1,31 @@
+"""Where the suite runs: the checkout, CI or not, and the tools it drives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def need(condition: bool, reason: str) -> None:
+    """A missing server skips a test on a laptop but fails it in CI."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"{reason} (required when CI=true)")
+        pytest.skip(reason)
