@@ -72,6 +72,7 @@ async def test_a_user_with_a_password_subscribes_and_gets_messages(redis_url, bu
             await asyncio.wait_for(arrived.wait(), 5)
     finally:
         connection.close()
+    assert [b"message", channel.encode(), b"hello"] in replies
 
 
 async def test_a_wrong_password_is_refused_in_redis_words_without_the_password(redis_url, bus_user):
