@@ -26,7 +26,7 @@ from hub.store.user_queues import UserQueues
 from hub.web.auth import Identity
 from hub.web.rate_limit import JobRateLimit
 from hub.web.tickets import Tickets
-from tests import sse_client
+from tests.support import http
 from tests.support.environment import ROOT
 
 JOB = "0" * 32
@@ -82,7 +82,7 @@ def answer(url: str, token: str, method: str = "GET", body: dict[str, Any] | Non
     if body is not None:
         headers["Content-Type"] = "application/json"
     data = json.dumps(body).encode() if body is not None else None
-    return sse_client.request(url, method=method, headers=headers, body=data)
+    return http.request(url, method=method, headers=headers, body=data)
 
 
 @pytest.mark.gen_test(timeout=90)
