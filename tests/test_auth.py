@@ -63,10 +63,8 @@ async def test_missing_token_is_401_and_counted(ctx, hub_url):
     assert sample(ctx, "hub_connections_rejected_total", reason="unauthorized") == 2
 
 
-async def test_audience_and_issuer_are_verified_when_configured(ctx, hub_url, settings_for, io_loop):
-    from hub.web.auth import TokenVerifier
-
-    ctx.verifier = TokenVerifier(settings_for(jwt_audience="hub", jwt_issuer="https://auth.example"))
+@pytest.mark.hub_settings(jwt_audience="hub", jwt_issuer="https://auth.example")
+async def test_audience_and_issuer_are_verified_when_configured(ctx, hub_url):
     good = signed({"sub": "alice", "exp": NOW + 600, "aud": "hub", "iss": "https://auth.example"})
     wrong_aud = signed({"sub": "alice", "exp": NOW + 600, "aud": "other", "iss": "https://auth.example"})
     wrong_iss = signed({"sub": "alice", "exp": NOW + 600, "aud": "hub", "iss": "https://evil.example"})

@@ -173,7 +173,7 @@ def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Applic
         (r"/api/v1/poll/jobs/my", PollHandler, streams),
         (rf"/api/v1/poll/jobs/{JOB_TYPE}/{JOB_ID}", PollHandler, streams),
         (r"/healthz", HealthHandler, c),
-        (r"/readyz", ReadyHandler, {**c, "redis": ctx.redis, "bus": ctx.bus}),
+        (r"/readyz", ReadyHandler, {**c, "ping": ctx.redis.ping, "bus": ctx.bus}),
         (r"/metrics", MetricsHandler, {**c, "metrics": ctx.metrics, "bus": ctx.bus}),
         (r"/()", tornado.web.StaticFileHandler, {"path": static_dir(), "default_filename": "index.html"}),
         # The JavaScript client is one file shared with clients/js (a link in a

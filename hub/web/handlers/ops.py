@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import Redis
 
 from hub.delivery.bus import EventBus
 from hub.web.handlers.base import BaseHandler, Gate
@@ -24,13 +25,13 @@ class HealthHandler(BaseHandler):
 
 
 class ReadyHandler(BaseHandler):
-    def initialize(self, gate: Gate, redis: Redis, bus: EventBus) -> None:
-        self.redis = redis
+    def initialize(self, gate: Gate, ping: Callable[[], Awaitable[Any]], bus: EventBus) -> None:
+        self.ping = ping
         self.bus = bus
 
     async def get(self) -> None:
         try:
-            await asyncio.wait_for(self.redis.ping(), READY_TIMEOUT)
+            await asyncio.wait_for(self.ping(), READY_TIMEOUT)
             redis_ok = True
         except Exception:
             redis_ok = False
