@@ -50,6 +50,7 @@ class Event:
     cursor: Cursor | None = field(default=None, compare=False)
     #: The SSE frame, encoded once for every subscriber that gets the event.
     frame: bytes = field(init=False, compare=False, repr=False)
+    _chunk: bytes | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "frame", encode_frame(self.data, self.id))
@@ -70,6 +71,14 @@ class Event:
         event_id, published_at, terminal, data = Message.decode(message)
         return cls.stored(event_id, data, published_at, terminal)
 
+    def chunk(self) -> bytes:
+        """The frame as one HTTP/1.1 chunk, also encoded once for all."""
+        chunk = self._chunk
+        if chunk is None:
+            chunk = http_chunk(self.frame)
+            object.__setattr__(self, "_chunk", chunk)
+        return chunk
+
     def payload(self) -> dict[str, Any]:
         value: dict[str, Any] = json.loads(self.data)
         return value
@@ -85,6 +94,11 @@ def encode_frame(data: str, event_id: str | None = None) -> bytes:
     for line in _FRAME_BREAKS.split(data):
         lines.append(f"data: {line}")
     return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def http_chunk(data: bytes) -> bytes:
+    """`data` as one chunk of an HTTP/1.1 chunked body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 def retry_frame(retry_ms: int) -> bytes:

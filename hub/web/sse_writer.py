@@ -26,7 +26,7 @@ from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
 from hub.delivery.reasons import CloseReason
 from hub.delivery.subscriber import Subscriber
-from hub.store.events import KEEPALIVE_FRAME, Event, retry_frame
+from hub.store.events import KEEPALIVE_FRAME, Event, http_chunk, retry_frame
 
 #: After a shutdown or a Redis reconnect, clients are told to come back within
 #: this many ms, spread at random so that thousands do not arrive at once.
@@ -56,11 +56,13 @@ def response_head(headers: list[tuple[str, str]], chunked: bool) -> bytes:
 class SSEWriter:
     __slots__ = ("_chunked", "_direct", "_head", "_stream", "_subscriber", "_written")
 
-    def __init__(self, stream: IOStream, *, chunked: bool, head: bytes, subscriber: Subscriber) -> None:
+    def __init__(
+        self, stream: IOStream, *, chunked: bool, headers: list[tuple[str, str]], first: bytes, subscriber: Subscriber
+    ) -> None:
         self._stream = stream
         self._chunked = chunked
         #: The response's head and the stream's first frames: `start` sends them.
-        self._head: bytes | None = head
+        self._head: bytes | None = response_head(headers, chunked) + self._frame(first)
         #: Whether the socket can be written directly: not through TLS.
         self._direct = not isinstance(stream, SSLIOStream)
         self._subscriber = subscriber
@@ -74,8 +76,10 @@ class SSEWriter:
         return self._send(head, framed=True)
 
     def write(self, events: Sequence[Event]) -> bool:
-        data = events[0].frame if len(events) == 1 else b"".join(event.frame for event in events)
-        return self._send(data)
+        if len(events) == 1:
+            event = events[0]
+            return self._send(event.chunk() if self._chunked else event.frame, framed=True)
+        return self._send(b"".join(event.frame for event in events))
 
     def keepalive(self) -> None:
         self._send(KEEPALIVE_FRAME)
@@ -105,7 +109,7 @@ class SSEWriter:
         self._stream.close()
 
     def _frame(self, data: bytes) -> bytes:
-        return b"%x\r\n%b\r\n" % (len(data), data) if self._chunked and data else data
+        return http_chunk(data) if self._chunked and data else data
 
     def _send(self, data: bytes, framed: bool = False) -> bool:
         """Writes `data` now, or what the kernel did not take through

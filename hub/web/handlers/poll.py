@@ -18,7 +18,7 @@ from hub.delivery.reasons import CloseReason
 from hub.delivery.subscriber import OnSent, Subscriber
 from hub.store.events import Event
 from hub.store.history import Position
-from hub.web.handlers.subscription import SubscriptionHandler, count_sent
+from hub.web.handlers.subscription import SubscriptionHandler
 
 #: Events one long-poll answer holds at most.
 MAX_BATCH = 500
@@ -48,7 +48,7 @@ class PollHandler(SubscriptionHandler):
         if gone:
             return  # nobody to answer
         if events:
-            count_sent(self.streams.metrics, self.transport, cursor is not None, events, live)
+            self.streams.metrics.deliveries.sent(self.transport, events, live, resumed=cursor is not None)
         self.write_json(answer)
 
     def on_sent(self, resumed: bool) -> OnSent:

@@ -17,7 +17,7 @@ from hub.store.events import retry_frame
 from hub.store.history import REPLAY_PAGE, Position
 from hub.web.handlers.base import cors_headers
 from hub.web.handlers.subscription import SubscriptionHandler
-from hub.web.sse_writer import SSEWriter, response_head
+from hub.web.sse_writer import SSEWriter
 
 log = logging.getLogger("hub.http")
 
@@ -40,13 +40,13 @@ class SSEHandler(SubscriptionHandler):
         await subscriber.read_ahead(REPLAY_PAGE)
         if subscriber.closed:
             return  # the client went away meanwhile
-        chunked = self.request.version == "HTTP/1.1"
-        headers = STREAM_HEADERS + cors_headers(self.request.headers.get("Origin"), self.gate.cors_origins)
-        preamble = retry_frame(self.streams.sse_retry_ms) + subscriber.source.greeting().frame
-        if chunked:
-            preamble = b"%x\r\n%b\r\n" % (len(preamble), preamble)
         writer = SSEWriter(
-            self.detach(), chunked=chunked, head=response_head(headers, chunked) + preamble, subscriber=subscriber
+            self.detach(),
+            # As Tornado would: a body without a length is chunked for HTTP/1.1 only.
+            chunked=self.request.version == "HTTP/1.1",
+            headers=STREAM_HEADERS + cors_headers(self.request.headers.get("Origin"), self.gate.cors_origins),
+            first=retry_frame(self.streams.sse_retry_ms) + subscriber.source.greeting().frame,
+            subscriber=subscriber,
         )
         self.subscriber = None  # the writer watches the connection from now on
         self.application.log_request(self)  # the handler is done: its request is logged as opened

@@ -5,8 +5,6 @@ The two transports differ only in their writer."""
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hub.delivery.bus import EventBus
@@ -16,7 +14,7 @@ from hub.delivery.reasons import CloseReason
 from hub.delivery.sources import JobSource, Source, UserSource
 from hub.delivery.subscriber import OnSent, Subscriber
 from hub.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from hub.store.events import Event, parse_cursor
+from hub.store.events import parse_cursor
 from hub.store.history import History, Position, SnapshotCursor, parse_position
 from hub.store.keys import KeySpace
 from hub.web.auth import Identity
@@ -95,7 +93,7 @@ class SubscriptionHandler(BaseHandler):
 
     def on_sent(self, resumed: bool) -> OnSent:
         """What counts the events the client has been sent."""
-        return functools.partial(count_sent, self.streams.metrics, self.transport, resumed)
+        return functools.partial(self.streams.metrics.deliveries.sent, self.transport, resumed=resumed)
 
     def on_connection_close(self) -> None:
         # Before a stream's connection is taken over, or while a poll is held.
@@ -115,21 +113,6 @@ class SubscriptionHandler(BaseHandler):
             self.streams.metrics.connections_rejected.labels(_REJECTED[type(error)]).inc()
             raise
         return identity, JobSource(job_id, self.streams.keys), job.terminal_id
-
-
-def count_sent(metrics: HubMetrics, transport: str, resumed: bool, events: Sequence[Event], live: bool) -> None:
-    """Counts events a client has been sent: live ones with their delivery
-    time, missed ones as replayed when the client resumed from a cursor."""
-    metrics.delivered[transport].inc(len(events))
-    if not live:
-        if resumed:
-            metrics.replayed[transport].inc(len(events))
-        return
-    now = time.time()
-    observe = metrics.delivery_seconds.observe
-    for event in events:
-        if event.published_at is not None:
-            observe(max(0.0, now - event.published_at))
 
 
 def on_closed(metrics: HubMetrics, lease: Lease, reason: str) -> None:
