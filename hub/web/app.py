@@ -10,7 +10,7 @@ from importlib import resources
 from typing import Any
 
 import tornado.web
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from hub.delivery.bus import EventBus
 from hub.delivery.connections import ConnectionManager, UserSlots
@@ -34,6 +34,7 @@ from hub.web.handlers.static import CorsStaticFileHandler
 from hub.web.handlers.tickets import TicketHandler
 from hub.web.metrics import HubMetrics
 from hub.web.rate_limit import JobRateLimit
+from hub.web.redis_pool import OrderedConnectionPool
 from hub.web.tickets import Tickets
 
 access_log = logging.getLogger("hub.access")
@@ -46,18 +47,19 @@ FILE_NAME = r"([A-Za-z0-9][A-Za-z0-9._-]{0,63})"
 
 #: Redis connections one hub process uses at most (the pub/sub one aside).
 REDIS_POOL_SIZE = 64
-#: A request waits this long for a free Redis connection before a 503.
+#: Requests waiting for a free Redis connection get a 503 once no command
+#: has come back from Redis for this long (however long the line).
 REDIS_POOL_WAIT_SECONDS = 10.0
 REDIS_SOCKET_TIMEOUT = 5.0
 
 
 def connect_redis(url: str) -> Redis:
     """The process's Redis client. Its pool makes a burst of requests (a
-    reconnect storm) wait for a connection instead of being refused."""
-    pool = BlockingConnectionPool.from_url(
+    reconnect storm) wait for a connection, in order, instead of being refused."""
+    pool = OrderedConnectionPool.from_url(
         url,
         max_connections=REDIS_POOL_SIZE,
-        timeout=REDIS_POOL_WAIT_SECONDS,
+        stall_seconds=REDIS_POOL_WAIT_SECONDS,
         socket_timeout=REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
     )
