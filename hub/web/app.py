@@ -3,7 +3,6 @@ its Tornado application. One factory, no module-level state."""
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from importlib import resources
@@ -20,6 +19,7 @@ from hub.store.history import History
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import Settings
+from hub.web.access_log import AccessLog
 from hub.web.auth import TokenVerifier
 from hub.web.context import Enqueue, HubContext
 from hub.web.handlers.base import NotFoundHandler
@@ -36,8 +36,6 @@ from hub.web.metrics import HubMetrics
 from hub.web.rate_limit import JobRateLimit
 from hub.web.redis_pool import OrderedConnectionPool
 from hub.web.tickets import Tickets
-
-access_log = logging.getLogger("hub.access")
 
 JOB_ID = r"([^/]+)"
 #: Any name a job type may have; the handler looks it up in the registry.
@@ -151,7 +149,7 @@ def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Applic
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=c,
-        log_function=log_request,
+        log_function=AccessLog().log_request,
         compress_response=False,
     )
 
@@ -162,19 +160,3 @@ def static_dir() -> str:
 
 def js_client_dir() -> str:
     return os.path.dirname(os.path.realpath(os.path.join(static_dir(), "hub-client.js")))
-
-
-def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Access log without the query string: it may carry `access_token`."""
-    status = handler.get_status()
-    request = handler.request
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    access_log.log(
-        level,
-        "%d %s %s (%s) %.1fms",
-        status,
-        request.method,
-        request.path,
-        request.remote_ip,
-        1000.0 * request.request_time(),
-    )
