@@ -12,7 +12,7 @@ import pytest
 import redis.exceptions
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from hub.web.redis_pool import OrderedConnectionPool
+from hub.web.redis_pool import OrderedConnectionPool, act_for, place_in_line
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 
@@ -72,6 +72,59 @@ async def test_connections_go_to_the_waiters_in_the_order_they_came(redis_url, n
         later = [asyncio.create_task(command(n)) for n in range(5, 8)]
         await asyncio.gather(*first, *later)
         assert order == list(range(8))
+
+
+async def test_a_request_half_way_through_its_commands_goes_before_new_ones(redis_url, namespace):
+    async with ordered(redis_url, connections=1, stall=10) as client:
+        pool = client.connection_pool
+        order: list[str] = []
+        half_way = asyncio.Event()
+
+        async def earlier_request() -> None:
+            await client.incr(f"{namespace}:n")  # its first command, while nobody waits
+            await half_way.wait()
+            await client.incr(f"{namespace}:n")
+            order.append("earlier")
+
+        async def new_request(name: str) -> None:
+            await client.incr(f"{namespace}:n")
+            order.append(name)
+
+        earlier = asyncio.create_task(earlier_request())
+        while not await client.get(f"{namespace}:n"):
+            await asyncio.sleep(0.01)
+        held = await pool.get_connection()
+        new = [asyncio.create_task(new_request(name)) for name in ("new1", "new2")]
+        await asyncio.sleep(0)
+        half_way.set()
+        while pool.waiting < 3:
+            await asyncio.sleep(0.01)
+        await pool.release(held)
+        await asyncio.gather(earlier, *new)
+        assert order == ["earlier", "new1", "new2"]
+
+
+async def test_a_task_working_for_older_requests_takes_their_place(redis_url, namespace):
+    async with ordered(redis_url, connections=1, stall=10) as client:
+        pool = client.connection_pool
+        order: list[str] = []
+        old_place = place_in_line()  # this request came first
+
+        async def command(name: str, place: float | None = None) -> None:
+            if place is not None:
+                act_for(place)
+            await client.incr(f"{namespace}:n")
+            order.append(name)
+
+        held = await pool.get_connection()
+        new = asyncio.create_task(command("new"))
+        await asyncio.sleep(0)
+        batch = asyncio.create_task(command("batch for the old request", old_place))
+        while pool.waiting < 2:
+            await asyncio.sleep(0.01)
+        await pool.release(held)
+        await asyncio.gather(new, batch)
+        assert order == ["batch for the old request", "new"]
 
 
 async def test_requests_in_line_are_refused_when_redis_stops_answering(redis_url):

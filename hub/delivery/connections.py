@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections import Counter
 
@@ -22,6 +23,7 @@ from hub.errors import ServerBusy, TooManyConnections
 from hub.store.keys import KeySpace
 from hub.store.scripts import load_script
 from hub.web.metrics import HubMetrics
+from hub.web.redis_pool import act_for, place_in_line
 
 log = logging.getLogger("hub.delivery.connections")
 
@@ -55,6 +57,8 @@ class UserSlots:
         # What the next call carries: slots wanted (user, limit, answer), slots given back.
         self._wanted: list[tuple[str, int, asyncio.Future[bool]]] = []
         self._returned: Counter[str] = Counter()
+        #: The place in the Redis line of the oldest request the next call serves.
+        self._place = math.inf
         self._flush_due = False
         # Releases Redis did not take (it was down): given back on the next beat.
         self._owed: Counter[str] = Counter()
@@ -81,31 +85,37 @@ class UserSlots:
         """Takes one of `user`'s slots if they hold fewer than `limit`."""
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._wanted.append((user, limit, answer))
-        self._flush_soon()
+        self._flush_soon(place_in_line())
         return await answer
 
     def give_back(self, user: str) -> None:
         self._returned[user] += 1
-        self._flush_soon()
+        self._flush_soon(place_in_line())
 
-    def _flush_soon(self) -> None:
+    def _flush_soon(self, place: float) -> None:
         # On the loop's next turn: whatever else arrives in this one goes along.
+        self._place = min(self._place, place)
         if not self._flush_due:
             self._flush_due = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_due = False
+        place, self._place = self._place, math.inf
         while self._wanted or self._returned:
             wanted, self._wanted = self._wanted[:MAX_BATCH], self._wanted[MAX_BATCH:]
             # A request that ended while waiting for its turn wants nothing.
             wanted = [want for want in wanted if not want[2].done()]
             returned, self._returned = self._returned, Counter()
-            task = asyncio.get_running_loop().create_task(self._call(wanted, returned))
+            task = asyncio.get_running_loop().create_task(self._call(wanted, returned, place))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
-    async def _call(self, wanted: list[tuple[str, int, asyncio.Future[bool]]], returned: Counter[str]) -> None:
+    async def _call(
+        self, wanted: list[tuple[str, int, asyncio.Future[bool]]], returned: Counter[str], place: float | None = None
+    ) -> None:
+        if place is not None:
+            act_for(place)  # its requests' place in the line for Redis, not a newcomer's
         slots = self._keys.user_slots
         keys = [slots(user) for user in returned] + [slots(user) for user, _, _ in wanted]
         args: list[str | int] = [self.process_id, self._keys.process_alive(), SLOTS_TTL_SECONDS, len(returned)]

@@ -12,18 +12,52 @@ came back later and made the line longer, and the storm never ended.
 Here a connection handed back goes to the first in line, and the line is
 refused as a whole only when no connection has come back from a command
 for `stall_seconds`: a long line that moves is load, not a failure.
+
+The line is ordered by when each request (its asyncio task) first asked
+for a connection, not by when it asked this time: a request half way
+through its commands goes before one that has not started, so that requests
+finish in the order they came, one after the other, instead of all of them
+together at the end of a storm, past their clients' patience. A task that
+works for others (a batch of their commands) takes the place of the oldest
+of them (`act_for`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
-from collections import deque
+import weakref
+from contextvars import ContextVar
 from typing import Any
 
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+#: The task that first asked for a connection in this context, and when. A
+#: context is copied into the tasks and callbacks started from it: there the
+#: task is another one, and its own first request starts a place of its own.
+_PLACE: ContextVar[tuple[weakref.ref[asyncio.Task[Any]] | None, float]] = ContextVar("place_in_redis_line")
+
+
+def place_in_line() -> float:
+    """The current task's place in line for Redis connections: when it first
+    asked for one (now, if it never did)."""
+    task = asyncio.current_task()
+    owner, since = _PLACE.get((None, 0.0))
+    if task is None or owner is None or owner() is not task:
+        since = time.monotonic()
+        _PLACE.set((weakref.ref(task) if task is not None else None, since))
+    return since
+
+
+def act_for(place: float) -> None:
+    """The current task runs commands on behalf of requests whose oldest
+    first asked at `place`: it waits in line where they would."""
+    task = asyncio.current_task()
+    _PLACE.set((weakref.ref(task) if task is not None else None, place))
 
 
 class OrderedConnectionPool(ConnectionPool):
@@ -32,7 +66,9 @@ class OrderedConnectionPool(ConnectionPool):
     def __init__(self, *, stall_seconds: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._stall_seconds = stall_seconds
-        self._line: deque[asyncio.Future[None]] = deque()
+        #: Waiting requests: (place in line, arrival, turn), a heap.
+        self._line: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
         #: Turns handed out whose connection has not been taken yet: they
         #: count as busy, so that nobody overtakes the task that holds one.
         self._granted = 0
@@ -41,8 +77,9 @@ class OrderedConnectionPool(ConnectionPool):
         self._watch: asyncio.TimerHandle | None = None
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        place = place_in_line()  # even when nobody waits: a line may form before its next command
         if self._line or self._busy():
-            await self._wait_turn()
+            await self._wait_turn(place)
         else:
             self._granted += 1
         try:
@@ -69,13 +106,13 @@ class OrderedConnectionPool(ConnectionPool):
     def _busy(self) -> bool:
         return len(self._in_use_connections) + self._granted >= self.max_connections
 
-    async def _wait_turn(self) -> None:
-        turn = asyncio.get_running_loop().create_future()
+    async def _wait_turn(self, place: float) -> None:
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not self._line:
             # A new line: its wait is measured from now, not from the last
             # answer before a quiet spell.
             self._answered_at = max(self._answered_at, time.monotonic())
-        self._line.append(turn)
+        heapq.heappush(self._line, (place, next(self._arrivals), turn))
         self._pass_turns()  # a free connection, behind waiters that gave up
         self._keep_watch()
         try:
@@ -89,7 +126,7 @@ class OrderedConnectionPool(ConnectionPool):
 
     def _pass_turns(self) -> None:
         while self._line and not self._busy():
-            turn = self._line.popleft()
+            _, _, turn = heapq.heappop(self._line)
             if not turn.done():
                 self._granted += 1
                 turn.set_result(None)
@@ -107,7 +144,7 @@ class OrderedConnectionPool(ConnectionPool):
             self._keep_watch()
             return
         message = f"no connection available: Redis has answered nothing for {self._stall_seconds:g}s"
-        while self._line:
-            turn = self._line.popleft()
+        line, self._line = self._line, []
+        for _, _, turn in line:
             if not turn.done():
                 turn.set_exception(RedisConnectionError(message))
