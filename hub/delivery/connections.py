@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections import Counter
 
@@ -22,6 +23,7 @@ from hub.errors import ServerBusy, TooManyConnections
 from hub.store.keys import KeySpace
 from hub.store.scripts import load_script
 from hub.web.metrics import HubMetrics
+from hub.web.redis_pool import act_for, place_in_line
 
 log = logging.getLogger("hub.delivery.connections")
 
@@ -29,10 +31,18 @@ log = logging.getLogger("hub.delivery.connections")
 RETRY_AFTER_SECONDS = 5
 #: A user's slot hash outlives its last change by this long at most.
 SLOTS_TTL_SECONDS = 24 * 3600
+#: Slots wanted in one script call at most (it holds Redis while it runs).
+MAX_BATCH = 256
 
 
 class UserSlots:
     """Per-user connection counts shared by all hub processes through Redis.
+
+    The slots taken and given back during one turn of the event loop go to
+    Redis together, in one script call: an admission costs no round trip of
+    its own, and a reconnect storm of thousands of clients is a few dozen
+    calls. The script runs atomically, so the limit stays exact however the
+    connections of a user spread over processes and batches.
 
     Each process renews a liveness key every `ttl / 3` seconds; the slots of
     a process whose key expired (it crashed) stop counting within `ttl`.
@@ -43,8 +53,13 @@ class UserSlots:
         self._redis = redis
         self._keys = keys
         self._ttl = ttl
-        self._acquire = redis.register_script(load_script("acquire_slot.lua"))
-        self._release = redis.register_script(load_script("release_slot.lua"))
+        self._script = redis.register_script(load_script("user_slots.lua"))
+        # What the next call carries: slots wanted (user, limit, answer), slots given back.
+        self._wanted: list[tuple[str, int, asyncio.Future[bool]]] = []
+        self._returned: Counter[str] = Counter()
+        #: The place in the Redis line of the oldest request the next call serves.
+        self._place = math.inf
+        self._flush_due = False
         # Releases Redis did not take (it was down): given back on the next beat.
         self._owed: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
@@ -59,26 +74,69 @@ class UserSlots:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._flush_due:
+            self._flush()
         if self._pending:
             await asyncio.wait(self._pending, timeout=2)
         with contextlib.suppress(Exception):
             await self._redis.delete(self._keys.process_alive(self.process_id))
 
     async def take(self, user: str, limit: int) -> bool:
-        keys = [self._keys.user_slots(user)]
-        args: list[str | int] = [self.process_id, limit, self._keys.process_alive(), SLOTS_TTL_SECONDS]
-        return int(await self._acquire(keys=keys, args=args)) >= 0
+        """Takes one of `user`'s slots if they hold fewer than `limit`."""
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._wanted.append((user, limit, answer))
+        self._flush_soon(place_in_line())
+        return await answer
 
     def give_back(self, user: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._give_back(user, 1))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._returned[user] += 1
+        self._flush_soon(place_in_line())
 
-    async def _give_back(self, user: str, count: int) -> None:
+    def _flush_soon(self, place: float) -> None:
+        # On the loop's next turn: whatever else arrives in this one goes along.
+        self._place = min(self._place, place)
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        place, self._place = self._place, math.inf
+        while self._wanted or self._returned:
+            wanted, self._wanted = self._wanted[:MAX_BATCH], self._wanted[MAX_BATCH:]
+            # A request that ended while waiting for its turn wants nothing.
+            wanted = [want for want in wanted if not want[2].done()]
+            returned, self._returned = self._returned, Counter()
+            task = asyncio.get_running_loop().create_task(self._call(wanted, returned, place))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _call(
+        self, wanted: list[tuple[str, int, asyncio.Future[bool]]], returned: Counter[str], place: float | None = None
+    ) -> None:
+        if place is not None:
+            act_for(place)  # its requests' place in the line for Redis, not a newcomer's
+        slots = self._keys.user_slots
+        keys = [slots(user) for user in returned] + [slots(user) for user, _, _ in wanted]
+        args: list[str | int] = [self.process_id, self._keys.process_alive(), SLOTS_TTL_SECONDS, len(returned)]
+        args += returned.values()
+        args += [limit for _, limit, _ in wanted]
         try:
-            await self._release(keys=[self._keys.user_slots(user)], args=[self.process_id, count])
-        except Exception:
-            self._owed[user] += count
+            answers = await self._script(keys=keys, args=args) if keys else []
+        except Exception as exc:
+            self._owed.update(returned)
+            for _, _, answer in wanted:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for (user, _, answer), taken in zip(wanted, answers, strict=True):
+            admitted = int(taken) >= 0
+            if answer.done():
+                # Its request ended meanwhile (cancelled): the slot is not kept.
+                if admitted:
+                    self.give_back(user)
+            else:
+                answer.set_result(admitted)
 
     async def _keep_alive(self) -> None:
         while True:
@@ -90,9 +148,9 @@ class UserSlots:
 
     async def _beat(self) -> None:
         await self._redis.set(self._keys.process_alive(self.process_id), "1", px=int(self._ttl * 1000))
-        owed, self._owed = self._owed, Counter()
-        for user, count in owed.items():
-            await self._give_back(user, count)
+        if self._owed:
+            owed, self._owed = self._owed, Counter()
+            await self._call([], owed)
 
 
 class Lease:

@@ -3,14 +3,13 @@ its Tornado application. One factory, no module-level state."""
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from importlib import resources
 from typing import Any
 
 import tornado.web
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from hub.delivery.bus import EventBus
 from hub.delivery.clock import Clock
@@ -21,6 +20,7 @@ from hub.store.history import History
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import Settings
+from hub.web.access_log import AccessLog
 from hub.web.auth import TokenVerifier
 from hub.web.context import HubContext
 from hub.web.handlers.base import Gate, NotFoundHandler
@@ -36,9 +36,8 @@ from hub.web.handlers.subscription import Streams
 from hub.web.handlers.tickets import TicketHandler
 from hub.web.metrics import HubMetrics
 from hub.web.rate_limit import JobRateLimit
+from hub.web.redis_pool import OrderedConnectionPool
 from hub.web.tickets import Tickets
-
-access_log = logging.getLogger("hub.access")
 
 JOB_ID = r"([^/]+)"
 #: Any name a job type may have; the handler looks it up in the registry.
@@ -48,18 +47,19 @@ FILE_NAME = f"({FILE_NAME_PATTERN})"
 
 #: Redis connections one hub process uses at most (the pub/sub one aside).
 REDIS_POOL_SIZE = 64
-#: A request waits this long for a free Redis connection before a 503.
+#: Requests waiting for a free Redis connection get a 503 once no command
+#: has come back from Redis for this long (however long the line).
 REDIS_POOL_WAIT_SECONDS = 10.0
 REDIS_SOCKET_TIMEOUT = 5.0
 
 
 def connect_redis(url: str) -> Redis:
     """The process's Redis client. Its pool makes a burst of requests (a
-    reconnect storm) wait for a connection instead of being refused."""
-    pool = BlockingConnectionPool.from_url(
+    reconnect storm) wait for a connection, in order, instead of being refused."""
+    pool = OrderedConnectionPool.from_url(
         url,
         max_connections=REDIS_POOL_SIZE,
-        timeout=REDIS_POOL_WAIT_SECONDS,
+        stall_seconds=REDIS_POOL_WAIT_SECONDS,
         socket_timeout=REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
     )
@@ -191,7 +191,7 @@ def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Applic
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=c,
-        log_function=log_request,
+        log_function=AccessLog().log_request,
         compress_response=False,
     )
 
@@ -202,19 +202,3 @@ def static_dir() -> str:
 
 def js_client_dir() -> str:
     return os.path.dirname(os.path.realpath(os.path.join(static_dir(), "hub-client.js")))
-
-
-def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Access log without the query string: it may carry `access_token`."""
-    status = handler.get_status()
-    request = handler.request
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    access_log.log(
-        level,
-        "%d %s %s (%s) %.1fms",
-        status,
-        request.method,
-        request.path,
-        request.remote_ip,
-        1000.0 * request.request_time(),
-    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,11 @@ MAX_TOKEN_LENGTH = 8192
 MAX_USER_ID_LENGTH = 256
 #: The scope that makes a token a service's.
 PUBLISH_SCOPE = "hub:publish"
+#: Verified tokens remembered (the least recently used go first), and the
+#: characters they may hold together: a client that reconnects with the same
+#: token is not checked again until that token expires.
+VERIFIED_TOKENS = 16_384
+VERIFIED_TOKEN_CHARS = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +47,15 @@ class Identity:
 
 
 class TokenVerifier:
-    def __init__(self, settings: Settings) -> None:
+    """Checks tokens, and remembers the identity of those it accepted until
+    they expire. Only time can make a token the verifier accepted invalid
+    (its signing key, audience and issuer are fixed for the process): a
+    remembered token is taken again only before its `exp`, the leeway aside;
+    after that it is checked in full, as if new."""
+
+    def __init__(
+        self, settings: Settings, *, remember: int = VERIFIED_TOKENS, remember_chars: int = VERIFIED_TOKEN_CHARS
+    ) -> None:
         key = settings.jwt_public_key or settings.jwt_secret
         if not key:
             raise ConfigError("set HUB_JWT_SECRET (HS256) or HUB_JWT_PUBLIC_KEY with HUB_JWT_ALGORITHMS")
@@ -50,13 +64,47 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway_seconds
+        self._verified: OrderedDict[str, Identity] = OrderedDict()
+        self._verified_chars = 0
+        self._remember = remember
+        self._remember_chars = remember_chars
 
     def verify(self, token: str) -> Identity:
         """The identity of a valid token; raises Unauthorized."""
+        identity = self._verified.get(token)
+        if identity is not None:
+            if time.time() < identity.expires_at:
+                self._verified.move_to_end(token)
+                return identity
+            self._forget(token)
         claims = self.claims(token)
-        return Identity(user=str(claims["sub"]), expires_at=claims["exp"], scopes=_scopes(claims.get("scope")))
+        identity = Identity(user=str(claims["sub"]), expires_at=claims["exp"], scopes=_scopes(claims.get("scope")))
+        if time.time() < identity.expires_at:
+            self._keep(token, identity)
+        return identity
+
+    @property
+    def remembered(self) -> int:
+        """Verified tokens held."""
+        return len(self._verified)
+
+    def _keep(self, token: str, identity: Identity) -> None:
+        if len(token) > self._remember_chars:
+            return
+        if token in self._verified:
+            self._forget(token)
+        self._verified[token] = identity
+        self._verified_chars += len(token)
+        while len(self._verified) > self._remember or self._verified_chars > self._remember_chars:
+            oldest, _ = self._verified.popitem(last=False)
+            self._verified_chars -= len(oldest)
+
+    def _forget(self, token: str) -> None:
+        del self._verified[token]
+        self._verified_chars -= len(token)
 
     def claims(self, token: str) -> dict[str, Any]:
+        """The claims of a valid token, checked in full; raises Unauthorized."""
         if not token:
             raise Unauthorized("missing token")
         if len(token) > MAX_TOKEN_LENGTH:
