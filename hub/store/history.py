@@ -48,6 +48,15 @@ class JobSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class JobAccess:
+    """Whose a job is and whether it has ended: what opening its stream checks."""
+
+    owner: str
+    job_type: str
+    terminal_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotCursor:
     """Where a `/my` snapshot longer than one page stands: the head of the
     user's stream it was taken at, and the last job it has reported (jobs
@@ -121,6 +130,15 @@ class History:
         self._redis = redis
         self._keys = keys
         self._snapshot_user = redis.register_script(load_script("snapshot_user.lua"))
+
+    @store_errors
+    async def access(self, job_id: str) -> JobAccess | None:
+        """Who owns the job, its type and its terminal event, without its
+        state and input: read for every stream a client opens."""
+        owner, job_type, terminal_id = await self._redis.hmget(self._keys.job(job_id), ["owner", "type", "terminal_id"])
+        if owner is None:
+            return None
+        return JobAccess(_text(owner), _text(job_type or b""), _text(terminal_id) if terminal_id else None)
 
     @store_errors
     async def job(self, job_id: str) -> JobSnapshot | None:

@@ -44,7 +44,7 @@ CHUNKED_BODY_LIMIT = 64 * 1024 * 1024
 #: Request headers larger than this, all together, are refused with JSON; the
 #: server itself drops requests whose headers exceed a larger bound.
 MAX_HEADERS = 16 * 1024
-_JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 TOKEN_COOKIE = "hub_token"
 
 JSON_TYPE = "application/json"
@@ -332,7 +332,7 @@ async def owned_job(history: History, job_type: str, job_id: str, user: str) -> 
 
 async def find_job(history: History, job_id: str) -> JobSnapshot | None:
     """The job, whoever owns it; None for an unknown (or impossible) id."""
-    if not _JOB_ID.match(job_id):
+    if not JOB_ID.match(job_id):
         return None
     return await history.job(job_id)
 

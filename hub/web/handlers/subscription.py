@@ -18,7 +18,7 @@ from hub.store.events import parse_cursor
 from hub.store.history import History, Position, SnapshotCursor, parse_position
 from hub.store.keys import KeySpace
 from hub.web.auth import Identity
-from hub.web.handlers.base import BaseHandler, Gate, owned_job
+from hub.web.handlers.base import JOB_ID, BaseHandler, Gate
 from hub.web.metrics import HubMetrics
 
 #: The `reason` label of a refused connection, by the error that refused it.
@@ -49,6 +49,9 @@ class SubscriptionHandler(BaseHandler):
 
     def initialize(self, gate: Gate, streams: Streams) -> None:
         self.streams = streams
+        #: The client hung up while its request was on its way (a storm's
+        #: clients give up): what is left of the request is not done.
+        self.abandoned = False
 
     async def get(self, job_type: str | None = None, job_id: str | None = None) -> None:
         identity, source, terminal_id = await self._resolve(job_type, job_id)
@@ -63,6 +66,8 @@ class SubscriptionHandler(BaseHandler):
             self.finish()
             return
         streams = self.streams
+        if self.abandoned:
+            return
         lease = await streams.connections.acquire(identity.user, self.transport)
         subscriber = self.subscriber = Subscriber(
             bus=streams.bus,
@@ -76,6 +81,9 @@ class SubscriptionHandler(BaseHandler):
             on_sent=self.on_sent(resumed=cursor is not None),
             on_close=functools.partial(on_closed, streams.metrics, lease),
         )
+        if self.abandoned:
+            subscriber.close(CloseReason.CLIENT_GONE)
+            return
         try:
             await subscriber.open()
             await self.serve(subscriber, cursor)
@@ -97,6 +105,7 @@ class SubscriptionHandler(BaseHandler):
 
     def on_connection_close(self) -> None:
         # Before a stream's connection is taken over, or while a poll is held.
+        self.abandoned = True
         if self.subscriber is not None:
             self.subscriber.close(CloseReason.CLIENT_GONE)
 
@@ -108,7 +117,11 @@ class SubscriptionHandler(BaseHandler):
             user = identity.user
             if job_type is None or job_id is None:
                 return identity, UserSource(user, self.streams.keys), None
-            job = await owned_job(self.streams.history, job_type, job_id, user)
+            # Only whose it is: its state is read after subscribing, as it must be.
+            job = await self.streams.history.access(job_id) if JOB_ID.match(job_id) else None
+            if job is None or job.owner != user or job.job_type != job_type:
+                # Never 403: another user's job must look like no job at all.
+                raise NotFound("no such job")
         except (Unauthorized, Forbidden, NotFound) as error:
             self.streams.metrics.connections_rejected.labels(_REJECTED[type(error)]).inc()
             raise
