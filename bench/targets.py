@@ -242,13 +242,14 @@ class Comparison:
     required: str
     check: Callable[[Hub, Nchan], Check]
 
-    def checks(self, results: dict[str, Any]) -> list[tuple[str, Check]]:
+    def views(self, results: dict[str, Any]) -> list[tuple[str, tuple[Hub, Nchan]]]:
+        """(where from, the figures) for each result that measured the scenario."""
         found = []
         if self.scenario in results:
             found.append((self.scenario, _scenario_view(self.scenario, results[self.scenario])))
         if "peer" in results:
             found.append(("peer", _peer_view(self.scenario, results["peer"])))
-        return [(source, self.check(*view)) for source, view in found if view is not None]
+        return [(source, view) for source, view in found if view is not None]
 
 
 COMPARISONS = [
@@ -281,11 +282,21 @@ TARGETS = [
 ]
 
 
+def _safely(check: Callable[..., Check], *figures: Any) -> Check:
+    """The check, or n/a when a measurement it needs failed (the run's failures say why)."""
+    try:
+        return check(*figures)
+    except (KeyError, TypeError):
+        return Check("not measured", None, "", "a measurement failed")
+
+
 def evaluate(results: dict[str, Any], load_average: list[float]) -> list[dict[str, Any]]:
-    judged = [(t.name, t.required, t.check(results[t.scenario]), "") for t in TARGETS if t.scenario in results]
+    judged = [(t.name, t.required, _safely(t.check, results[t.scenario]), "") for t in TARGETS if t.scenario in results]
     for comparison in COMPARISONS:
-        for source, check in comparison.checks(results):
-            judged.append((comparison.name, comparison.required, check, f" ({source} scenario)"))
+        for source, view in comparison.views(results):
+            judged.append(
+                (comparison.name, comparison.required, _safely(comparison.check, *view), f" ({source} scenario)")
+            )
     return [
         {
             "target": name,

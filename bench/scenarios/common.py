@@ -29,7 +29,8 @@ def label(server: str) -> str:
 def nchan_variants(measure: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
     """`measure` run on each Nchan variant: {"nchan": {variant: result}}.
     Without Nchan, or when a variant fails, the hub's figures still stand:
-    the reason is recorded ("nchan_missing", "nchan_failures") instead."""
+    the reason is recorded ("nchan_missing", or "failures": the run's
+    failures all the same) instead."""
     why = nchan.missing()
     if why:
         print(f"   {why}: no Nchan figures", flush=True)
@@ -43,7 +44,7 @@ def nchan_variants(measure: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
         except Exception as exc:
             traceback.print_exc()
             failures[variant] = f"{type(exc).__name__}: {exc}"
-    return {"nchan": results, **({"nchan_failures": failures} if failures else {})}
+    return {"nchan": results, **({"failures": failures} if failures else {})}
 
 
 def compare_table(rows: list[dict[str, Any]], figures: tuple[str, ...], key: str = "server") -> list[dict[str, Any]]:

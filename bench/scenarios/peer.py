@@ -15,11 +15,13 @@ as many deliveries/s" is judged on, next to the achieved rate.
 
 from __future__ import annotations
 
+import traceback
+from collections.abc import Callable
 from typing import Any
 
 from bench.params import Params
 from bench.scenarios import broadcast, churn, fanout, idle, longpoll
-from bench.scenarios.common import nchan_variants
+from bench.scenarios.common import label, nchan_variants
 
 NAME = "peer"
 
@@ -45,28 +47,45 @@ def settings(params: Params) -> dict[str, Any]:
     }
 
 
-def streams(server: str, s: dict[str, Any]) -> dict[str, Any]:
+def measures(server: str, s: dict[str, Any], requests: bool) -> dict[str, Callable[[], dict[str, Any]]]:
+    """Each scenario's measurement on `server`; `requests`: long-poll and
+    churn too (the sse-starlette peer has no long-poll, and its connects were
+    never a question)."""
     n = s["connections"]
-    return {
-        "idle": idle.measure(server, n, s["idle_window"], s["keepalive_seconds"]),
-        "fanout": fanout.measure(server, n, s["fanout_rate"], s["fanout_duration"], kind="jobs", per_job=1),
-        "broadcast": broadcast.measure(server, n, s["broadcast_events"], s["broadcast_rate"]),
+    found: dict[str, Callable[[], dict[str, Any]]] = {
+        "idle": lambda: idle.measure(server, n, s["idle_window"], s["keepalive_seconds"]),
+        "fanout": lambda: fanout.measure(server, n, s["fanout_rate"], s["fanout_duration"], kind="jobs", per_job=1),
+        "broadcast": lambda: broadcast.measure(server, n, s["broadcast_events"], s["broadcast_rate"]),
     }
+    if requests:
+        found["longpoll"] = lambda: longpoll.measure(
+            server, s["longpoll_connections"], s["longpoll_rate"], s["longpoll_duration"]
+        )
+        found["churn"] = lambda: churn.measure(server, s)
+    return found
 
 
-def requests(server: str, s: dict[str, Any]) -> dict[str, Any]:
-    """The sse-starlette peer has no long-poll, and its connects were never a question."""
-    return {
-        "longpoll": longpoll.measure(server, s["longpoll_connections"], s["longpoll_rate"], s["longpoll_duration"]),
-        "churn": churn.measure(server, s),
-    }
+def measure(server: str, s: dict[str, Any], failures: dict[str, str], *, requests: bool = True) -> dict[str, Any]:
+    """Every scenario on `server`. One that fails goes into `failures` and
+    the others still run: a long run keeps what it measured."""
+    results = {}
+    for scenario, measure_one in measures(server, s, requests).items():
+        print(f"   {scenario} on {label(server)}", flush=True)
+        try:
+            results[scenario] = measure_one()
+        except Exception as exc:
+            traceback.print_exc()
+            failures[f"{scenario} on {label(server)}"] = f"{type(exc).__name__}: {exc}"
+    return results
 
 
 def run(params: Params) -> dict[str, Any]:
     s = settings(params)
-    hub = {**streams("hub", s), **requests("hub", s)}
-    peer = streams("peer", s)
-    compared = nchan_variants(lambda server: {**streams(server, s), **requests(server, s)})
+    failures: dict[str, str] = {}
+    hub = measure("hub", s, failures)
+    peer = measure("peer", s, failures, requests=False)
+    compared = nchan_variants(lambda server: measure(server, s, failures))
+    failures |= compared.pop("failures", {})
     return {
         "settings": s,
         "hub": hub,
@@ -74,6 +93,7 @@ def run(params: Params) -> dict[str, Any]:
         **compared,
         "ratios_hub_to_peer": ratios(hub, peer),
         "ratios_hub_to_nchan": {variant: ratios(hub, other) for variant, other in compared["nchan"].items()},
+        **({"failures": failures} if failures else {}),
     }
 
 
@@ -95,11 +115,10 @@ def ratios(hub: dict[str, Any], other: dict[str, Any]) -> dict[str, float | None
         "connects_per_s": ("churn", ("connects", "connects_per_s")),
         "storm_recovery": ("churn", ("storm", "recovery_s")),
     }
-    out: dict[str, float | None] = {}
-    for name, (scenario, path) in figures.items():
-        if scenario in hub and scenario in other:
-            out[name] = _ratio(_get(hub[scenario], path), _get(other[scenario], path))
-    return out
+    return {
+        name: _ratio(_get(hub.get(scenario, {}), path), _get(other.get(scenario, {}), path))
+        for name, (scenario, path) in figures.items()
+    }
 
 
 def _get(result: dict[str, Any], path: tuple[str, ...]) -> float | None:
@@ -118,7 +137,11 @@ def sections(result: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
     everyone = [result["hub"], result["peer"], *result.get("nchan", {}).values()]
     tables = {"idle": idle.table, "fanout": fanout.table, "broadcast": broadcast.table}
     tables |= {"longpoll": longpoll.table, "churn": churn.table}
-    return [
-        (f"peer: {scenario}", table([server[scenario] for server in everyone if scenario in server]))
-        for scenario, table in tables.items()
-    ]
+    found = []
+    for scenario, table in tables.items():
+        measured = [server[scenario] for server in everyone if scenario in server]
+        if scenario in result["hub"]:
+            found.append((f"peer: {scenario}", table(measured)))
+        elif measured:  # no ratios without the hub's figures
+            found.append((f"peer: {scenario} (the hub's failed)", table(measured)[: len(measured)]))
+    return found
