@@ -52,6 +52,9 @@ MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/share/nginx/modules")
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 #: Messages Nchan keeps per channel, for resuming streams (its default is 10).
 MESSAGE_BUFFER = 100
+#: Requests on the publisher's one keep-alive connection: all of a run's
+#: events (nginx closes it after 1,000 by default).
+PUBLISHER_REQUESTS = 100_000_000
 STATUS_PATH = "/nchan_status"
 
 
@@ -155,6 +158,7 @@ http {{
     location ~ ^/pub/([^/]+)$ {{
       nchan_publisher http;
       nchan_channel_id $1;
+      keepalive_requests {PUBLISHER_REQUESTS};
     }}
     location = {STATUS_PATH} {{ nchan_stub_status; }}
   }}
