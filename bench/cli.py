@@ -85,12 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             traceback.print_exc()
             run["failures"][name] = f"{type(exc).__name__}: {exc}"
+        else:  # measurements that failed while the scenario's others stood
+            for what, error in run["results"][name].get("failures", {}).items():
+                run["failures"][f"{name}: {what}"] = error
         print(f"   {name} took {time.monotonic() - began:.0f}s", flush=True)
     run["valkey_version"] = _valkey_version()
     run["load_average_end"] = load_average()
     run["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     run["targets"] = targets.evaluate(run["results"], run["load_average_start"])
-    sections = [(name, SCENARIOS[name].rows(result)) for name, result in run["results"].items()]
+    sections = [section for name, result in run["results"].items() for section in _sections(name, result)]
     run["profiles"] = {p: profile.summarize(p) for p in _profiles(run["results"]) if Path(p).exists()}
     text = report.markdown(run, sections)
     gc_rows = [{"window": name, **pauses} for name, pauses in _gc_windows(run["results"]).items()]
@@ -103,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"written: {path}, {md}" + "".join(f", {p}" for p in run["plots"]))
     return 1 if run["failures"] else 0
+
+
+def _sections(name: str, result: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """A scenario's tables: one (its `rows`), or several (its `sections`)."""
+    module = SCENARIOS[name]
+    if hasattr(module, "sections"):
+        found: list[tuple[str, list[dict[str, Any]]]] = module.sections(result)
+        return found
+    return [(name, module.rows(result))]
 
 
 def _profiles(value: Any) -> list[str]:

@@ -28,11 +28,14 @@ SOURCE_ADDRESSES = 250
 @dataclass(frozen=True)
 class ClientSpec:
     """One simulated user's connection: what it asks for and which jobs'
-    events it must receive."""
+    events it must receive. `nchan`: the server is Nchan, whose stream opens
+    with a `: hi` comment instead of the hub's `connected` frame, and whose
+    long-polls follow Last-Modified and ETag instead of a cursor."""
 
     path: str
     token: str
     jobs: tuple[str, ...]
+    nchan: bool = False
 
 
 class Ledger:
@@ -251,20 +254,27 @@ class SseClient:
         for piece in pieces:
             for frame in self._decoder.feed(piece):
                 if frame.comment:
-                    tally.keepalives += 1
+                    if self.spec.nchan and not self.open:
+                        self._opened()  # Nchan's `: hi`: the subscriber is in its channel
+                    else:
+                        tally.keepalives += 1
                     continue
                 if frame.id is not None:
                     self.last_id = frame.id
                 update = benchmark_update(frame.data)
                 if update is not None:
                     updates.append(update)
-                elif b'"type":"connected"' in frame.data and self.greeted and not self.greeted.done():
-                    self.open = True
-                    self.greeted.set_result(None)
+                elif b'"type":"connected"' in frame.data:
+                    self._opened()
         if updates:
             now = time.monotonic_ns()  # after parsing: when the client has the event
             for job, seq, sent_ns in updates:
                 self._record(job, seq, sent_ns, now)
+
+    def _opened(self) -> None:
+        if self.greeted and not self.greeted.done():
+            self.open = True
+            self.greeted.set_result(None)
 
     def _record(self, job: str, seq: int, sent_ns: int, now: int) -> None:
         if not self.ledger.add(job, seq):

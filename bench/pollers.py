@@ -1,6 +1,7 @@
-"""Request/response clients: long-polls following a job cursor to cursor, and
-the old way, a GET of the job's status every few seconds. Both keep one
-keep-alive connection each, as a browser would."""
+"""Request/response clients: long-polls following a job cursor to cursor (or,
+on Nchan, message to message), and the old way, a GET of the job's status
+every few seconds. All keep one keep-alive connection each, as a browser
+would."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import random
 import time
 
 from bench.clients import ClientSpec, Ledger, Tally, Target, Wire
-from bench.wire import Head, ResponseReader, parse_step, retry_after
+from bench.wire import Head, ResponseReader, benchmark_update, parse_step, retry_after
 
 
 class HttpConnection:
@@ -25,13 +26,15 @@ class HttpConnection:
         self._reader = ResponseReader()
         self._body: list[bytes] = []
 
-    async def get(self, path: str, token: str, timeout: float) -> tuple[Head, bytes]:
+    async def get(
+        self, path: str, token: str, timeout: float, headers: dict[str, str] | None = None
+    ) -> tuple[Head, bytes]:
         if self.wire is None:
             wire = Wire(self)
             await self.target.connect(lambda: wire, timeout)
             self.wire = wire
             self._reader = ResponseReader()
-        request = self.target.request(path, token)
+        request = self.target.request(path, token, headers)
         self._answer = asyncio.get_running_loop().create_future()
         self._body = []
         assert self.wire.transport is not None
@@ -85,14 +88,16 @@ class LongPollClient:
 
     async def run(self, deadline: float) -> None:
         while not self.stopping and time.monotonic() < deadline:
-            query = f"?cursor={self.cursor}" if self.cursor else ""
+            path, headers = self.ask()
             try:
-                head, body = await self.http.get(self.spec.path + query, self.spec.token, self._hold_timeout)
+                head, body = await self.http.get(path, self.spec.token, self._hold_timeout, headers)
             except (OSError, TimeoutError, ConnectionError) as exc:
                 if self.stopping:
                     return
                 self.tally.errors[type(exc).__name__] += 1
                 await asyncio.sleep(0.2)
+                continue
+            if head.status in self.ASK_AGAIN:
                 continue
             if head.status != 200:
                 # Refused (busy, or Redis slow): wait as the server asks, with
@@ -100,19 +105,57 @@ class LongPollClient:
                 self.tally.errors[f"http_{head.status}"] += 1
                 await asyncio.sleep(random.uniform(0.5, 1.5) * (retry_after(head) or 1.0))
                 continue
-            answer = json.loads(body)
-            now = time.monotonic_ns()
-            for event in answer["events"]:
-                parsed = parse_step(event.get("step", "")) if event.get("type") == "job_update" else None
-                if parsed is not None and self.ledger.add(event.get("jobId", ""), parsed[0]):
-                    self.tally.delivery(event["jobId"], parsed[0], parsed[1], now)
-            self.cursor = answer["cursor"]
+            self.take(head, body)
             if not self.started.done():
                 self.started.set_result(None)
+
+    #: Answers that only mean "nothing yet, ask again".
+    ASK_AGAIN: frozenset[int] = frozenset()
+
+    def ask(self) -> tuple[str, dict[str, str]]:
+        return self.spec.path + (f"?cursor={self.cursor}" if self.cursor else ""), {}
+
+    def take(self, head: Head, body: bytes) -> None:
+        answer = json.loads(body)
+        now = time.monotonic_ns()
+        for event in answer["events"]:
+            parsed = parse_step(event.get("step", "")) if event.get("type") == "job_update" else None
+            if parsed is not None and self.ledger.add(event.get("jobId", ""), parsed[0]):
+                self.tally.delivery(event["jobId"], parsed[0], parsed[1], now)
+        self.cursor = answer["cursor"]
 
     def stop(self) -> None:
         self.stopping = True
         self.http.close()
+
+
+class NchanLongPollClient(LongPollClient):
+    """Follows a job's channel on Nchan: each answer is one message, and its
+    Last-Modified and ETag, sent back as If-Modified-Since and If-None-Match,
+    ask for the next. A hold that times out answers 408."""
+
+    ASK_AGAIN = frozenset({408})
+
+    def __init__(self, spec: ClientSpec, target: Target, tally: Tally, hold_timeout: float) -> None:
+        super().__init__(spec, target, tally, hold_timeout)
+        self.position: dict[str, str] = {}
+        # Nchan answers a first ask only with an event; the scenario waits
+        # for Nchan's own count of subscribers instead.
+        self.started.set_result(None)
+
+    def ask(self) -> tuple[str, dict[str, str]]:
+        return self.spec.path, self.position
+
+    def take(self, head: Head, body: bytes) -> None:
+        now = time.monotonic_ns()
+        update = benchmark_update(body)
+        if update is not None and self.ledger.add(update[0], update[1]):
+            self.tally.delivery(update[0], update[1], update[2], now)
+        self.position = {
+            "If-Modified-Since": head.headers.get("last-modified", ""),
+            "If-None-Match": head.headers.get("etag", ""),
+        }
+        self.cursor = self.position["If-Modified-Since"] + " / " + self.position["If-None-Match"]
 
 
 class StatusPoller:

@@ -1,6 +1,8 @@
-"""Publishes job events at a fixed rate, the way the actors do: through
+"""Publishes job events at a fixed rate, the way each server's users do: for
+the hub (and the sse-starlette peer), the way the actors do, through
 `hub.store.journal.Journal`, i.e. the append_event Lua script that records each
-change and PUBLISHes it.
+change and PUBLISHes it; for Nchan, an HTTP POST of the event's JSON to its
+publisher location, pipelined on one keep-alive connection.
 
 Open loop: event k is due at start + k / rate whatever the hub is doing; the
 publisher never waits for a delivery. It runs in its own process and sends
@@ -12,14 +14,17 @@ compare with the time they parsed it.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import socket
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 from bench.stats import Histogram
 from bench.system import pin
-from bench.wire import make_step
+from bench.wire import ResponseReader, make_step
 
 #: Events sent in one pipeline at most; more are due only if the publisher fell behind.
 MAX_BATCH = 2_000
@@ -27,29 +32,136 @@ MAX_BATCH = 2_000
 #: (and the core it shares with Redis and the clients) more than an event
 #: does, and each event carries its own send time, so batching hides nothing.
 TICK = 0.002
+#: POSTs written to Nchan before their answers are read: loopback buffers
+#: hold this many both ways, so neither side blocks on the other.
+HTTP_WINDOW = 200
+
+
+class Batch(Protocol):
+    """Events queued, then sent together; `send` returns how many failed."""
+
+    def add(self, job_id: str, owner: str, step: str) -> None: ...
+
+    def send(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class JournalSink:
+    """The hub's store: the Journal, one Redis pipeline per batch."""
+
+    redis_url: str
+    namespace: str
+
+    def open(self) -> Batch:
+        return _JournalBatch(self.redis_url, self.namespace)
+
+
+@dataclass(frozen=True)
+class NchanSink:
+    """Nchan's publisher location on loopback."""
+
+    port: int
+
+    def open(self) -> Batch:
+        return _NchanBatch(self.port)
+
+
+Sink = JournalSink | NchanSink
+
+
+class _JournalBatch:
+    def __init__(self, redis_url: str, namespace: str) -> None:
+        import redis
+
+        from bench.stack import JOB_TYPE
+        from hub.store.journal import Journal
+        from hub.store.settings import Settings
+
+        self.job_type = JOB_TYPE
+        self.client = redis.Redis.from_url(redis_url)
+        self.pipeline = self.client.pipeline(transaction=False)
+        self.journal = Journal(self.pipeline, Settings(redis_url=redis_url, namespace=namespace))
+
+    def add(self, job_id: str, owner: str, step: str) -> None:
+        self.journal.update(job_id, owner, self.job_type, status="active", step=step)
+
+    def send(self) -> int:
+        return sum(1 for result in self.pipeline.execute() if not result)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _NchanBatch:
+    """The same event as the hub's frame carries (its fields and JSON), as
+    the body of a POST to the job's channel."""
+
+    def __init__(self, port: int) -> None:
+        from bench.stack import JOB_TYPE
+
+        self.job_type = JOB_TYPE
+        self.host = f"127.0.0.1:{port}"
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = ResponseReader()
+        self.pending: list[bytes] = []
+
+    def add(self, job_id: str, owner: str, step: str) -> None:
+        event = {
+            "status": "active",
+            "step": step,
+            "timestamp": time.time(),
+            "type": "job_update",
+            "jobId": job_id,
+            "jobType": self.job_type,
+        }
+        body = json.dumps(event, separators=(",", ":")).encode()
+        head = f"POST /pub/{job_id} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n\r\n"
+        self.pending.append(head.encode() + body)
+
+    def send(self) -> int:
+        failures = 0
+        pending, self.pending = self.pending, []
+        for start in range(0, len(pending), HTTP_WINDOW):
+            window = pending[start : start + HTTP_WINDOW]
+            self.sock.sendall(b"".join(window))
+            failures += sum(1 for status in self._answers(len(window)) if status >= 300)
+        return failures
+
+    def _answers(self, count: int) -> list[int]:
+        statuses: list[int] = []
+        data = b""
+        while len(statuses) < count:
+            self.reader.feed(data)
+            if self.reader.complete and self.reader.head is not None:
+                statuses.append(self.reader.head.status)
+                self.reader.next_response()
+                data = b""  # the next answer may already be buffered
+                continue
+            data = self.sock.recv(262_144)
+            if not data:
+                raise ConnectionError("Nchan closed the publisher's connection")
+        return statuses
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def publisher_main(
     conn: Connection,
-    redis_url: str,
-    namespace: str,
+    sink: Sink,
     jobs: list[tuple[str, str]],
     rate: float,
     duration: float,
     cpus: set[int] | None,
 ) -> None:
-    import redis
-
-    from bench.stack import JOB_TYPE
     from hub.runtime.processes import die_with_parent
-    from hub.store.journal import Journal
-    from hub.store.settings import Settings
 
     die_with_parent()
     pin(cpus)
-    client = redis.Redis.from_url(redis_url)
-    pipeline = client.pipeline(transaction=False)
-    journal = Journal(pipeline, Settings(redis_url=redis_url, namespace=namespace))
+    batch = sink.open()
     conn.send({"ready": True})
     if conn.recv() != "go":
         return
@@ -72,9 +184,9 @@ def publisher_main(
             index = sent % len(jobs)
             seqs[index] += 1
             job_id, owner = jobs[index]
-            journal.update(job_id, owner, JOB_TYPE, status="active", step=make_step(seqs[index], time.monotonic_ns()))
+            batch.add(job_id, owner, make_step(seqs[index], time.monotonic_ns()))
             sent += 1
-        failures += sum(1 for result in pipeline.execute() if not result)
+        failures += batch.send()
         batches += 1
     elapsed = time.monotonic() - start
     conn.send(
@@ -89,7 +201,7 @@ def publisher_main(
             "cpu_seconds": time.process_time() - cpu_start,
         }
     )
-    client.close()
+    batch.close()
 
 
 class Publisher:
@@ -97,8 +209,7 @@ class Publisher:
 
     def __init__(
         self,
-        redis_url: str,
-        namespace: str,
+        sink: Sink,
         jobs: list[tuple[str, str]],
         rate: float,
         duration: float,
@@ -110,7 +221,7 @@ class Publisher:
         self.duration = duration
         self._process = context.Process(
             target=publisher_main,
-            args=(theirs, redis_url, namespace, jobs, rate, duration, cpus),
+            args=(theirs, sink, jobs, rate, duration, cpus),
             daemon=True,
             name="bench-publisher",
         )

@@ -1,6 +1,6 @@
 """The servers under test: an embedded Valkey and one server process (the hub,
-or the sse-starlette peer), on loopback, stopped on exit however the
-benchmark ends.
+the sse-starlette peer, or nginx with Nchan: bench/nchan.py), on loopback,
+stopped on exit however the benchmark ends.
 
 The server gets its own core (`system.cpu_sets`); Valkey, the publisher
 and the load generator share the other one(s).
@@ -25,6 +25,9 @@ import redis
 
 from bench.gcwatch import GC_LOG_ENV
 from bench.gcwatch import pauses as gc_pauses
+from bench.nchan import VARIANTS as NCHAN_VARIANTS
+from bench.nchan import NchanServer
+from bench.publisher import JournalSink, NchanSink, Sink
 from bench.system import ProcessProbe, cpu_sets, pin
 from hub.runtime.embedded import EmbeddedRedis, free_port
 from hub.runtime.processes import answers_ok, die_with_parent, stop_process, wait_ready
@@ -42,11 +45,13 @@ TOKEN_TTL = 6 * 3600
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
-#: Each server as `python -m MODULE ARGS`.
+#: Each Python server as `python -m MODULE ARGS`; Nchan's are nginx (NCHAN_VARIANTS).
 SERVERS = {
     "hub": ["hub", "serve"],
     "peer": ["bench.peers.sse_starlette_peer"],
 }
+#: How long the clients' streams may take to show in Nchan's subscriber count.
+SUBSCRIBE_TIMEOUT = 60.0
 #: When set (by `--profile`), py-spy samples the server during each
 #: measurement window and writes its samples into this folder, and the
 #: server runs under bench.gcwatch, which logs its garbage collections.
@@ -85,6 +90,8 @@ class Stack:
         self.gc_log: str | None = None
         self.gc_windows: dict[str, dict[str, Any]] = {}
         self.valkey: EmbeddedRedis | None = None
+        self.nchan: NchanServer | None = None
+        self.nchan_setup: dict[str, Any] = {}
 
     def __enter__(self) -> Stack:
         try:
@@ -112,8 +119,11 @@ class Stack:
         self.settings = Settings(redis_url=self.redis_url, namespace=NAMESPACE, jwt_secret=SECRET)
         self.log_path = os.path.join(data_dir, f"{self.server}.log")
         env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
-        command = [sys.executable, "-m", *SERVERS[self.server]]
-        if os.environ.get(PROFILE_DIR_ENV):
+        if self.server in NCHAN_VARIANTS:
+            command = self._nchan_command(data_dir)
+        else:
+            command = [sys.executable, "-m", *SERVERS[self.server]]
+        if os.environ.get(PROFILE_DIR_ENV) and self.nchan is None:
             self.gc_log = env[GC_LOG_ENV] = os.path.join(data_dir, "gc.log")
             command = [sys.executable, "-m", "bench.gcwatch", *SERVERS[self.server]]
         with open(self.log_path, "ab") as log:
@@ -128,13 +138,61 @@ class Stack:
             )
         self._exit.callback(self._stop_server)
         self._wait_ready()
-        self.probe = ProcessProbe(self.process.pid)
+        self.probe = ProcessProbe(self._measured_pid())
+
+    def _nchan_command(self, data_dir: str) -> list[str]:
+        folder = os.path.join(data_dir, "nginx")
+        os.makedirs(folder)
+        redis_url = self.redis_url if self.server == "nchan-redis" else None
+        self.nchan = NchanServer(
+            folder,
+            self.port,
+            connections=self.connections,
+            keepalive_seconds=float(self.env.get("HUB_KEEPALIVE_SECONDS", "15")),
+            redis_url=redis_url,
+        )
+        self.log_path = self.nchan.log_path
+        return self.nchan.command()
+
+    def _measured_pid(self) -> int:
+        """The server's process; for nginx, its one worker, which holds every
+        connection and does all of Nchan's work."""
+        assert self.process is not None
+        if self.nchan is None:
+            return self.process.pid
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            worker = self.nchan.worker_pid(self.process.pid)
+            if worker is not None:
+                return worker
+            time.sleep(0.05)
+        raise RuntimeError(f"nginx started no worker:\n{self.log_tail()}")
+
+    @property
+    def sink(self) -> Sink:
+        """Where the publisher sends the events, for this server."""
+        if self.nchan is not None:
+            return NchanSink(self.port)
+        return JournalSink(self.redis_url, self.settings.namespace)
+
+    def wait_subscribed(self, subscribers: int) -> None:
+        """For Nchan, returns once it counts this many subscribers, none still
+        waiting for Redis: a stream's `: hi` can come before its Redis
+        SUBSCRIBE is confirmed, and a long-poll sends nothing until an event.
+        The hub's streams are subscribed once they answered."""
+        if self.nchan is None:
+            return
+        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
+        while not self.nchan.subscribed(subscribers):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Nchan did not count {subscribers} subscribers: {self.nchan.status()}")
+            time.sleep(0.1)
 
     @contextlib.contextmanager
     def profiled(self, label: str) -> Iterator[None]:
         """Samples the server with py-spy for the block, with `--profile`."""
         folder = os.environ.get(PROFILE_DIR_ENV)
-        if not folder or self.process is None:
+        if not folder or self.process is None or self.nchan is not None:  # py-spy reads Python only
             yield
             return
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -174,7 +232,7 @@ class Stack:
         last log lines (warnings) and the profiles taken, if any."""
         env = {name: value for name, value in self.env.items() if "SECRET" not in name}
         return {
-            "server_env": env,
+            "server_env": env if self.nchan is None else self.nchan_setup,
             "server_log": self.final_log,
             "profiles": self.profiles,
             "gc_pauses": self.gc_windows,
@@ -186,11 +244,19 @@ class Stack:
 
     def _wait_ready(self) -> None:
         assert self.process is not None
-        if wait_ready(answers_ok(self.url + "/readyz"), watch=[self.process], timeout=READY_TIMEOUT):
+        if wait_ready(self._ready, watch=[self.process], timeout=READY_TIMEOUT):
             return
         if self.process.poll() is not None:
             raise RuntimeError(f"the {self.server} exited with {self.process.returncode}:\n{self.log_tail()}")
         raise RuntimeError(f"the {self.server} was not ready within {READY_TIMEOUT:.0f}s:\n{self.log_tail()}")
+
+    def _ready(self) -> bool:
+        if self.nchan is not None:
+            if self.nchan.ready():
+                self.nchan_setup = self.nchan.describe()
+                return True
+            return False
+        return answers_ok(self.url + "/readyz")()
 
     def _stop_server(self) -> None:
         if self.process is not None:
@@ -218,8 +284,11 @@ class Stack:
 
     def create_jobs(self, owners: list[str], prefix: str) -> list[str]:
         """Creates one queued job per owner, as POST /api/v1/jobs would (no
-        worker runs them: the benchmark publishes the jobs' events itself)."""
+        worker runs them: the benchmark publishes the jobs' events itself).
+        Nchan has no jobs: a job's channel exists once subscribed to."""
         job_ids = [f"{prefix}{i:06d}" for i in range(len(owners))]
+        if self.nchan is not None:
+            return job_ids
         pipeline = self.redis.pipeline(transaction=False)
         journal = Journal(pipeline, self.settings)
         for start in range(0, len(owners), 1_000):

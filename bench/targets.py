@@ -1,6 +1,11 @@
 """The targets the hub is judged against, each checked against what a run
 measured. A target stated for 10,000 connections is only judged on a run of
-at least that many; smaller runs show their figure marked "n/a"."""
+at least that many; smaller runs show their figure marked "n/a".
+
+The comparisons with Nchan take the hub's and Nchan's figures from the same
+run: from the scenario's own result (which measured both), and from the peer
+scenario's when it ran. The hub must do at least as well as each Nchan
+variant measured (in memory, on Redis)."""
 
 from __future__ import annotations
 
@@ -8,16 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench.nchan import VARIANTS as NCHAN_VARIANTS
+from bench.scenarios.common import label
+
 FULL_SCALE = 10_000
 #: The peer comparison names no scale; below this many connections a run is a smoke test.
 PEER_SCALE = 1_000
+#: Hub CPU per delivery allowed against Nchan's, in fanout and broadcast.
+CPU_MARGIN = 1.1
 
 
 @dataclass(frozen=True)
 class Check:
     measured: str
-    met: bool | None  # None: the run was not at the target's scale
+    met: bool | None  # None: not judged, for the reason in `na`
     scale: str
+    na: str = "smaller run"
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,134 @@ def _peer_memory(r: dict[str, Any]) -> Check:
     return Check(f"{hub} vs {peer} KiB/connection (ratio {ratio})", _judge(ok, n, PEER_SCALE), f"N={n}")
 
 
+# -- against Nchan, and the hub's own figures shown beside Nchan's ----------
+
+#: The hub's figures of one scenario, and each Nchan variant's, from one run.
+Hub = dict[str, Any]
+Nchan = dict[str, dict[str, Any]]
+
+
+def _each(nchan: Nchan, figure: Callable[[dict[str, Any]], Any]) -> str:
+    return "; ".join(f"{label(variant)} {figure(r)}" for variant, r in nchan.items()) or "Nchan not measured"
+
+
+def _not_worse(hub: float | None, nchan: Nchan, figure: Callable[[dict[str, Any]], Any], margin: float = 1.0) -> bool:
+    values = [figure(r) for r in nchan.values()]
+    return hub is not None and all(v is not None and hub <= margin * v for v in values)
+
+
+def _compared(measured: str, ok: bool, nchan: Nchan, connections: int, scale: int) -> Check:
+    if not nchan:
+        return Check(measured, None, f"N={connections}", "Nchan not measured")
+    return Check(measured, _judge(ok, connections, scale), f"N={connections}")
+
+
+def _vs_nchan_memory(hub: Hub, nchan: Nchan) -> Check:
+    kib = hub["rss_per_connection_kib"]
+    measured = f"hub {kib} KiB; " + _each(nchan, lambda r: f"{r['rss_per_connection_kib']} KiB")
+    ok = _not_worse(kib, nchan, lambda r: r["rss_per_connection_kib"])
+    return _compared(measured, ok, nchan, hub["connections"], FULL_SCALE)
+
+
+def _vs_nchan_broadcast(hub: Hub, nchan: Nchan) -> Check:
+    p50 = hub["last_delivery_p50_ms"]
+    measured = f"hub {p50} ms; " + _each(nchan, lambda r: f"{r['last_delivery_p50_ms']} ms")
+    ok = _not_worse(p50, nchan, lambda r: r["last_delivery_p50_ms"])
+    return _compared(measured, ok, nchan, hub["connections"], FULL_SCALE)
+
+
+def _vs_nchan_cpu(hub: Hub, nchan: Nchan) -> Check:
+    cpu = hub["server_cpu_us_per_delivery"]
+    measured = f"hub {cpu} µs; " + _each(nchan, lambda r: f"{r['server_cpu_us_per_delivery']} µs")
+    ok = _not_worse(cpu, nchan, lambda r: r["server_cpu_us_per_delivery"], CPU_MARGIN)
+    return _compared(measured, ok, nchan, hub["connections"], PEER_SCALE)
+
+
+def _longpoll_cpu(hub: Hub, nchan: Nchan) -> Check:
+    def figures(r: dict[str, Any]) -> str:
+        us = r["server_cpu_us_per_delivery"]
+        return f"{'–' if us is None else round(us / 1000, 3)} ms CPU, p50 {r['latency_ms']['p50_ms']} ms"
+
+    us = hub["server_cpu_us_per_delivery"]
+    ok = us is not None and us <= 250 and hub["lost"] == 0
+    measured = f"hub {figures(hub)}, lost {hub['lost']}; {_each(nchan, figures)}"
+    n = hub["connections"]
+    return Check(measured, _judge(ok, n, PEER_SCALE), f"N={n}, {hub['rate']:,.0f} events/s")
+
+
+def _connects_per_core(hub: Hub, nchan: Nchan) -> Check:
+    c = hub["connects"]
+    measured = f"hub {c['connects_per_s']:,.0f}/s; " + _each(
+        nchan, lambda r: f"{r['connects']['connects_per_s']:,.0f}/s"
+    )
+    return Check(measured, c["connects_per_s"] >= 4_000, f"{c['clients']} concurrent clients")
+
+
+def _storm_fast(hub: Hub, nchan: Nchan) -> Check:
+    def figures(r: dict[str, Any]) -> str:
+        s = r["storm"]
+        return f"{s['recovery_s']} s, lost {s['lost']}, dup {s['duplicates']}"
+
+    s = hub["storm"]
+    ok = s["recovery_s"] is not None and s["recovery_s"] <= 3 and s["lost"] == 0 and s["duplicates"] == 0
+    measured = f"hub {figures(hub)}; {_each(nchan, figures)}"
+    return Check(measured, _judge(ok, s["connections"]), f"N={s['connections']}, {s['rate']:,.0f} events/s")
+
+
+def _scenario_view(scenario: str, result: dict[str, Any]) -> tuple[Hub, Nchan] | None:
+    """The hub's and Nchan's figures from a scenario's own result."""
+    if scenario == "fanout":
+        nchan = {v["server"]: v for v in result["variants"] if v["server"] in NCHAN_VARIANTS}
+        sweep = [v for v in result["variants"] if v["server"] == "hub" and v.get("role", "sweep") == "sweep"]
+        count = next(iter(nchan.values()))["connections"] if nchan else max(v["connections"] for v in sweep)
+        return next(v for v in sweep if v["connections"] == count), nchan  # like with like
+    if scenario == "churn":
+        return {"connects": result["connects"], "storm": result["storm"]}, result.get("nchan", {})
+    return result, result.get("nchan", {})
+
+
+def _peer_view(scenario: str, result: dict[str, Any]) -> tuple[Hub, Nchan] | None:
+    """The same from the peer scenario's result, which measured them all."""
+    if scenario not in result["hub"]:
+        return None
+    return result["hub"][scenario], {v: r[scenario] for v, r in result.get("nchan", {}).items() if scenario in r}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A target judged on the hub's and each Nchan variant's figures of a
+    scenario, wherever the run measured that scenario."""
+
+    scenario: str
+    name: str
+    required: str
+    check: Callable[[Hub, Nchan], Check]
+
+    def views(self, results: dict[str, Any]) -> list[tuple[str, tuple[Hub, Nchan]]]:
+        """(where from, the figures) for each result that measured the scenario."""
+        found = []
+        if self.scenario in results:
+            found.append((self.scenario, _scenario_view(self.scenario, results[self.scenario])))
+        if "peer" in results:
+            found.append(("peer", _peer_view(self.scenario, results["peer"])))
+        return [(source, view) for source, view in found if view is not None]
+
+
+COMPARISONS = [
+    Comparison("idle", "vs Nchan: idle memory", "≤ Nchan's RSS per SSE connection at 10,000", _vs_nchan_memory),
+    Comparison(
+        "broadcast", "vs Nchan: broadcast", "last delivery p50 ≤ Nchan's, 10,000 subscribers", _vs_nchan_broadcast
+    ),
+    Comparison("fanout", "vs Nchan: fanout CPU", "server CPU per delivery ≤ 1.1 × Nchan's", _vs_nchan_cpu),
+    Comparison("broadcast", "vs Nchan: broadcast CPU", "server CPU per delivery ≤ 1.1 × Nchan's", _vs_nchan_cpu),
+    Comparison("longpoll", "long-poll CPU", "≤ 0.25 ms of hub CPU per delivery, no loss", _longpoll_cpu),
+    Comparison(
+        "churn", "connects per core", "≥ 4,000 authenticated admitted stream opens/s on one core", _connects_per_core
+    ),
+    Comparison("churn", "fast reconnect storm", "10,000 clients back and caught up ≤ 3 s, 0 lost, 0 dup", _storm_fast),
+]
+
+
 TARGETS = [
     Target("idle", "idle memory", "≤ 16 KiB RSS per connection at 10,000", _idle_rss),
     Target("idle", "idle CPU", "≤ 3 % of a core at 10,000", _idle_cpu),
@@ -143,21 +282,29 @@ TARGETS = [
 ]
 
 
+def _safely(check: Callable[..., Check], *figures: Any) -> Check:
+    """The check, or n/a when a measurement it needs failed (the run's failures say why)."""
+    try:
+        return check(*figures)
+    except (KeyError, TypeError):
+        return Check("not measured", None, "", "a measurement failed")
+
+
 def evaluate(results: dict[str, Any], load_average: list[float]) -> list[dict[str, Any]]:
-    rows = []
-    for target in TARGETS:
-        result = results.get(target.scenario)
-        if result is None:
-            continue
-        check = target.check(result)
-        rows.append(
-            {
-                "target": target.name,
-                "required": target.required,
-                "measured": check.measured,
-                "met": "n/a (smaller run)" if check.met is None else ("met" if check.met else "NOT met"),
-                "run": check.scale,
-                "load average at start": " ".join(str(v) for v in load_average),
-            }
-        )
-    return rows
+    judged = [(t.name, t.required, _safely(t.check, results[t.scenario]), "") for t in TARGETS if t.scenario in results]
+    for comparison in COMPARISONS:
+        for source, view in comparison.views(results):
+            judged.append(
+                (comparison.name, comparison.required, _safely(comparison.check, *view), f" ({source} scenario)")
+            )
+    return [
+        {
+            "target": name,
+            "required": required,
+            "measured": check.measured,
+            "met": f"n/a ({check.na})" if check.met is None else ("met" if check.met else "NOT met"),
+            "run": check.scale + source,
+            "load average at start": " ".join(str(v) for v in load_average),
+        }
+        for name, required, check, source in judged
+    ]

@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from bench.clients import ClientSpec, SseClient, Tally, Target
-from bench.pollers import LongPollClient, StatusPoller
+from bench.pollers import LongPollClient, NchanLongPollClient, StatusPoller
 from bench.stats import Histogram
 from bench.system import pin, raise_open_files
 
@@ -193,7 +193,10 @@ class Worker:
 
     async def op_start_longpoll(self, specs: list[ClientSpec], duration: float, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + duration
-        clients = [LongPollClient(spec, self.target, self.tally, hold_timeout=60.0) for spec in specs]
+        clients = [
+            (NchanLongPollClient if spec.nchan else LongPollClient)(spec, self.target, self.tally, hold_timeout=60.0)
+            for spec in specs
+        ]
         self.loops += clients
         gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 

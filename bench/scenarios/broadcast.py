@@ -3,7 +3,9 @@
 A job belongs to one user and the hub shows it to nobody else, so the N
 streams are that user's (the stack raises the per-user limit to allow it).
 Events are spaced so that each broadcast is over before the next starts; for
-each, the time from publish to the first and to the last delivery.
+each, the time from publish to the first and to the last delivery, and the
+server's CPU per delivery over the whole window. The same on Nchan, when
+installed: N subscribers of one channel.
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ from typing import Any
 from bench.loadgen import LoadGen
 from bench.params import Params
 from bench.publisher import Publisher
-from bench.scenarios.common import machine_during, open_streams, population, warm_up
+from bench.scenarios.common import (
+    compare_table,
+    cpu_per_delivery_us,
+    label,
+    machine_during,
+    nchan_variants,
+    open_streams,
+    population,
+    warm_up,
+)
 from bench.stack import Stack
 from bench.stats import percentile_of
 from bench.system import core_times, cpu_percent
@@ -35,8 +46,8 @@ def measure(server: str, connections: int, events: int, rate: float) -> dict[str
         warm_up(stack)
         specs, jobs = population(stack, connections, per_job=connections)
         with LoadGen(stack.port, connections, stack.load_cpus) as load:
-            open_streams(load, specs, track_events=True)
-            publisher = Publisher(stack.redis_url, stack.settings.namespace, jobs, rate, events / rate, stack.load_cpus)
+            open_streams(stack, load, specs, track_events=True)
+            publisher = Publisher(stack.sink, jobs, rate, events / rate, stack.load_cpus)
             with publisher, stack.profiled("broadcast"):
                 load.stats(reset=True)
                 cores_before, before = core_times(), stack.probe.sample()
@@ -72,6 +83,8 @@ def measure(server: str, connections: int, events: int, rate: float) -> dict[str
         "duplicates": accounting["duplicates"],
         "all_delivered": all(d["complete"] for d in drained),
         "server_cpu_percent": round(cpu_percent(before, after), 1),
+        "server_cpu_seconds": round(after.cpu_seconds - before.cpu_seconds, 3),
+        "server_cpu_us_per_delivery": cpu_per_delivery_us(after.cpu_seconds - before.cpu_seconds, stats["deliveries"]),
         **machine_during(stats, cores_before, cores_after),
         **stack.diagnostics(),
     }
@@ -79,16 +92,23 @@ def measure(server: str, connections: int, events: int, rate: float) -> dict[str
 
 def run(params: Params) -> dict[str, Any]:
     chosen = settings(params)
-    return {"settings": chosen, **measure("hub", chosen["connections"], chosen["events"], chosen["rate"])}
+    args = (chosen["connections"], chosen["events"], chosen["rate"])
+    return {"settings": chosen, **measure("hub", *args), **nchan_variants(lambda server: measure(server, *args))}
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return [row(result)]
+    return table([result, *result.get("nchan", {}).values()])
+
+
+def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per server, the hub's first, and the ratios hub / each other."""
+    figures = ("last delivery p50 ms", "last delivery max ms", "first delivery p50 ms", "CPU µs/delivery")
+    return compare_table([row(r) for r in results], figures)
 
 
 def row(r: dict[str, Any]) -> dict[str, Any]:
     return {
-        "server": r["server"],
+        "server": label(r["server"]),
         "subscribers": r["connections"],
         "events": r["events"],
         "last delivery p50 ms": r["last_delivery_p50_ms"],
@@ -97,4 +117,5 @@ def row(r: dict[str, Any]) -> dict[str, Any]:
         "lost": r["lost"],
         "dup": r["duplicates"],
         "server CPU %": r["server_cpu_percent"],
+        "CPU µs/delivery": r.get("server_cpu_us_per_delivery"),
     }

@@ -7,6 +7,10 @@
    every client resumes with Last-Event-ID. Recovery is the time from the
    drop until every client is back and has every event published before its
    stream was back; no event may be lost or come twice.
+
+Both on Nchan too, when installed: there a stream is open once its `: hi`
+arrived (Nchan has put the subscriber in its channel; it verifies no token),
+and resuming streams send Nchan's own event ids as Last-Event-ID.
 """
 
 from __future__ import annotations
@@ -17,7 +21,15 @@ from typing import Any
 from bench.loadgen import BenchError, LoadGen
 from bench.params import Params
 from bench.publisher import Publisher
-from bench.scenarios.common import machine_during, open_streams, population, warm_up
+from bench.scenarios.common import (
+    compare_table,
+    label,
+    machine_during,
+    nchan_variants,
+    open_streams,
+    population,
+    warm_up,
+)
 from bench.stack import Stack
 from bench.stats import Histogram
 from bench.system import core_busy_percent, core_times, cpu_percent, listen_overflows, load_average
@@ -25,7 +37,7 @@ from bench.system import core_busy_percent, core_times, cpu_percent, listen_over
 NAME = "churn"
 #: Events flowing before the storm, and at most how long recovery may take.
 WARM_SECONDS = 3.0
-RECOVERY_LIMIT = 120.0
+RECOVERY_LIMIT = 300.0
 RESUME_ATTEMPTS = 30
 #: How long a resuming client waits for its answer: a browser waits minutes;
 #: a short client timeout would only add retries to the storm.
@@ -41,8 +53,16 @@ def settings(params: Params) -> dict[str, Any]:
     }
 
 
-def measure_connects(clients: int, duration: float) -> dict[str, Any]:
-    with Stack("hub", connections=clients) as stack:
+def measure(server: str, chosen: dict[str, Any]) -> dict[str, Any]:
+    """Both measurements on `server`, each on a fresh one."""
+    return {
+        "connects": measure_connects(server, chosen["churn_clients"], chosen["churn_duration"]),
+        "storm": measure_storm(server, chosen["storm_connections"], chosen["storm_rate"]),
+    }
+
+
+def measure_connects(server: str, clients: int, duration: float) -> dict[str, Any]:
+    with Stack(server, connections=clients) as stack:
         warm_up(stack)
         specs, _ = population(stack, clients)
         with LoadGen(stack.port, clients, stack.load_cpus) as load:
@@ -63,6 +83,7 @@ def measure_connects(clients: int, duration: float) -> dict[str, Any]:
     seconds = max(r["seconds"] for r in replies)
     ok = outcomes.get("ok", 0)
     return {
+        "server": server,
         "clients": clients,
         "duration": duration,
         "connects": ok,
@@ -76,14 +97,14 @@ def measure_connects(clients: int, duration: float) -> dict[str, Any]:
     }
 
 
-def measure_storm(connections: int, rate: float) -> dict[str, Any]:
-    with Stack("hub", connections=connections) as stack:
+def measure_storm(server: str, connections: int, rate: float) -> dict[str, Any]:
+    with Stack(server, connections=connections) as stack:
         warm_up(stack)
         specs, jobs = population(stack, connections)
         with LoadGen(stack.port, connections, stack.load_cpus) as load:
-            open_streams(load, specs)
+            open_streams(stack, load, specs)
             budget = WARM_SECONDS + RECOVERY_LIMIT + 10
-            publisher = Publisher(stack.redis_url, stack.settings.namespace, jobs, rate, budget, stack.load_cpus)
+            publisher = Publisher(stack.sink, jobs, rate, budget, stack.load_cpus)
             with publisher:
                 publisher.start()
                 time.sleep(WARM_SECONDS)
@@ -106,6 +127,7 @@ def measure_storm(connections: int, rate: float) -> dict[str, Any]:
     caught_up = [f["last_caught_up_ns"] for f in final if f["last_caught_up_ns"]]
     accounting = stats["accounting"]
     return {
+        "server": server,
         "connections": connections,
         "rate": rate,
         "events_published": published["sent"],
@@ -143,34 +165,43 @@ def _wait_reconnected(load: LoadGen, connections: int) -> str:
 
 def run(params: Params) -> dict[str, Any]:
     chosen = settings(params)
-    return {
-        "settings": chosen,
-        "connects": measure_connects(chosen["churn_clients"], chosen["churn_duration"]),
-        "storm": measure_storm(chosen["storm_connections"], chosen["storm_rate"]),
-    }
+    return {"settings": chosen, **measure("hub", chosen), **nchan_variants(lambda server: measure(server, chosen))}
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    connects, storm = result["connects"], result["storm"]
-    return [
-        {
-            "measure": "open+close streams",
-            "clients": connects["clients"],
-            "connects/s": connects["connects_per_s"],
-            "connect p50 ms": connects["connect_ms"]["p50_ms"],
-            "connect p99 ms": connects["connect_ms"]["p99_ms"],
-            "failures": sum(connects["failures"].values()),
-            "server CPU %": connects["server_cpu_percent"],
-        },
-        {
-            "measure": "reconnect storm",
-            "clients": storm["connections"],
-            "all back s": storm["all_reconnected_s"],
-            "recovered s": storm["recovery_s"],
-            "retries": storm["reconnect_retries"],
-            "SYNs dropped": storm["listen_queue_overflows"],
-            "lost": storm["lost"],
-            "dup": storm["duplicates"],
-            "server CPU %": storm["server_cpu_percent"],
-        },
-    ]
+    return table([result, *result.get("nchan", {}).values()])
+
+
+def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The connects of each server (the hub first) and the ratios hub / each other; then the storms."""
+    connects = compare_table([connects_row(r["connects"]) for r in results], ("connects/s", "connect p50 ms"))
+    storm = compare_table([storm_row(r["storm"]) for r in results], ("all back s", "recovered s"))
+    return connects + storm
+
+
+def connects_row(connects: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "measure": "open+close streams",
+        "server": label(connects.get("server", "hub")),
+        "clients": connects["clients"],
+        "connects/s": connects["connects_per_s"],
+        "connect p50 ms": connects["connect_ms"]["p50_ms"],
+        "connect p99 ms": connects["connect_ms"]["p99_ms"],
+        "failures": sum(connects["failures"].values()),
+        "server CPU %": connects["server_cpu_percent"],
+    }
+
+
+def storm_row(storm: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "measure": "reconnect storm",
+        "server": label(storm.get("server", "hub")),
+        "clients": storm["connections"],
+        "all back s": storm["all_reconnected_s"],
+        "recovered s": storm["recovery_s"],
+        "retries": storm["reconnect_retries"],
+        "SYNs dropped": storm["listen_queue_overflows"],
+        "lost": storm["lost"],
+        "dup": storm["duplicates"],
+        "server CPU %": storm["server_cpu_percent"],
+    }

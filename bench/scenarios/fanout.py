@@ -8,8 +8,11 @@ Variants, each on a fresh server:
 - "capacity": at the largest count, 10 streams per job and events at a rate
   that offers 50,000 deliveries/s (a quarter above the 40,000 target), for a
   shorter time: when the server cannot keep up, the backlog it builds must
-  still drain.
-Reports deliveries/s, latency percentiles, losses and the server's CPU.
+  still drain;
+- on Nchan, when installed: the sweep's largest count, same rate, as job
+  streams (Nchan has no per-user stream), each event POSTed to its channel.
+Reports deliveries/s, latency percentiles, losses and the server's CPU (in
+all, and per delivery).
 """
 
 from __future__ import annotations
@@ -18,7 +21,15 @@ from typing import Any
 
 from bench.loadgen import LoadGen
 from bench.params import Params
-from bench.scenarios.common import open_streams, population, publish_and_measure, warm_up
+from bench.scenarios.common import (
+    compare_table,
+    label,
+    nchan_variants,
+    open_streams,
+    population,
+    publish_and_measure,
+    warm_up,
+)
 from bench.stack import Stack
 
 NAME = "fanout"
@@ -48,7 +59,7 @@ def measure(
         warm_up(stack)
         specs, jobs = population(stack, connections, per_job=per_job, kind=kind)
         with LoadGen(stack.port, connections, stack.load_cpus) as load:
-            opened = open_streams(load, specs)
+            opened = open_streams(stack, load, specs)
             label = f"fanout-{kind}-x{per_job}"
             figures = publish_and_measure(stack, load, jobs, rate=rate, duration=duration, label=label)
             load.call("close_all", 60)
@@ -88,17 +99,36 @@ def run(params: Params) -> dict[str, Any]:
             role="capacity",
         )
     )
-    return {"settings": chosen, "variants": variants}
+    args = (largest, chosen["rate"], chosen["duration"])
+    compared = nchan_variants(lambda server: measure(server, *args, kind="jobs", per_job=chosen["per_job"]))
+    variants += compared.pop("nchan").values()
+    return {"settings": chosen, "variants": variants, **compared}
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return [variant_row(v) for v in result["variants"]]
+    hub = [v for v in result["variants"] if v["server"] == "hub"]
+    others = [v for v in result["variants"] if v["server"] != "hub"]
+    out = [variant_row(v) for v in hub + others]
+    # The ratios compare like with like: the hub's sweep at the count the others ran.
+    same = [v for v in hub if v["role"] == "sweep" and others and v["connections"] == others[0]["connections"]]
+    if same:
+        out += table([same[0], *others])[1 + len(others) :]
+    return out
+
+
+#: The columns the ratio rows divide.
+FIGURES = ("deliveries/s", "p50 ms", "p99 ms", "server CPU %", "deliveries/CPU-s", "CPU µs/delivery")
+
+
+def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per server (one variant each), the hub's first, and the ratios hub / each other."""
+    return compare_table([variant_row(v) for v in results], FIGURES, key="variant")
 
 
 def variant_row(v: dict[str, Any]) -> dict[str, Any]:
     latency = v["latency_ms"]
     return {
-        "variant": f"{v['server']} {v.get('role', 'sweep')}",
+        "variant": f"{label(v['server'])} {v.get('role', 'sweep')}",
         "connections": v["connections"],
         "per job": v["per_job"],
         "events/s": v["rate"],
@@ -111,5 +141,6 @@ def variant_row(v: dict[str, Any]) -> dict[str, Any]:
         "dup": v["duplicates"],
         "server CPU %": v["server_cpu_percent"],
         "deliveries/CPU-s": v["deliveries_per_server_cpu_second"],
+        "CPU µs/delivery": v.get("server_cpu_us_per_delivery"),
         "load CPU %": v["loadgen_cpu_percent"],
     }

@@ -3,6 +3,8 @@
 Reports the server's resident memory per connection above its baseline (the
 server after start and one warm-up stream, before the N connect), and the CPU
 it spends over a window in which only keepalives (and its own timers) run.
+The same on Nchan, when installed: its nginx worker's RSS and CPU, with
+Nchan's EventSource pings at the hub's keepalive interval.
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ from typing import Any
 
 from bench.loadgen import LoadGen
 from bench.params import Params
-from bench.scenarios.common import MIB, machine_during, open_streams, population, warm_up
+from bench.scenarios.common import (
+    MIB,
+    compare_table,
+    label,
+    machine_during,
+    nchan_variants,
+    open_streams,
+    population,
+    warm_up,
+)
 from bench.stack import Stack
 from bench.system import core_times, cpu_percent
 
@@ -38,7 +49,7 @@ def measure(server: str, connections: int, window: float, keepalive_seconds: flo
         specs, _ = population(stack, connections)
         baseline = stack.probe.sample()
         with LoadGen(stack.port, connections, stack.load_cpus) as load:
-            opened = open_streams(load, specs)
+            opened = open_streams(stack, load, specs)
             time.sleep(SETTLE_SECONDS)
             load.stats(reset=True)
             with stack.profiled("idle"):
@@ -70,16 +81,22 @@ def measure(server: str, connections: int, window: float, keepalive_seconds: flo
 
 def run(params: Params) -> dict[str, Any]:
     chosen = settings(params)
-    return {"settings": chosen, **measure("hub", chosen["connections"], chosen["window"], chosen["keepalive_seconds"])}
+    args = (chosen["connections"], chosen["window"], chosen["keepalive_seconds"])
+    return {"settings": chosen, **measure("hub", *args), **nchan_variants(lambda server: measure(server, *args))}
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    return [row(result)]
+    return table([result, *result.get("nchan", {}).values()])
+
+
+def table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per server, the hub's first, and the ratios hub / each other."""
+    return compare_table([row(r) for r in results], ("RSS MiB", "KiB/connection", "idle CPU %", "connects/s"))
 
 
 def row(r: dict[str, Any]) -> dict[str, Any]:
     return {
-        "server": r["server"],
+        "server": label(r["server"]),
         "connections": r["connections"],
         "open": r["streams_open_at_end"],
         "RSS baseline MiB": r["rss_baseline_mib"],

@@ -51,7 +51,7 @@ def measure_polling(connections: int, rate: float, duration: float) -> dict[str,
                 interval=POLL_INTERVAL,
             )
             time.sleep(POLL_INTERVAL + 1)  # every poller has started its rhythm
-            publisher = Publisher(stack.redis_url, stack.settings.namespace, jobs, rate, duration, stack.load_cpus)
+            publisher = Publisher(stack.sink, jobs, rate, duration, stack.load_cpus)
             with publisher, stack.profiled("polling"):
                 load.stats(reset=True)
                 cores_before, before = core_times(), stack.probe.sample()
@@ -93,7 +93,7 @@ def measure_sse(connections: int, rate: float, duration: float) -> dict[str, Any
         warm_up(stack)
         specs, jobs = population(stack, connections)
         with LoadGen(stack.port, connections, stack.load_cpus) as load:
-            open_streams(load, specs)
+            open_streams(stack, load, specs)
             figures = publish_and_measure(stack, load, jobs, rate=rate, duration=duration, label="sse")
             load.call("close_all", 60)
     return {
