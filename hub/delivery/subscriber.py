@@ -273,7 +273,13 @@ class Subscriber:
             self._release_queue()
 
     def _release_queue(self) -> None:
-        queued, batch = self._queue, list[Event]()
+        queued = self._queue
+        if not queued:
+            if self.ended:
+                # The terminal event is sent, and nothing waits behind it.
+                self.close(CloseReason.ENDED)
+            return
+        batch: list[Event] = []
         while queued and len(batch) < self.max_batch:
             event = queued.popleft()
             if self._accept(event):
@@ -283,7 +289,6 @@ class Subscriber:
         if batch:
             self._write(batch)
         elif self.ended:
-            # The terminal event is sent, and nothing waits behind it.
             self.close(CloseReason.ENDED)
 
     def _accept(self, event: Event) -> bool:
