@@ -130,7 +130,8 @@ class NchanServer:
             f"  {kind}_temp_path {folder}/{kind}-temp;" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
         redis_upstream = f"  upstream valkey {{ nchan_redis_server {self.redis_url}; }}\n" if self.redis_url else ""
-        redis_pass = "    nchan_redis_pass valkey;\n" if self.redis_url else ""
+        # In each location: Nchan does not pass a server's to its locations.
+        redis = "\n      nchan_redis_pass valkey;" if self.redis_url else ""
         return f"""load_module {self.module};
 {self._user()}worker_processes 1;
 worker_rlimit_nofile {files};
@@ -144,20 +145,20 @@ http {{
 {redis_upstream}  server {{
     listen 127.0.0.1:{self.port};
     nchan_subscriber_first_message oldest;
-{redis_pass}    location ~ ^/api/v1/sse/jobs/[^/]+/([^/]+)$ {{
+    location ~ ^/api/v1/sse/jobs/[^/]+/([^/]+)$ {{
       nchan_subscriber eventsource;
-      nchan_channel_id $1;
+      nchan_channel_id $1;{redis}
       nchan_eventsource_ping_interval {max(1, round(self.keepalive_seconds))};
       nchan_eventsource_ping_event "";
     }}
     location ~ ^/api/v1/poll/jobs/[^/]+/([^/]+)$ {{
       nchan_subscriber longpoll;
-      nchan_channel_id $1;
+      nchan_channel_id $1;{redis}
       nchan_subscriber_timeout {round(DEFAULT_LONGPOLL_TIMEOUT_SECONDS)};
     }}
     location ~ ^/pub/([^/]+)$ {{
       nchan_publisher http;
-      nchan_channel_id $1;
+      nchan_channel_id $1;{redis}
       keepalive_requests {PUBLISHER_REQUESTS};
     }}
     location = {STATUS_PATH} {{ nchan_stub_status; }}
@@ -192,6 +193,8 @@ http {{
         command of theirs (SUBSCRIBE) still pending."""
         status = self.status()
         pending = int(status.get("redis pending commands", "0"))
+        if self.redis_url and subscribers and int(status.get("total redis commands sent", "0")) == 0:
+            raise RuntimeError(f"Nchan has subscribers but sent Redis nothing: it is not using Redis ({status})")
         return int(status.get("subscribers", "0")) >= subscribers and pending == 0
 
     @staticmethod

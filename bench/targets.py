@@ -205,7 +205,8 @@ def _connects_per_core(hub: Hub, nchan: Nchan) -> Check:
 def _storm_fast(hub: Hub, nchan: Nchan) -> Check:
     def figures(r: dict[str, Any]) -> str:
         s = r["storm"]
-        return f"{s['recovery_s']} s, lost {s['lost']}, dup {s['duplicates']}"
+        back = f"{s['reconnected']:,} of {s['connections']:,} back"
+        return f"{s['recovery_s']} s ({back}), lost {s['lost']}, dup {s['duplicates']}"
 
     s = hub["storm"]
     ok = s["recovery_s"] is not None and s["recovery_s"] <= 3 and s["lost"] == 0 and s["duplicates"] == 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.loadgen import BenchError, LoadGen
+from bench.loadgen import LoadGen
 from bench.params import Params
 from bench.publisher import Publisher
 from bench.scenarios.common import (
@@ -112,7 +112,7 @@ def measure_storm(server: str, connections: int, rate: float) -> dict[str, Any]:
                     overflows = listen_overflows()
                     cores_before, before = core_times(), stack.probe.sample()
                     dropped = load.call("drop_and_resume", 60, timeout=RESUME_TIMEOUT, attempts=RESUME_ATTEMPTS)
-                    status = _wait_reconnected(load, connections)
+                    status, all_back = _wait_reconnected(load, connections)
                     overflows = listen_overflows() - overflows
                     time.sleep(2.0)  # events keep flowing after everyone is back
                     publisher.stop()
@@ -123,8 +123,10 @@ def measure_storm(server: str, connections: int, rate: float) -> dict[str, Any]:
             stats = load.stats(counts=published["counts"])
             load.call("close_all", 60)
     dropped_ns = min(d["dropped_ns"] for d in dropped)
-    reconnected = [f["last_reconnected_ns"] for f in final if f["last_reconnected_ns"]]
-    caught_up = [f["last_caught_up_ns"] for f in final if f["last_caught_up_ns"]]
+    # Recovery is when the last client was back (and caught up): not reached
+    # while some never came back.
+    reconnected = [f["last_reconnected_ns"] for f in final if f["last_reconnected_ns"] and all_back]
+    caught_up = [f["last_caught_up_ns"] for f in final if f["last_caught_up_ns"] and all_back]
     accounting = stats["accounting"]
     return {
         "server": server,
@@ -153,14 +155,18 @@ def measure_storm(server: str, connections: int, rate: float) -> dict[str, Any]:
     }
 
 
-def _wait_reconnected(load: LoadGen, connections: int) -> str:
+def _wait_reconnected(load: LoadGen, connections: int) -> tuple[str, bool]:
+    """Waits until every client is back, at most RECOVERY_LIMIT; a server
+    that does not get there is measured all the same (how many came back,
+    what they lost, which errors they met)."""
     deadline = time.monotonic() + RECOVERY_LIMIT
+    back = 0
     while time.monotonic() < deadline:
         back = sum(s["reconnected"] for s in load.call("storm_status", 30))
         if back >= connections:
-            return "all reconnected"
+            return "all reconnected", True
         time.sleep(0.1)
-    raise BenchError(f"the reconnect storm did not recover within {RECOVERY_LIMIT:.0f}s")
+    return f"{back} of {connections} back after {RECOVERY_LIMIT:.0f} s", False
 
 
 def run(params: Params) -> dict[str, Any]:
@@ -197,6 +203,7 @@ def storm_row(storm: dict[str, Any]) -> dict[str, Any]:
         "measure": "reconnect storm",
         "server": label(storm.get("server", "hub")),
         "clients": storm["connections"],
+        "back": storm["reconnected"],
         "all back s": storm["all_reconnected_s"],
         "recovered s": storm["recovery_s"],
         "retries": storm["reconnect_retries"],
