@@ -10,9 +10,14 @@ from typing import Any
 
 import pytest
 
+from hub.delivery.bus import EventBus
 from hub.delivery.pubsub import open_pubsub, parse_url
+from hub.delivery.reasons import CloseReason
 from hub.errors import ConfigError
+from hub.store.wire import Message
 from tests.support.metrics import sample
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 
@@ -98,4 +103,60 @@ async def test_a_malformed_message_on_a_hub_channel_is_dropped_and_streams_go_on
     frame = await stream.frame()
     assert frame is not None and frame.id == update_id, "the stream goes on, not reset"
     assert ctx.bus.connected and sample(ctx, "hub_redis_reconnects_total") == reconnects
+    stream.close()
+
+
+class Recorder:
+    """A bus member that keeps what reaches it."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.closed: str | None = None
+
+    def push(self, event: Any) -> None:
+        self.events.append(event)
+
+    def close(self, reason: str) -> None:
+        self.closed = reason
+
+
+async def test_a_pubsub_connection_that_goes_silent_is_noticed_and_replaced(redis_url, ctx, namespace):
+    # The bus reaches Redis through a proxy that can stop forwarding without
+    # closing anything: a connection dead without a word.
+    port = int(redis_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    with TcpProxy(port) as proxy:
+        reconnects: list[None] = []
+        bus = EventBus(f"redis://127.0.0.1:{proxy.port}/0", on_reconnect=lambda: reconnects.append(None))
+        bus.start()
+        try:
+            await bus.wait_connected(10)
+            member, channel = Recorder(), f"{namespace}:silent"
+            await bus.subscribe(channel, member)
+            assert proxy.stall() == 1
+            # Its pings go unanswered: the bus gives up on it, tells the
+            # member (which resumes from history), and connects anew.
+            await eventually(lambda: member.closed == CloseReason.BUS_RESET, timeout=20)
+            await eventually(lambda: bus.connected and reconnects, timeout=20)
+            again = Recorder()
+            await bus.subscribe(channel, again)
+            await ctx.redis.publish(channel, Message("5-0", 0.0, False, '{"n":1}').encode())
+            await eventually(lambda: [e.id for e in again.events] == ["5-0"])
+        finally:
+            await bus.close()
+
+
+async def test_a_late_copy_of_an_event_the_client_has_is_not_sent_again(ctx, api):
+    job_id = "twice"
+    await ctx.journal.create(job_id, "alice", "character")
+    stream = await api("alice").stream(f"/api/v1/sse/jobs/character/{job_id}")
+    first = await stream.frame()
+    while first is not None and first.type != "initial_status":
+        first = await stream.frame()
+    sent = (await ctx.journal.update(job_id, "alice", "character", status="active", progress=10))[0].decode()
+    assert (await stream.frame()).id == sent
+    # The same event again on the channel, as a late or repeated delivery would bring it.
+    copy = Message(sent, 0.0, False, '{"type":"job_update","jobId":"twice","status":"active","progress":10}')
+    await ctx.redis.publish(ctx.keys.job_channel(job_id), copy.encode())
+    following = (await ctx.journal.update(job_id, "alice", "character", status="active", progress=20))[0].decode()
+    assert (await stream.frame()).id == following, "the copy is not sent again"
     stream.close()
