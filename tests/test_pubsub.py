@@ -91,10 +91,7 @@ async def test_a_wrong_password_is_refused_in_redis_words_without_the_password(r
 async def test_a_malformed_message_on_a_hub_channel_is_dropped_and_streams_go_on(ctx, api):
     job_id = "garbled"
     await ctx.journal.create(job_id, "alice", "character")
-    stream = await api("alice").stream(f"/api/v1/sse/jobs/character/{job_id}")
-    first = await stream.frame()
-    while first is not None and first.type != "initial_status":
-        first = await stream.frame()
+    stream = await stream_past_its_state(api, job_id)
     reconnects = sample(ctx, "hub_redis_reconnects_total")
     # Someone else's message on the job's channel: not in the hub's format.
     await ctx.redis.publish(ctx.keys.job_channel(job_id), b"\xff not an event")
@@ -148,10 +145,7 @@ async def test_a_pubsub_connection_that_goes_silent_is_noticed_and_replaced(redi
 async def test_a_late_copy_of_an_event_the_client_has_is_not_sent_again(ctx, api):
     job_id = "twice"
     await ctx.journal.create(job_id, "alice", "character")
-    stream = await api("alice").stream(f"/api/v1/sse/jobs/character/{job_id}")
-    first = await stream.frame()
-    while first is not None and first.type != "initial_status":
-        first = await stream.frame()
+    stream = await stream_past_its_state(api, job_id)
     sent = (await ctx.journal.update(job_id, "alice", "character", status="active", progress=10))[0].decode()
     assert (await stream.frame()).id == sent
     # The same event again on the channel, as a late or repeated delivery would bring it.
@@ -160,3 +154,12 @@ async def test_a_late_copy_of_an_event_the_client_has_is_not_sent_again(ctx, api
     following = (await ctx.journal.update(job_id, "alice", "character", status="active", progress=20))[0].decode()
     assert (await stream.frame()).id == following, "the copy is not sent again"
     stream.close()
+
+
+async def stream_past_its_state(api: Any, job_id: str) -> Any:
+    """alice's stream of the job, read up to its initial state: what follows is live."""
+    stream = await api("alice").stream(f"/api/v1/sse/jobs/character/{job_id}")
+    first = await stream.frame()
+    while first is not None and first.type != "initial_status":
+        first = await stream.frame()
+    return stream
