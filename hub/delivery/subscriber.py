@@ -126,10 +126,6 @@ class Subscriber:
     def closed(self) -> bool:
         return self.closed_reason is not None
 
-    @property
-    def live(self) -> bool:
-        return self._live
-
     async def open(self) -> None:
         """Subscribes: from now on no event is missed."""
         await self._bus.subscribe(self.source.channel, self)
