@@ -17,10 +17,13 @@ Its locations take the hub's URL shapes (`/api/v1/sse/jobs/{type}/{id}` for
 EventSource, `/api/v1/poll/jobs/{type}/{id}` for long-poll), with the job id
 as the channel id, so the benchmark's clients and paths serve both servers.
 Events are published as Nchan's users publish them: an HTTP POST to the
-channel's `nchan_publisher` location (`/pub/{id}`), for both variants: Nchan
-has no supported way to put a message into Redis around it (its keys and
-message format are internal), and a POST is the cheaper of its two
-publishers for a client that sends many channels' events.
+channel's `nchan_publisher` location (`/pub/{id}`), pipelined on one
+keep-alive connection, for both variants. Nchan has no supported way to put
+a message into Redis around it (its keys and message format are internal),
+and its other publisher, a websocket, is bound to one channel per
+connection: 10,000 jobs would need 10,000 publisher connections. The
+worker's CPU therefore includes reading the POSTs, as the hub's includes
+reading Redis pub/sub.
 
 What Nchan does not do that the hub does: verify a token (the clients' JWT is
 sent and ignored; `nchan_authorize_request` would cost an HTTP round trip to

@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import socket
 import time
+import zlib
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -32,9 +33,11 @@ MAX_BATCH = 2_000
 #: (and the core it shares with Redis and the clients) more than an event
 #: does, and each event carries its own send time, so batching hides nothing.
 TICK = 0.002
-#: POSTs written to Nchan before their answers are read: loopback buffers
-#: hold this many both ways, so neither side blocks on the other.
+#: POSTs written to one Nchan connection before their answers are read:
+#: loopback buffers hold this many both ways, so neither side blocks.
 HTTP_WINDOW = 200
+#: Connections the publisher POSTs to Nchan over.
+HTTP_CONNECTIONS = 8
 
 
 class Batch(Protocol):
@@ -96,17 +99,18 @@ class _JournalBatch:
 
 class _NchanBatch:
     """The same event as the hub's frame carries (its fields and JSON), as
-    the body of a POST to the job's channel."""
+    the body of a POST to the job's channel. Over a few keep-alive
+    connections, as an application's HTTP client pool would: nginx answers
+    the requests of one connection in turn, and on Redis each waits for its
+    round trip. A job's events all take the same connection, so they stay
+    in order."""
 
     def __init__(self, port: int) -> None:
         from bench.stack import JOB_TYPE
 
         self.job_type = JOB_TYPE
         self.host = f"127.0.0.1:{port}"
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = ResponseReader()
-        self.pending: list[bytes] = []
+        self.conns = [_Pipeline(port) for _ in range(HTTP_CONNECTIONS)]
 
     def add(self, job_id: str, owner: str, step: str) -> None:
         event = {
@@ -119,34 +123,51 @@ class _NchanBatch:
         }
         body = json.dumps(event, separators=(",", ":")).encode()
         head = f"POST /pub/{job_id} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n\r\n"
-        self.pending.append(head.encode() + body)
+        self.conns[zlib.crc32(job_id.encode()) % len(self.conns)].pending.append(head.encode() + body)
 
     def send(self) -> int:
         failures = 0
-        pending, self.pending = self.pending, []
-        for start in range(0, len(pending), HTTP_WINDOW):
-            window = pending[start : start + HTTP_WINDOW]
-            self.sock.sendall(b"".join(window))
-            failures += sum(1 for status in self._answers(len(window)) if status >= 300)
+        while any(conn.pending for conn in self.conns):
+            written = [conn.write(HTTP_WINDOW) for conn in self.conns]  # all in flight at once
+            failures += sum(conn.read(count) for conn, count in zip(self.conns, written, strict=True))
         return failures
 
-    def _answers(self, count: int) -> list[int]:
-        statuses: list[int] = []
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.sock.close()
+
+
+class _Pipeline:
+    """One keep-alive connection: requests written together, answers read in order."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = ResponseReader()
+        self.pending: list[bytes] = []
+
+    def write(self, limit: int) -> int:
+        window, self.pending = self.pending[:limit], self.pending[limit:]
+        if window:
+            self.sock.sendall(b"".join(window))
+        return len(window)
+
+    def read(self, count: int) -> int:
+        """Reads `count` answers; returns how many were not a success."""
+        failures = answered = 0
         data = b""
-        while len(statuses) < count:
+        while answered < count:
             self.reader.feed(data)
+            data = b""
             if self.reader.complete and self.reader.head is not None:
-                statuses.append(self.reader.head.status)
-                self.reader.next_response()
-                data = b""  # the next answer may already be buffered
+                failures += self.reader.head.status >= 300
+                answered += 1
+                self.reader.next_response()  # the next answer may already be buffered
                 continue
             data = self.sock.recv(262_144)
             if not data:
-                raise ConnectionError("Nchan closed the publisher's connection")
-        return statuses
-
-    def close(self) -> None:
-        self.sock.close()
+                raise ConnectionError("Nchan closed a publisher connection")
+        return failures
 
 
 def publisher_main(

@@ -3,6 +3,13 @@ while events arrive at rate R: deliveries/s, latency, losses, server CPU (in
 all, and per delivery). The same on Nchan, when installed: its long-poll
 subscribers, asking message to message with If-Modified-Since and
 If-None-Match, holds ending after the hub's long-poll timeout.
+
+At the default load each job's events are 25 s apart, the hold timeout: the
+next event lands as a hold ends. On Redis, Nchan answers the client's next
+ask (with the previous message's Last-Modified and ETag) by holding it, not
+with that event, which is lost to it; Nchan in memory and the hub lose none.
+The same happens apart from the benchmark, with a 1 s hold and the second
+message published within ~50 ms of its end.
 """
 
 from __future__ import annotations
