@@ -312,13 +312,19 @@ async def test_an_sse_stream_of_my_reports_every_unfinished_job_once_then_live_e
     stream.abort()
 
 
+async def my_stream_cut_after(client: Any, count: int) -> list[Any]:
+    """The first `count` frames of the client's /my stream, then the connection is cut."""
+    stream = await client.stream("/api/v1/sse/jobs/my")
+    await greeting(stream)
+    first = await frames(stream, count)
+    stream.abort()
+    return first
+
+
 async def test_an_sse_stream_cut_mid_snapshot_resumes_it_where_it_stopped(ctx, api, sync_redis, settings):
     jobs = create_open_jobs(sync_redis, settings, "erin")
     erin = api("erin")
-    stream = await erin.stream("/api/v1/sse/jobs/my")
-    await greeting(stream)
-    first = await frames(stream, 700)
-    stream.abort()
+    first = await my_stream_cut_after(erin, 700)
     resumed = await erin.stream("/api/v1/sse/jobs/my", last_event_id=first[-1].id)
     await greeting(resumed)
     rest = await frames(resumed, OPEN_JOBS - 700)
@@ -371,10 +377,7 @@ async def test_jobs_that_change_while_a_long_poll_pages_the_snapshot_are_told_by
 async def test_an_sse_snapshot_resumed_after_jobs_changed_tells_them_by_their_events(ctx, api, sync_redis, settings):
     jobs = create_open_jobs(sync_redis, settings, "jude")
     jude = api("jude")
-    stream = await jude.stream("/api/v1/sse/jobs/my")
-    await greeting(stream)
-    first = await frames(stream, 600)
-    stream.abort()
+    first = await my_stream_cut_after(jude, 600)
     changed = await change_jobs_after_the_head(ctx.journal, "jude")
     resumed = await jude.stream("/api/v1/sse/jobs/my", last_event_id=first[-1].id)
     await greeting(resumed)
