@@ -61,6 +61,14 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     redis_url: str | None = None
+    #: The Dramatiq broker's Redis, when it is not HUB_REDIS_URL.
+    broker_url: str | None = None
+    #: Web-server processes sharing the port (0: one per core; unset: 1 for
+    #: `hub serve`, one per core for `hub up`).
+    processes: int | None = None
+    #: Replicas that must hold an event before publishing it returns (Redis
+    #: WAIT; 0: do not wait).
+    redis_wait_replicas: int = 0
     namespace: str = DEFAULT_NAMESPACE
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = None
@@ -121,6 +129,10 @@ class Settings:
             raise ConfigError("HUB_REDIS_URL is not set (hub up starts an embedded Redis for you)")
         return self.redis_url
 
+    def require_broker_url(self) -> str:
+        """HUB_BROKER_URL, or HUB_REDIS_URL when it is unset."""
+        return self.broker_url or self.require_redis_url()
+
     @property
     def app_modules(self) -> tuple[str, ...]:
         """The modules that register this deployment's job types."""
@@ -168,6 +180,10 @@ class Settings:
             raise ConfigError("HUB_JOBS_IN_FLIGHT_PER_USER cannot be negative (0: no limit)")
         if self.job_step_seconds < 0 or self.jwt_leeway_seconds < 0:
             raise ConfigError("HUB_JOB_STEP_SECONDS and HUB_JWT_LEEWAY_SECONDS cannot be negative")
+        if self.processes is not None and self.processes < 0:
+            raise ConfigError("HUB_PROCESSES cannot be negative (0: one per core)")
+        if self.redis_wait_replicas < 0:
+            raise ConfigError("HUB_REDIS_WAIT_REPLICAS cannot be negative (0: do not wait)")
         if not 0 < self.port < 65536:
             raise ConfigError("HUB_PORT must be between 1 and 65535")
         if not 0 <= self.worker_metrics_port < 65536:
@@ -211,7 +227,7 @@ def read_env_file(path: str) -> dict[str, str]:
 def _convert(name: str, kind: Any, raw: str) -> Any:
     env_name = "HUB_" + name.upper()
     try:
-        if kind in ("int", int):
+        if kind in ("int", int, "int | None"):
             return int(raw)
         if kind in ("float", float):
             return float(raw)
