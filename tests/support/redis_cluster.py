@@ -74,8 +74,9 @@ class LocalCluster:
         for _ in range(self.size):
             self._start_node(_two_free_ports())
         addresses = [f"127.0.0.1:{port}" for port in self.processes]
+        replicas = ["--cluster-replicas", str(self.replicas)]
         subprocess.run(
-            [cli_binary(), "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            [cli_binary(), "--cluster", "create", *addresses, *replicas, "--cluster-yes"],
             check=True,
             capture_output=True,
             timeout=START_TIMEOUT,
@@ -253,4 +254,3 @@ def have_cluster_binaries() -> bool:
         return os.access(cli_binary(), os.X_OK)
     except Exception:
         return False
-
