@@ -11,6 +11,7 @@ import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.crc import key_slot
@@ -242,8 +243,8 @@ def _slot_range(item: str) -> tuple[int, int]:
     return int(first), int(last or first)
 
 
-def _node_line(address: str, fields: dict[str, object]) -> str:
-    slots = " ".join("-".join(str(bound) for bound in pair) for pair in fields.get("slots", []))  # type: ignore[union-attr]
+def _node_line(address: str, fields: dict[str, Any]) -> str:
+    slots = " ".join("-".join(str(bound) for bound in pair) for pair in fields.get("slots", []))
     flags = str(fields.get("flags", ""))
     primary = fields.get("master_id") or "-"
     return f"{fields['node_id']} {address} {flags} {primary} 0 0 0 connected {slots}"
