@@ -28,10 +28,13 @@ class Journal:
     client. A Redis failure is StoreUnavailable or StoreFull."""
 
     def __init__(self, redis: Any, settings: Settings) -> None:
-        self.keys = KeySpace(settings.namespace)
+        self.keys = KeySpace.for_client(settings.namespace, redis)
         self._settings = settings
         self._redis = redis
         self._append = redis.register_script(load_script("append_event.lua"))
+        # On a cluster, sharded pub/sub: a message stays on the shard that
+        # owns its channel's slot instead of going to every node.
+        self._publish = "SPUBLISH" if self.keys.cluster else "PUBLISH"
 
     @store_errors
     def create(
@@ -90,6 +93,10 @@ class Journal:
         extra: list[str] | None = None,
     ) -> Any:
         k = self.keys
+        bucket = k.job_bucket(job_id)
+        if bucket != k.user_bucket(owner):
+            # One script, one hash slot: a job's id names its owner's bucket.
+            raise ValueError(f"job {job_id!r} is not in the bucket of its owner")
         keys = [
             k.job(job_id),
             k.job_events(job_id),
@@ -97,7 +104,7 @@ class Journal:
             k.user_open_jobs(owner),
             k.job_channel(job_id),
             k.user_channel(owner),
-            k.running_jobs(),
+            k.running_jobs(bucket),
             k.user_jobs(owner),
         ]
         args = [
@@ -111,6 +118,7 @@ class Journal:
             job_type,
             job_id,
             "" if unchanged_since_ms is None else unchanged_since_ms,
+            self._publish,
             *(extra or []),
         ]
         return self._append(keys=keys, args=args)
