@@ -1,4 +1,6 @@
-"""The Dramatiq broker, on the same Redis as the hub, under the hub's namespace."""
+"""The Dramatiq broker: on the hub's Redis, or on HUB_BROKER_URL's (which a
+Redis Cluster needs: see `hub.store.topology.broker_apart`), under the
+hub's namespace."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from hub.store.settings import Settings
 
 def make_broker(settings: Settings) -> RedisBroker:
     return RedisBroker(  # type: ignore[no-untyped-call]
-        url=settings.require_redis_url(),
+        url=settings.require_broker_url(),
         namespace=KeySpace(settings.namespace).dramatiq_namespace,
         heartbeat_timeout=int(settings.worker_heartbeat_seconds * 1000),
         maintenance_chance=settings.worker_maintenance_chance,
