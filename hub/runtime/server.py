@@ -12,7 +12,6 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from redis import Redis as BlockingRedis
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
@@ -23,6 +22,7 @@ from hub.runtime.accept_gate import AcceptGate, connection_cap
 from hub.runtime.lingering import LingeringIOStream
 from hub.runtime.ports import listen_error
 from hub.runtime.request_guard import RequestGuard
+from hub.store import topology
 from hub.store.journal import Journal
 from hub.store.registry import Registry
 from hub.store.settings import Settings
@@ -195,11 +195,11 @@ async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Regi
     log.info("stopped")
 
 
-def watch_stalls(settings: Settings, job_types: Registry) -> tuple[StallWatcher, BlockingRedis]:
+def watch_stalls(settings: Settings, job_types: Registry) -> tuple[StallWatcher, Any]:
     """Starts failing stalled jobs (in a thread, with a client of its own).
     The workers do it too, but an external job may have no worker at all:
     its publisher is the app's own."""
-    client = BlockingRedis.from_url(
+    client = topology.sync_client(
         settings.require_redis_url(), socket_timeout=REDIS_SOCKET_TIMEOUT, socket_connect_timeout=REDIS_SOCKET_TIMEOUT
     )
     watcher = StallWatcher(

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from hub.delivery.bus import EventBus
 from hub.delivery.clock import Clock
 from hub.delivery.connections import ConnectionManager, UserSlots
-from hub.store import registry
+from hub.store import registry, topology
 from hub.store.files import FILE_NAME_PATTERN, JobFiles
 from hub.store.history import History
 from hub.store.journal import Journal
@@ -22,6 +22,7 @@ from hub.store.keys import KeySpace
 from hub.store.settings import Settings
 from hub.web.access_log import AccessLog
 from hub.web.auth import TokenVerifier
+from hub.web.cluster_pool import connect_cluster
 from hub.web.context import HubContext
 from hub.web.handlers.base import Gate, NotFoundHandler
 from hub.web.handlers.dev import DevTokenHandler
@@ -55,7 +56,12 @@ REDIS_SOCKET_TIMEOUT = 5.0
 
 def connect_redis(url: str) -> Redis:
     """The process's Redis client. Its pool makes a burst of requests (a
-    reconnect storm) wait for a connection, in order, instead of being refused."""
+    reconnect storm) wait for a connection, in order, instead of being refused.
+    On a Redis Cluster: a cluster client, with a pool of that size per node."""
+    if topology.kind_of(url) is topology.Kind.CLUSTER:
+        return connect_cluster(
+            url, size=REDIS_POOL_SIZE, stall_seconds=REDIS_POOL_WAIT_SECONDS, socket_timeout=REDIS_SOCKET_TIMEOUT
+        )
     pool = OrderedConnectionPool.from_url(
         url,
         max_connections=REDIS_POOL_SIZE,
@@ -73,7 +79,7 @@ def build_context(
     if job_types is None:
         job_types = registry.load(settings.app_modules, settings.external_job_types)
     metrics = HubMetrics()
-    keys = KeySpace(settings.namespace)
+    keys = KeySpace.for_client(settings.namespace, redis)
     slots = UserSlots(redis, keys, ttl=settings.process_ttl_seconds)
     bus = EventBus(
         settings.require_redis_url(),
