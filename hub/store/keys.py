@@ -3,8 +3,8 @@
 A namespace keeps several deployments (or test runs) apart on one Redis.
 
 On a Redis Cluster (`cluster=True`) every key of a user, and every key of
-that user's jobs, carries the user's bucket as its hash tag
-(`hub:{b7}:job:<id>`, `hub:{b7}:user:<user>:events`; see
+that user's jobs, carries the user's bucket's hash tag
+(`hub:{b7.252}:job:<id>`, `hub:{b7.252}:user:<user>:events`; see
 `hub.store.buckets`), so that each Lua script touches one hash slot; what
 is namespace-wide on one server (the running-jobs index, the users with
 held jobs) is one key per bucket. On one server the names are as they
@@ -26,6 +26,10 @@ class KeySpace:
     #: Keys carry their bucket's hash tag: the store is a Redis Cluster.
     cluster: bool = False
 
+    def __post_init__(self) -> None:
+        if self.cluster:
+            buckets.tag(buckets.BUCKETS[0])  # the tags, worked out now rather than on a first request
+
     @classmethod
     def for_client(cls, namespace: str, redis: Any) -> KeySpace:
         """The key space of the store `redis` is a client of."""
@@ -45,7 +49,7 @@ class KeySpace:
         return buckets.bucket_of(user_id) if self.cluster else ""
 
     def _in(self, bucket: str) -> str:
-        return f"{self.namespace}:{{{bucket}}}" if self.cluster else self.namespace
+        return f"{self.namespace}:{{{buckets.tag(bucket)}}}" if self.cluster else self.namespace
 
     def _of_job(self, job_id: str) -> str:
         return self._in(self.job_bucket(job_id))
