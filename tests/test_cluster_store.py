@@ -22,8 +22,12 @@ import redis
 from redis.crc import key_slot
 
 from hub.runtime.embedded import free_port
-from hub.store.buckets import bucket_of
+from hub.store import topology, user_queues
+from hub.store.buckets import BUCKETS, bucket_of, new_job_id, tag
+from hub.store.journal import Journal
+from hub.store.keys import KeySpace
 from hub.store.settings import Settings
+from hub.store.user_queues import UserQueues
 from tests.support.http import Api, Response
 from tests.support.processes import serve_env
 from tests.support.redis_cluster import LocalCluster, Node
@@ -41,8 +45,13 @@ def on_cluster(cluster: LocalCluster, broker_url: str, **extra: str) -> dict[str
     return {"HUB_REDIS_URL": cluster.url, "HUB_BROKER_URL": broker_url, **extra}
 
 
+def bucket_key(user: str) -> str:
+    """A key (any) of the user's bucket."""
+    return "{" + tag(bucket_of(user)) + "}"
+
+
 def primary_of_user(cluster: LocalCluster, user: str) -> Node:
-    return cluster.primary_of("{" + bucket_of(user) + "}")
+    return cluster.primary_of(bucket_key(user))
 
 
 def one_user_per_primary(cluster: LocalCluster, prefix: str) -> list[str]:
@@ -85,6 +94,17 @@ async def open_stream(api: Api) -> Response:
     return stream
 
 
+async def test_the_buckets_spread_evenly_over_the_primaries(redis_cluster):
+    # Given a cluster whose primaries own equal ranges of slots (as valkey-cli makes them)
+    primaries = redis_cluster.primaries()
+    # Then each holds a third of the 256 buckets, give or take one
+    held = {node.id: 0 for node in primaries}
+    for bucket in BUCKETS:
+        slot = key_slot(("{" + tag(bucket) + "}").encode())
+        held[next(node.id for node in primaries if node.owns(slot))] += 1
+    assert all(abs(count - 256 / len(primaries)) <= 1 for count in held.values()), held
+
+
 async def test_jobs_of_users_on_every_primary_run_and_read_as_on_one_server(
     redis_cluster, redis_url, hub_process, worker, token, namespace
 ):
@@ -108,10 +128,10 @@ async def test_jobs_of_users_on_every_primary_run_and_read_as_on_one_server(
     for user, job_id in jobs.items():
         assert JOB_ID.match(job_id) and job_id[:2] == bucket_of(user), job_id
     # and its keys live with the owner's on the primary that serves the bucket
+    keys = KeySpace(namespace, cluster=True)
     for user, job_id in jobs.items():
         with redis_cluster.client(primary_of_user(redis_cluster, user).port) as node:
-            tag = "{" + bucket_of(user) + "}"
-            assert node.exists(f"{namespace}:{tag}:job:{job_id}", f"{namespace}:{tag}:user:{user}:events") == 2
+            assert node.exists(keys.job(job_id), keys.user_events(user)) == 2
 
     # And every job runs to completion, and reads as on one server
     for user, job_id in jobs.items():
@@ -142,12 +162,15 @@ async def test_a_service_publishes_an_external_job_and_ids_the_hub_did_not_make_
         status, created = await service.post("/api/v1/jobs", {"type": "report", "owner": owner})
         assert status == 202, created
         job_id = created["jobId"]
+        # which the owner's `/my` snapshot shows while it is open
+        api = Api(hub.url, token(owner))
+        snapshot = await (await api.get("/api/v1/poll/jobs/my")).json_body()
+        assert [(event["type"], event["jobId"]) for event in snapshot["events"]] == [("initial_status", job_id)]
         # When the service publishes its progress and its end, by the job's id alone
         for update in ({"status": "active", "progress": 40, "step": "half"}, {"status": "completed", "result": {}}):
             status, answer = await service.post(f"/api/v1/jobs/{job_id}/events", update)
             assert status == 200, answer
         # Then the owner reads the finished job and its whole history
-        api = Api(hub.url, token(owner))
         status, body = await job_state(api, job_id)
         assert status == 200 and body["data"]["status"] == "completed", body
         assert [event["status"] for event in await history(api, "report", job_id)] == ["queued", "active", "completed"]
@@ -279,7 +302,7 @@ async def test_held_jobs_go_to_the_workers_one_at_a_time(
         ids.append(body["jobId"])
 
     # Then two of them wait in the hub, in the user's slot of the cluster
-    held_key = f"{namespace}:{{{bucket_of(user)}}}:user:{user}:held"
+    held_key = KeySpace(namespace, cluster=True).user_held_jobs(user)
     node = redis.RedisCluster.from_url(redis_cluster.url)
     try:
         assert node.llen(held_key) == 2
@@ -342,10 +365,45 @@ async def test_a_failover_and_a_moved_slot_are_followed_without_a_restart(
 
     # When the bucket's slot moves to another primary, keys and all
     target = next(node for node in redis_cluster.primaries() if node.id != new.id)
-    slot = key_slot(("{" + bucket_of(user) + "}").encode())
+    slot = key_slot(bucket_key(user).encode())
     redis_cluster.migrate([slot], target)
     assert primary_of_user(redis_cluster, user).id == target.id
     # Then they follow it there
     done.append(await run_one())
     listed = await (await api.get("/api/v1/jobs")).json_body()
     assert [job["jobId"] for job in listed["data"]] == done[::-1]
+
+
+async def test_a_message_that_never_reached_the_broker_is_sent_again(redis_cluster, redis_url, namespace, monkeypatch):
+    # Given a user's job handed to the broker through the user's queue
+    store = topology.sync_cluster_client(redis_cluster.url)
+    broker = redis.Redis.from_url(redis_url)
+    try:
+        settings = Settings(redis_url=redis_cluster.url, broker_url=redis_url, namespace=namespace)
+        journal = Journal(store, settings)
+        queues = UserQueues(store, journal.keys, 60, broker=broker)
+        user, job_id, message = "ivy", new_job_id("ivy"), '{"job": 1}'
+        journal.create(job_id, user, "character")
+        assert queues.submit(user, job_id, "default", "m1", message, 1) == [job_id]
+        queue = journal.keys.dramatiq_queue("default")
+        assert broker.lrange(queue, 0, -1) == [b"m1"]
+
+        # When its message is gone before any worker took it (its sender
+        # died before sending, or the broker lost it), and the grace passed
+        broker.delete(queue, queue + ".msgs")
+        assert queues.release(user) == [], "not within the grace"
+        monkeypatch.setattr(user_queues, "UNSENT_GRACE_SECONDS", 0)
+        # Then the next look sends it again, once
+        assert queues.release(user) == [job_id]
+        assert broker.lrange(queue, 0, -1) == [b"m1"]
+        assert broker.hget(queue + ".msgs", "m1") == message.encode()
+
+        # And once a worker runs it, nothing is sent again, and the user is no longer swept
+        journal.update(job_id, user, "character", status="active")
+        broker.delete(queue, queue + ".msgs")
+        assert queues.release(user) == []
+        assert broker.llen(queue) == 0
+        assert user.encode() not in store.smembers(journal.keys.users_with_held_jobs(journal.keys.user_bucket(user)))
+    finally:
+        store.close()
+        broker.close()
