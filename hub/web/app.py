@@ -84,7 +84,7 @@ def build_context(
         settings=settings,
         redis=redis,
         keys=keys,
-        journal=Journal(redis, settings),
+        journal=Journal(redis, settings, on_unreplicated=metrics.events_unreplicated.inc),
         history=History(redis, keys),
         bus=bus,
         connections=ConnectionManager(
