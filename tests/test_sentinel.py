@@ -1,8 +1,9 @@
 """Redis Sentinel under the hub (HUB_REDIS_URL=redis+sentinel://...): every
 Redis client of the hub and its workers follows the primary the sentinels
 name, a demoted primary is left at once, HUB_REDIS_WAIT_REPLICAS waits for
-a replica, and a failover under load costs a client a reconnect, or a
-`reset` where history was lost: never a silent gap, never a duplicate.
+a replica, the broker may live on another Redis (HUB_BROKER_URL), and a
+failover under load costs a client a reconnect, or a `reset` where history
+was lost: never a silent gap, never a duplicate.
 
 The failover test publishes events of external jobs through the service
 API, each with its sequence number in `step`, and notes which publishes
@@ -20,8 +21,12 @@ got, in order across its reconnects, must obey this rule:
   the anchor: nothing twice, nothing out of order.
 - The updates that H holds are exactly H's entries right after the anchor,
   from the first one on, without a hole: nothing skipped silently.
-- Updates H lacks were seen live before the failover lost them; they are
-  allowed (the client had them before history lost them) and counted.
+- Updates H lacks were seen live before the failover lost them (so was an
+  anchor H lacks). The client may have had them, but must not go on as if
+  they had happened: a reset comes before its next update. (Today a client
+  that comes back after newer events were recorded gets no reset:
+  hub.store.history.cursor_state takes a cursor absent from an untrimmed
+  stream for known. Such a run ends as xfail, naming the clients.)
 - An `initial_status` whose anchor H holds shows the job's state there (its
   last `step`): the fresh state is the real one.
 - No entry of H comes in two segments, and the last segment reaches H's end.
@@ -44,19 +49,21 @@ from typing import Any
 import pytest
 import redis
 
-from hub.errors import StoreUnavailable
+from hub.errors import ConfigError, StoreUnavailable
 from hub.runtime.embedded import server_binary
 from hub.store import topology
 from hub.store.journal import WAIT_TIMEOUT_MS, Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import Settings
 from hub.store.wire import FIELD_DATA
+from hub.web.dispatch import JobDispatcher
 from hub.web.redis_pool import OrderedSentinelConnectionPool
 from tests.support.continuity import Entry, Watch, check, cursor, follow
 from tests.support.environment import need
 from tests.support.http import Api
 from tests.support.jobs import TERMINAL
 from tests.support.redis_sentinel import SERVICE, SentinelSet
+from tests.support.sse import Frame
 from tests.support.tokens import SECRET, issue_service_token
 from tests.support.waiting import eventually
 
@@ -183,6 +190,35 @@ def test_an_append_returns_once_a_replica_holds_it_and_stands_when_none_does(sen
     client.close()
 
 
+async def test_the_broker_may_live_on_a_redis_of_its_own(sentinels, hub_process, worker, settings, token, redis_url):
+    # Given a hub and a worker on the sentinel set, with the broker on a plain server
+    env = {"HUB_REDIS_URL": sentinels.url(), "HUB_BROKER_URL": redis_url, "HUB_JOBS_IN_FLIGHT_PER_USER": "0"}
+    hub = hub_process(**env)
+    worker(**env)
+
+    # When a user starts a job
+    job_id = await create_character(hub.url, token("ann"))
+
+    # Then the worker takes it from the broker's server, and its events reach the user
+    watch = Watch(hub.url, f"/api/v1/sse/jobs/character/{job_id}", token("ann"))
+    await asyncio.wait_for(follow(watch), 30)
+    last = watch.frames[-1]
+    assert last is not None and last.data["status"] == "completed"
+    broker_keys = f"{KeySpace(settings.namespace).dramatiq_namespace}*"
+    with redis.Redis.from_url(redis_url) as plain, sentinels.primary_client() as primary:
+        assert plain.keys(broker_keys) and not primary.keys(broker_keys)
+        assert primary.exists(KeySpace(settings.namespace).job(job_id)) and not plain.keys(f"{settings.namespace}:*")
+
+
+def test_a_per_user_job_queue_needs_the_broker_on_the_hubs_redis():
+    # Holding a user's job and handing it to the broker is one script on one Redis.
+    settings = Settings(
+        redis_url="redis://hub.internal", broker_url="redis://broker.internal", jobs_in_flight_per_user=4
+    )
+    with pytest.raises(ConfigError, match="HUB_JOBS_IN_FLIGHT_PER_USER"):
+        JobDispatcher(settings)
+
+
 @dataclass
 class Feed:
     """An external job, and what became of each publish (by sequence number)."""
@@ -195,6 +231,26 @@ class Feed:
 
     def acknowledged_since(self, moment: float) -> int:
         return sum(1 for at in self.acknowledged.values() if at >= moment)
+
+
+def test_the_rule_catches_a_gap_a_repeat_and_lost_history_without_a_reset():
+    history = [Entry(f"{n}-0", {"jobId": "j", "step": str(n)}) for n in (1, 2, 3, 5, 6)]
+
+    def frame(kind: str, n: int) -> Frame:
+        return Frame({"type": kind, "jobId": "j", "step": str(n)}, f"{n}-0")
+
+    whole = [frame("initial_status", 1), frame("job_update", 2), frame("job_update", 3)]
+    assert check([*whole, frame("job_update", 5), frame("job_update", 6)], history).violations == []
+    assert check([*whole, frame("job_update", 6)], history).violations, "5 was skipped"
+    assert check([*whole, frame("job_update", 3), frame("job_update", 5), frame("job_update", 6)], history).violations
+    assert check(whole, history).violations, "the client stopped before the end"
+    # 4 was lost in a failover: a reset and a fresh state after it are right...
+    reset = check([*whole, frame("job_update", 4), None, frame("initial_status", 5), frame("job_update", 6)], history)
+    assert reset.violations == [] and reset.unreset == [] and reset.lost_seen == 1
+    # ...going on as if it had happened is not, nor is a fresh state that is not the real one
+    assert check([*whole, frame("job_update", 4), frame("job_update", 5), frame("job_update", 6)], history).unreset
+    stale = [*whole, None, Frame({"type": "initial_status", "jobId": "j", "step": "2"}, "5-0"), frame("job_update", 6)]
+    assert check(stale, history).violations
 
 
 @dataclass
