@@ -4,6 +4,15 @@ or a Cluster.
 HUB_REDIS_URL says which. `redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/DB]`
 names the sentinels of a primary; any other URL names a server, which may
 turn out to be a node of a cluster: the hub asks it once, at start.
+
+Every part of the hub gets its Redis clients here. A sentinel URL's user and
+password log in to the sentinels and to the data nodes alike. A client of a
+sentinel set asks the sentinels where the primary is whenever it opens a
+connection; a connection that finds a replica where the primary was (it
+answers READONLY) is dropped and its command fails, so the next one asks
+again (redis-py's sentinel connections do this). A cluster's client learns
+the other nodes from the one the URL names, and follows moved slots and
+promoted replicas by itself.
 """
 
 from __future__ import annotations
@@ -17,8 +26,11 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from hub.errors import ConfigError
 
@@ -28,7 +40,10 @@ SENTINEL_SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
 #: Seconds to wait for the server while finding out what it is.
 DETECT_TIMEOUT_SECONDS = 5.0
-#: How long a starting process waits for its Redis to answer that question.
+#: Seconds to wait for a sentinel's answer (unless the client's own socket
+#: timeouts say otherwise).
+SENTINEL_TIMEOUT_SECONDS = 5.0
+#: How long a starting process waits for its Redis to say what it is.
 STARTUP_WAIT_SECONDS = 30.0
 #: Times a cluster client tries a command again after a failure that a new
 #: view of the cluster may cure (a connection refused or lost, CLUSTERDOWN,
@@ -105,6 +120,77 @@ def detect(url: str) -> Kind:
     return Kind.CLUSTER if str(info.get("cluster_enabled", 0)) == "1" else Kind.SINGLE
 
 
+def async_client(
+    url: str, *, pool_class: type[redis.asyncio.ConnectionPool] | None = None, **options: Any
+) -> redis.asyncio.Redis:
+    """An asyncio client of the primary `url` names. `options` go to its
+    connection pool (max_connections, socket timeouts...). `pool_class`, if
+    given, must fit the URL: a subclass of redis-py's asyncio ConnectionPool
+    for a server, of its asyncio SentinelConnectionPool for a sentinel set."""
+    if not is_sentinel_url(url):
+        pool = (pool_class or redis.asyncio.ConnectionPool).from_url(url, **options)
+        return redis.asyncio.Redis(connection_pool=pool)
+    if pool_class is not None and not issubclass(pool_class, AsyncSentinelConnectionPool):
+        raise TypeError(f"{pool_class.__name__} cannot serve a sentinel set")
+    found = parse_sentinel_url(url)
+    manager = AsyncSentinel(  # type: ignore[no-untyped-call]
+        found.sentinels, sentinel_kwargs=_sentinel_options(found, options), **_node_login(found)
+    )
+    client: redis.asyncio.Redis = manager.master_for(
+        found.service, connection_pool_class=pool_class or AsyncSentinelConnectionPool, **options
+    )
+    return client
+
+
+def sync_client(url: str, **options: Any) -> redis.Redis | redis.RedisCluster:
+    """A blocking client of what `url` names: a cluster's, or a primary's
+    (`server_client`); `options` as for redis.Redis."""
+    if not is_sentinel_url(url) and kind_of(url) is Kind.CLUSTER:
+        return sync_cluster_client(url, **options)
+    return server_client(url, **options)
+
+
+def server_client(url: str, **options: Any) -> redis.Redis:
+    """A blocking client of the primary `url` names, a server or a sentinel
+    set's, without asking whether it is a cluster node."""
+    if not is_sentinel_url(url):
+        return redis.Redis.from_url(url, **options)
+    found = parse_sentinel_url(url)
+    manager = Sentinel(  # type: ignore[no-untyped-call]
+        found.sentinels, sentinel_kwargs=_sentinel_options(found, options), **_node_login(found)
+    )
+    client: redis.Redis = manager.master_for(found.service, **options)  # type: ignore[no-untyped-call]
+    return client
+
+
+async def primary_address(sentinels: SentinelSet) -> tuple[str, int]:
+    """Where the sentinels say the primary is now: the first sentinel that
+    answers and takes it for up. redis.ConnectionError if none does."""
+    manager = AsyncSentinel(  # type: ignore[no-untyped-call]
+        sentinels.sentinels, sentinel_kwargs=_sentinel_options(sentinels, {})
+    )
+    try:
+        host, port = await manager.discover_master(sentinels.service)
+    finally:
+        await manager.aclose()
+    return str(host), int(port)
+
+
+def _node_login(sentinels: SentinelSet) -> dict[str, Any]:
+    return {"db": sentinels.db, "username": sentinels.username, "password": sentinels.password}
+
+
+def _sentinel_options(sentinels: SentinelSet, options: dict[str, Any]) -> dict[str, Any]:
+    """How to reach the sentinels: the same login as the data nodes, and the
+    client's socket timeouts (a sentinel that does not answer is skipped)."""
+    return {
+        "username": sentinels.username,
+        "password": sentinels.password,
+        "socket_timeout": options.get("socket_timeout") or SENTINEL_TIMEOUT_SECONDS,
+        "socket_connect_timeout": options.get("socket_connect_timeout") or SENTINEL_TIMEOUT_SECONDS,
+    }
+
+
 #: What each URL turned out to name, so that a process asks once.
 _kinds: dict[str, Kind] = {}
 
@@ -161,13 +247,6 @@ def async_cluster_client(
     """An asyncio client of that cluster, with at most `max_connections`
     connections to each node."""
     return client_class.from_url(url, max_connections=max_connections, retry=_cluster_retry(), **kwargs)
-
-
-def sync_client(url: str, **kwargs: Any) -> redis.Redis | redis.RedisCluster:
-    """A blocking client of what `url` names (`kwargs`: connection settings)."""
-    if kind_of(url) is Kind.CLUSTER:
-        return sync_cluster_client(url, **kwargs)
-    return redis.Redis.from_url(url, **kwargs)
 
 
 def broker_apart(redis_url: str, broker_url: str | None) -> bool:

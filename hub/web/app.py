@@ -37,7 +37,7 @@ from hub.web.handlers.subscription import Streams
 from hub.web.handlers.tickets import TicketHandler
 from hub.web.metrics import HubMetrics
 from hub.web.rate_limit import JobRateLimit
-from hub.web.redis_pool import OrderedConnectionPool
+from hub.web.redis_pool import OrderedConnectionPool, OrderedSentinelConnectionPool
 from hub.web.tickets import Tickets
 
 JOB_ID = r"([^/]+)"
@@ -58,18 +58,18 @@ def connect_redis(url: str) -> Redis:
     """The process's Redis client. Its pool makes a burst of requests (a
     reconnect storm) wait for a connection, in order, instead of being refused.
     On a Redis Cluster: a cluster client, with a pool of that size per node."""
-    if topology.kind_of(url) is topology.Kind.CLUSTER:
+    if not topology.is_sentinel_url(url) and topology.kind_of(url) is topology.Kind.CLUSTER:
         return connect_cluster(
             url, size=REDIS_POOL_SIZE, stall_seconds=REDIS_POOL_WAIT_SECONDS, socket_timeout=REDIS_SOCKET_TIMEOUT
         )
-    pool = OrderedConnectionPool.from_url(
+    return topology.async_client(
         url,
+        pool_class=OrderedSentinelConnectionPool if topology.is_sentinel_url(url) else OrderedConnectionPool,
         max_connections=REDIS_POOL_SIZE,
         stall_seconds=REDIS_POOL_WAIT_SECONDS,
         socket_timeout=REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
     )
-    return Redis(connection_pool=pool)
 
 
 def build_context(
@@ -90,7 +90,7 @@ def build_context(
         settings=settings,
         redis=redis,
         keys=keys,
-        journal=Journal(redis, settings),
+        journal=Journal(redis, settings, on_unreplicated=metrics.events_unreplicated.inc),
         history=History(redis, keys),
         bus=bus,
         connections=ConnectionManager(
