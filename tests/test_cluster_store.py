@@ -315,12 +315,16 @@ async def test_held_jobs_go_to_the_workers_one_at_a_time(
         assert after["startedAt"] >= before["completedAt"], (before, after)
 
 
-async def test_a_cluster_without_a_broker_of_its_own_is_refused_at_start(redis_cluster, settings: Settings):
+async def test_what_a_cluster_cannot_do_is_refused_at_start(redis_cluster, redis_url, settings: Settings):
     base = {**serve_env(settings, free_port()), "HUB_REDIS_URL": redis_cluster.url}
     base.pop("HUB_BROKER_URL", None)
     refusals = {
         "HUB_REDIS_URL names a Redis Cluster: set HUB_BROKER_URL": {},
         "HUB_BROKER_URL names a Redis Cluster": {"HUB_BROKER_URL": redis_cluster.url.replace("/0", "")},
+        "HUB_REDIS_WAIT_REPLICAS is not supported on a Redis Cluster": {
+            "HUB_BROKER_URL": redis_url,
+            "HUB_REDIS_WAIT_REPLICAS": "1",
+        },
     }
     for command in ("serve", "worker"):
         for message, extra in refusals.items():
