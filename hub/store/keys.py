@@ -52,10 +52,10 @@ class KeySpace:
         return f"{self.namespace}:{{{buckets.tag(bucket)}}}" if self.cluster else self.namespace
 
     def _of_job(self, job_id: str) -> str:
-        return self._in(self.job_bucket(job_id))
+        return self._in(buckets.job_bucket(job_id)) if self.cluster else self.namespace
 
     def _of_user(self, user_id: str) -> str:
-        return self._in(self.user_bucket(user_id))
+        return self._in(buckets.bucket_of(user_id)) if self.cluster else self.namespace
 
     # -- jobs -----------------------------------------------------------------
 
