@@ -67,9 +67,10 @@ def tcp_memory_mib() -> float | None:
     return None
 
 
-def memory_available_mib() -> float:
-    """The machine's MemAvailable: what its processes may still use."""
+def meminfo_mib(name: str) -> float:
+    """One line of /proc/meminfo: `MemAvailable` (what processes may still
+    use), `Slab` (the kernel's own objects: sockets, files, epoll entries)..."""
     for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
+        if line.startswith(name + ":"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0

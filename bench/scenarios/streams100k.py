@@ -28,7 +28,7 @@ from bench.loadgen import BenchError, LoadGen
 from bench.params import Params
 from bench.scenarios.common import MIB, machine_during, open_streams, publish_and_measure, warm_up
 from bench.stack import SECRET, TOKEN_TTL
-from bench.system import core_busy_percent, core_times, cpu_percent, load_average
+from bench.system import ProcessProbe, core_busy_percent, core_times, cpu_percent, load_average
 from bench.tokens import Minter
 from hub.runtime.server import LISTEN_BACKLOG
 from hub.web.auth import TokenVerifier
@@ -89,16 +89,21 @@ def run(params: Params) -> dict[str, Any]:
         for port in fleet.ports:
             warm_up(fleet, port)
         specs, jobs = crowd(fleet, connections)
-        baseline, memory_before = fleet.probe.sample(), kernel.memory_available_mib()
+        baseline, machine_before = fleet.probe.sample(), _machine_memory(fleet)
         with LoadGen(fleet.port, connections, fleet.load_cpus, per_worker=CLIENTS_PER_LOADGEN) as load:
             print(f"   opening {connections:,} streams on {processes} hub processes", flush=True)
             opening = _open(fleet, load, specs)
             time.sleep(SETTLE_SECONDS)
             idle = _idle(fleet, load, chosen["window"])
             after = fleet.probe.sample()
+            machine_after = _machine_memory(fleet)
             memory = {
-                "machine_memory_used_mib": round(memory_before - kernel.memory_available_mib(), 1),
+                # Both ends of every connection are on this machine, and so are the clients.
+                "machine_memory_used_mib": round(machine_before["available"] - machine_after["available"], 1),
+                "kernel_slab_growth_mib": round(machine_after["slab"] - machine_before["slab"], 1),
                 "kernel_tcp_buffers_mib": kernel.tcp_memory_mib(),
+                "valkey_rss_growth_mib": round(machine_after["valkey"] - machine_before["valkey"], 1),
+                "loadgen_rss_mib": round(sum(ProcessProbe(pid).rss_bytes() for pid in load.pids) / MIB, 1),
                 "hub_rss_each_mib": fleet.hubs.rss_each_mib(),
             }
             # Each event to a different user, in random order (at most one each).
@@ -126,6 +131,14 @@ def run(params: Params) -> dict[str, Any]:
         "streams_open_at_end": still["streams_open"],
         "streams_closed_by_server": still["streams_closed_by_server"],
         **fleet.diagnostics(),
+    }
+
+
+def _machine_memory(fleet: Fleet) -> dict[str, float]:
+    return {
+        "available": kernel.meminfo_mib("MemAvailable"),
+        "slab": kernel.meminfo_mib("Slab"),
+        "valkey": fleet.valkey_probe.rss_bytes() / MIB,
     }
 
 
