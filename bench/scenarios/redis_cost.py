@@ -2,21 +2,24 @@
 (`hub.store.journal.Journal.update`, the append_event script), and how many
 events a second one primary takes.
 
-No hub runs: publishers write events for U users with J jobs each, as the
-workers do. Three measurements, on a Valkey of its own (on the server's
-core, append-only file on, as docs/SCALING.md recommends) or on the Redis
-that `--redis-url` names (any HUB_REDIS_URL; its keys under the run's
-namespace are removed afterwards, and anyone else's commands meanwhile are
-counted too):
+No hub runs: publishers write the events of U users with J jobs each, as
+the workers do. On a Valkey of its own (its main thread alone on the
+server's core, append-only file on, as docs/SCALING.md recommends) or on
+the Redis that `--redis-url` names (any HUB_REDIS_URL; its keys under the
+run's namespace are removed afterwards, and anyone else's commands
+meanwhile are counted too):
 
-- steady: events at a fixed rate, spread evenly over the jobs; Redis's
-  commands per event (INFO commandstats), its CPU per event (INFO cpu, with
-  its idle CPU beforehand taken off), and the memory each event adds to
-  history (used_memory, and MEMORY USAGE of every job and user stream),
-  none trimmed yet at the default history lengths;
+- steady: events at a fixed rate, spread evenly over the jobs, until every
+  job's history holds HUB_JOB_HISTORY events (1,000), and so, with 10 jobs
+  each, every user's holds HUB_USER_HISTORY (10,000): histories as full as
+  the defaults let them grow. Redis's commands per event (INFO
+  commandstats), its CPU per event (INFO cpu, less its idle CPU), the
+  memory per event kept (used_memory), and one full history of a job and
+  of a user (MEMORY USAGE);
 - saturation: P publisher processes sending as fast as they can, each
-  event still one script call, for `--duration` seconds after a ramp:
-  events/s and the busiest primary's main-thread CPU (saturated at ≥ 90 %).
+  event still one script call, now with every history trimmed as it grows,
+  for `--duration` seconds after a ramp: events/s and the busiest primary's
+  main-thread CPU (saturated at ≥ 90 %).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from bench.system import core_busy_percent, core_times, cpu_sets, load_average
 from bench.valkey import Valkey
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
-from hub.store.settings import Settings
+from hub.store.settings import DEFAULT_JOB_HISTORY, DEFAULT_USER_HISTORY, Settings
 from hub.store.topology import Kind
 
 NAME = "redis-cost"
@@ -62,9 +65,11 @@ FLUSH_SECONDS = 1.0
 
 def settings(params: Params) -> dict[str, Any]:
     return {
-        "users": 10 if params.quick else 100,
-        "jobs_per_user": 5 if params.quick else 10,
-        "rate": params.events_per_second(2_000, 500),
+        "users": 2 if params.quick else 4,
+        "jobs_per_user": 2 if params.quick else 10,
+        "job_history": DEFAULT_JOB_HISTORY,
+        "user_history": DEFAULT_USER_HISTORY,
+        "rate": params.events_per_second(2_000, 1_000),
         "duration": params.seconds(20, 3),
         "publishers": params.process_count(PUBLISHERS, 2),
         "redis": redacted(params.redis_url) if params.redis_url else "a Valkey of its own",
@@ -95,7 +100,7 @@ def run(params: Params) -> dict[str, Any]:
                 raise BenchError("publishing to a Redis Cluster needs the hub's cluster support, not on this branch")
             jobs = _create_jobs(primaries.publish_url, namespace, chosen["users"], chosen["jobs_per_user"])
             idle = _idle(primaries)
-            steady = _steady(primaries, namespace, jobs, chosen["rate"], chosen["duration"], idle)
+            steady = _steady(primaries, namespace, jobs, chosen["rate"], idle)
             saturation = _saturate(primaries, namespace, jobs, chosen["publishers"], chosen["duration"])
             result = {
                 "settings": chosen,
@@ -136,8 +141,8 @@ def _idle(primaries: Primaries) -> float:
     return (after.cpu_seconds - before.cpu_seconds) / (after.at - before.at)
 
 
-def _streams(primaries: Primaries, namespace: str, jobs: list[tuple[str, str]]) -> dict[str, tuple[int, int]]:
-    """(bytes, entries) of all job streams together, and of all user streams."""
+def _streams(primaries: Primaries, namespace: str, jobs: list[tuple[str, str]]) -> dict[str, tuple[int, int, int]]:
+    """(bytes, entries, streams) of all job streams together, and of all user streams."""
     keys = KeySpace(namespace)
     groups = {
         "job": [keys.job_events(job_id) for job_id, _ in jobs],
@@ -147,13 +152,15 @@ def _streams(primaries: Primaries, namespace: str, jobs: list[tuple[str, str]]) 
     for name, names in groups.items():
         size = sum(primaries.memory_usage(key) for key in names)
         entries = sum(int(primaries.keyed.xlen(key)) for key in names)
-        totals[name] = (size, entries)
+        totals[name] = (size, entries, len(names))
     return totals
 
 
 def _steady(
-    primaries: Primaries, namespace: str, jobs: list[tuple[str, str]], rate: float, duration: float, idle: float
+    primaries: Primaries, namespace: str, jobs: list[tuple[str, str]], rate: float, idle: float
 ) -> dict[str, Any]:
+    """Fills every job's history (a job's creation is its first event)."""
+    duration = len(jobs) * (DEFAULT_JOB_HISTORY - 1) / rate
     streams_before = _streams(primaries, namespace, jobs)
     with Publisher(JournalSink(primaries.publish_url, namespace), jobs, rate, duration, cpu_sets()[1]) as publisher:
         before = primaries.read()
@@ -181,7 +188,7 @@ def _steady(
         "cpu_us_per_event_without_idle": round(1e6 * (cpu - idle * wall) / events, 1),
         "cpu_percent": round(100 * cpu / wall, 1),
         "forks": after.forks - before.forks,
-        "memory": _memory(before.used_memory, memory_after, streams_before, streams_after, events),
+        "memory": _memory(before.used_memory, memory_after, streams_before, streams_after),
         "event_bytes": _event_bytes(primaries, namespace, jobs[0][0]),
     }
 
@@ -196,22 +203,22 @@ def _script_us(commands: dict[str, tuple[int, int]], events: int) -> float | Non
 def _memory(
     used_before: int,
     used_after: int,
-    streams_before: dict[str, tuple[int, int]],
-    streams_after: dict[str, tuple[int, int]],
-    events: int,
+    streams_before: dict[str, tuple[int, int, int]],
+    streams_after: dict[str, tuple[int, int, int]],
 ) -> dict[str, Any]:
-    """Bytes per event kept: in all (used_memory), and in each stream it is kept in."""
-    per_entry = {}
-    for name, (size_after, entries_after) in streams_after.items():
-        size_before, entries_before = streams_before[name]
+    """Bytes per event kept: in all (used_memory, per event that the job
+    streams gained: each is kept in its user's stream too), in each kind of
+    stream, and one stream's whole history."""
+    figures: dict[str, Any] = {"used_memory_growth_mib": round((used_after - used_before) / 1024 / 1024, 2)}
+    for name, (size_after, entries_after, count) in streams_after.items():
+        size_before, entries_before, _ = streams_before[name]
         added = entries_after - entries_before
-        per_entry[f"{name}_stream_bytes_per_event"] = round((size_after - size_before) / added, 1) if added else None
-    return {
-        "used_memory_growth_mib": round((used_after - used_before) / 1024 / 1024, 2),
-        "bytes_per_event": round((used_after - used_before) / events, 1),
-        **per_entry,
-        "events_kept": {name: entries for name, (_, entries) in streams_after.items()},
-    }
+        figures[f"{name}_stream_bytes_per_event"] = round((size_after - size_before) / added, 1) if added else None
+        figures[f"{name}_history_events"] = round(entries_after / count)
+        figures[f"{name}_history_kib"] = round(size_after / count / 1024, 1)
+    kept = streams_after["job"][1] - streams_before["job"][1]
+    figures["bytes_per_event"] = round((used_after - used_before) / kept, 1) if kept else None
+    return figures
 
 
 def _event_bytes(primaries: Primaries, namespace: str, job_id: str) -> int | None:
@@ -297,6 +304,8 @@ def sections(result: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
             "bytes/event kept": memory["bytes_per_event"],
             "job stream B/event": memory["job_stream_bytes_per_event"],
             "user stream B/event": memory["user_stream_bytes_per_event"],
+            "job history KiB": memory["job_history_kib"],
+            "user history KiB": memory["user_history_kib"],
             "max events/s": saturation["events_per_s"],
             "main thread CPU %": saturation["main_thread_cpu_percent"],
             "µs/event batched": saturation["main_thread_us_per_event"],
