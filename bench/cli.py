@@ -1,6 +1,6 @@
 """`python -m bench SCENARIO|all [--connections N[,N...]] [--duration S]
-[--rate R] [--per-job K] [--processes P] [--redis-url URL] [--json PATH]
-[--quick] [--profile]`: runs the scenarios, then writes the run's JSON, its
+[--rate R] [--per-job K] [--processes P] [--redis-url URL] [--publishers P]
+[--json PATH] [--quick] [--profile]`: runs the scenarios, then writes the run's JSON, its
 markdown summary and its plots."""
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds of load per measurement")
     parser.add_argument("--rate", type=float, help="events published per second")
     parser.add_argument("--per-job", type=int, help="fanout: connections per job (default 1)")
-    parser.add_argument("--processes", type=int, help="streams100k: hub processes; redis-cost: publisher processes")
+    parser.add_argument("--processes", type=int, help="streams100k: hub processes, each `hub serve` on its own port")
+    parser.add_argument("--publishers", type=int, help="redis-cost: publisher processes trying to saturate Redis")
     parser.add_argument(
         "--redis-url",
         help="redis-cost: measure this Redis (any HUB_REDIS_URL) instead of starting one; its keys are removed after",
@@ -61,7 +62,14 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     params = Params(
-        args.connections, args.duration, args.rate, args.per_job, args.quick, args.processes, args.redis_url
+        args.connections,
+        args.duration,
+        args.rate,
+        args.per_job,
+        args.quick,
+        args.processes,
+        args.redis_url,
+        args.publishers,
     )
     signal.signal(signal.SIGTERM, _interrupt)
     raise_open_files()

@@ -67,6 +67,8 @@ class Fleet(Stack):
     sums them, so what measures one server measures them all."""
 
     def __init__(self, *, processes: int, connections: int, env: dict[str, str] | None = None) -> None:
+        # Each `hub serve` is one process, whatever HUB_PROCESSES says around it.
+        env = {"HUB_PROCESSES": "1", **(env or {})}
         super().__init__("hub", connections=math.ceil(connections / processes), env=env)
         self.processes = processes
         self.others: list[subprocess.Popen[bytes]] = []

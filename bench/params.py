@@ -23,10 +23,12 @@ class Params:
     rate: float | None = None
     per_job: int | None = None
     quick: bool = False
-    #: streams100k: hub processes; redis-cost: publisher processes.
+    #: The hub's processes (streams100k: each `hub serve` on its own port).
     processes: int | None = None
     #: redis-cost: the Redis to measure (any HUB_REDIS_URL), instead of one of its own.
     redis_url: str | None = None
+    #: redis-cost: publisher processes trying to saturate it.
+    publishers: int | None = None
 
     def connection_count(self, full: int, quick: int) -> int:
         """One connection count: the largest given, else the default."""
@@ -46,6 +48,9 @@ class Params:
 
     def process_count(self, full: int, quick: int) -> int:
         return self.processes or (quick if self.quick else full)
+
+    def publisher_count(self, full: int, quick: int) -> int:
+        return self.publishers or (quick if self.quick else full)
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)

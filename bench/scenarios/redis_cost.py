@@ -71,7 +71,7 @@ def settings(params: Params) -> dict[str, Any]:
         "user_history": DEFAULT_USER_HISTORY,
         "rate": params.events_per_second(2_000, 1_000),
         "duration": params.seconds(20, 3),
-        "publishers": params.process_count(PUBLISHERS, 2),
+        "publishers": params.publisher_count(PUBLISHERS, 2),
         "redis": redacted(params.redis_url) if params.redis_url else "a Valkey of its own",
     }
 
