@@ -41,6 +41,8 @@ class Reading:
     main_thread_cpu_seconds: list[float] = field(default_factory=list)
     used_memory: int = 0
     forks: int = 0
+    #: Times an fsync of the append-only file was put off: the disk lagged.
+    aof_delayed_fsync: int = 0
 
 
 class Primaries:
@@ -90,6 +92,7 @@ class Primaries:
             reading.main_thread_cpu_seconds.append(main)
             reading.used_memory += int(info["used_memory"])
             reading.forks += int(info.get("total_forks", 0))
+            reading.aof_delayed_fsync += int(info.get("aof_delayed_fsync", 0))
         return reading
 
     def version(self) -> str | None:

@@ -27,8 +27,9 @@ def _cpulist(cpus: set[int] | None) -> list[str]:
 class Valkey:
     """`with Valkey(folder) as server:` runs it on `server.url` until the block ends."""
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, *, appendonly: bool = True) -> None:
         self.folder = folder
+        self.appendonly = appendonly
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -37,7 +38,8 @@ class Valkey:
         server, load = cpu_sets()
         command = [server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.folder]
         command += ["--logfile", os.path.join(self.folder, "valkey.log"), "--save", "", "--daemonize", "no"]
-        command += ["--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction"]
+        command += ["--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec"]
+        command += ["--maxmemory-policy", "noeviction"]
         if server and load:
             command += ["--server-cpulist", *_cpulist(server)]
             for option in ("--bio-cpulist", "--aof-rewrite-cpulist", "--bgsave-cpulist"):

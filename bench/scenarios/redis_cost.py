@@ -274,6 +274,7 @@ def _saturate(
         # What one primary's core would take at that cost: an estimate when not saturated.
         "events_per_s_at_full_core": math.floor(1e6 / main_us),
         "forks": after.forks - before.forks,
+        "aof_delayed_fsyncs": after.aof_delayed_fsync - before.aof_delayed_fsync,
         "publish_failures": sum(r["failures"] for r in results),
         "publisher_cpu_seconds": round(sum(r["cpu_seconds"] for r in results), 1),
         "core_busy_percent": core_busy_percent(cores_before, cores_after),
