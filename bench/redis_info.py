@@ -11,12 +11,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 import redis
-from redis.sentinel import Sentinel
 
-from hub.store.topology import Kind, detect, parse_sentinel_url
+from hub.store.topology import Kind, detect, sync_client
 
 #: Left out of the counts: the measurement's own commands; those of setting
 #: up a connection; and the check that a pipeline's script is loaded, which
@@ -40,39 +38,31 @@ class Reading:
     #: Each primary's main thread, the part that saturates.
     main_thread_cpu_seconds: list[float] = field(default_factory=list)
     used_memory: int = 0
+    #: used_memory less Redis's own overhead (client and replication
+    #: buffers among it): what the data takes.
+    dataset_memory: int = 0
     forks: int = 0
     #: Times an fsync of the append-only file was put off: the disk lagged.
     aof_delayed_fsync: int = 0
 
 
 class Primaries:
-    """Clients of the primaries `url` names, and `publish_url`: a plain URL
-    of the one primary, for publishers that take one (for sentinels: the
-    primary they name now)."""
+    """Clients of the primaries `url` names: the hub's own kind of client
+    for a server or a sentinel set, or one per primary of a cluster."""
 
     def __init__(self, url: str) -> None:
         self.kind = detect(url)
-        self.nodes: list[redis.Redis] = []
-        self.publish_url = url
-        if self.kind is Kind.SENTINEL:
-            found = parse_sentinel_url(url)
-            sentinel = Sentinel(list(found.sentinels), socket_timeout=TIMEOUT)  # type: ignore[no-untyped-call]
-            host, port = sentinel.discover_master(found.service)  # type: ignore[no-untyped-call]
-            login = ""
-            if found.password:
-                login = f"{quote(found.username or '', safe='')}:{quote(found.password, safe='')}@"
-            self.publish_url = f"redis://{login}{host}:{port}/{found.db}"
-            self.nodes = [redis.Redis.from_url(self.publish_url, socket_timeout=TIMEOUT)]
-        elif self.kind is Kind.CLUSTER:
+        self.url = url
+        if self.kind is Kind.CLUSTER:
             cluster = redis.RedisCluster.from_url(url, socket_timeout=TIMEOUT)
-            self.nodes = [
+            self.nodes: list[redis.Redis] = [
                 node.redis_connection
                 for node in cluster.get_primaries()  # type: ignore[no-untyped-call]
                 if node.redis_connection
             ]
             self._cluster = cluster
         else:
-            self.nodes = [redis.Redis.from_url(url, socket_timeout=TIMEOUT)]
+            self.nodes = [sync_client(url, socket_timeout=TIMEOUT)]
         #: A client that sends each one-key command where its key lives.
         self.keyed: Any = self._cluster if self.kind is Kind.CLUSTER else self.nodes[0]
 
@@ -91,6 +81,7 @@ class Primaries:
             )
             reading.main_thread_cpu_seconds.append(main)
             reading.used_memory += int(info["used_memory"])
+            reading.dataset_memory += int(info.get("used_memory_dataset", info["used_memory"]))
             reading.forks += int(info.get("total_forks", 0))
             reading.aof_delayed_fsync += int(info.get("aof_delayed_fsync", 0))
         return reading

@@ -14,7 +14,7 @@ meanwhile are counted too):
   each, every user's holds HUB_USER_HISTORY (10,000): histories as full as
   the defaults let them grow. Redis's commands per event (INFO
   commandstats), its CPU per event (INFO cpu, less its idle CPU), the
-  memory per event kept (used_memory), and one full history of a job and
+  memory per event kept (used_memory_dataset), and one full history of a job and
   of a user (MEMORY USAGE);
 - saturation: P publisher processes sending as fast as they can, each
   event still one script call, now with every history trimmed as it grows,
@@ -33,8 +33,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import redis
-
 from bench.loadgen import BenchError
 from bench.params import Params, redacted
 from bench.publisher import JournalSink, Publisher
@@ -45,7 +43,7 @@ from bench.valkey import Valkey
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import DEFAULT_JOB_HISTORY, DEFAULT_USER_HISTORY, Settings
-from hub.store.topology import Kind
+from hub.store.topology import Kind, sync_client
 
 NAME = "redis-cost"
 #: Redis's CPU when nothing is sent, measured over this long and taken off.
@@ -99,7 +97,7 @@ def run(params: Params) -> dict[str, Any]:
         try:
             if primaries.kind is Kind.CLUSTER:
                 raise BenchError("the hub's append path does not run on a Redis Cluster yet: nothing to measure")
-            jobs = _create_jobs(primaries.publish_url, namespace, chosen["users"], chosen["jobs_per_user"])
+            jobs = _create_jobs(primaries.url, namespace, chosen["users"], chosen["jobs_per_user"])
             idle = _idle(primaries)
             steady = _steady(primaries, namespace, jobs, chosen["rate"], idle)
             saturation = _saturate(primaries, namespace, jobs, chosen["publishers"], chosen["duration"])
@@ -121,7 +119,7 @@ def run(params: Params) -> dict[str, Any]:
 
 
 def _create_jobs(url: str, namespace: str, users: int, per_user: int) -> list[tuple[str, str]]:
-    client = redis.Redis.from_url(url)
+    client = sync_client(url)
     try:
         pipeline = client.pipeline(transaction=False)
         journal = Journal(pipeline, Settings(redis_url=url, namespace=namespace))
@@ -163,13 +161,13 @@ def _steady(
     """Fills every job's history (a job's creation is its first event)."""
     duration = len(jobs) * (DEFAULT_JOB_HISTORY - 1) / rate
     streams_before = _streams(primaries, namespace, jobs)
-    with Publisher(JournalSink(primaries.publish_url, namespace), jobs, rate, duration, cpu_sets()[1]) as publisher:
+    with Publisher(JournalSink(primaries.url, namespace), jobs, rate, duration, cpu_sets()[1]) as publisher:
         before = primaries.read()
         publisher.start()
         published = publisher.result()
         after = primaries.read()
     time.sleep(FLUSH_SECONDS)
-    memory_after = primaries.read().used_memory
+    memory_after = primaries.read()
     streams_after = _streams(primaries, namespace, jobs)
     events = published["sent"] - published["failures"]
     if events <= 0:
@@ -189,7 +187,7 @@ def _steady(
         "cpu_us_per_event_without_idle": round(1e6 * (cpu - idle * wall) / events, 1),
         "cpu_percent": round(100 * cpu / wall, 1),
         "forks": after.forks - before.forks,
-        "memory": _memory(before.used_memory, memory_after, streams_before, streams_after),
+        "memory": _memory(before, memory_after, streams_before, streams_after),
         "event_bytes": _event_bytes(primaries, namespace, jobs[0][0]),
     }
 
@@ -202,15 +200,20 @@ def _script_us(commands: dict[str, tuple[int, int]], events: int) -> float | Non
 
 
 def _memory(
-    used_before: int,
-    used_after: int,
+    before: Reading,
+    after: Reading,
     streams_before: dict[str, tuple[int, int, int]],
     streams_after: dict[str, tuple[int, int, int]],
 ) -> dict[str, Any]:
-    """Bytes per event kept: in all (used_memory, per event that the job
-    streams gained: each is kept in its user's stream too), in each kind of
-    stream, and one stream's whole history."""
-    figures: dict[str, Any] = {"used_memory_growth_mib": round((used_after - used_before) / 1024 / 1024, 2)}
+    """Bytes per event kept: in all (the dataset's growth per event that the
+    job streams gained: each is kept in its user's stream too; used_memory
+    also counts buffers, a replica's among them), in each kind of stream,
+    and one stream's whole history."""
+    grown = after.dataset_memory - before.dataset_memory
+    figures: dict[str, Any] = {
+        "used_memory_growth_mib": round((after.used_memory - before.used_memory) / 1024 / 1024, 2),
+        "dataset_growth_mib": round(grown / 1024 / 1024, 2),
+    }
     for name, (size_after, entries_after, count) in streams_after.items():
         size_before, entries_before, _ = streams_before[name]
         added = entries_after - entries_before
@@ -218,7 +221,7 @@ def _memory(
         figures[f"{name}_history_events"] = round(entries_after / count)
         figures[f"{name}_history_kib"] = round(size_after / count / 1024, 1)
     kept = streams_after["job"][1] - streams_before["job"][1]
-    figures["bytes_per_event"] = round((used_after - used_before) / kept, 1) if kept else None
+    figures["bytes_per_event"] = round(grown / kept, 1) if kept else None
     return figures
 
 
@@ -239,7 +242,7 @@ def _saturate(
     duration: float,
 ) -> dict[str, Any]:
     """`count` publishers as fast as they can; what Redis took meanwhile."""
-    sink = JournalSink(primaries.publish_url, namespace)
+    sink = JournalSink(primaries.url, namespace)
     load = cpu_sets()[1]
     with contextlib.ExitStack() as stack:
         # Each its own jobs: every job's events stay in order, as one worker's would.
