@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,10 @@ def _two_free_ports() -> int:
 
 
 class LocalCluster:
-    def __init__(self, base_dir: Path, primaries: int = 3, replicas: int = 1) -> None:
+    def __init__(self, base_dir: Path, primaries: int = 3, replicas: int = 1, config: Sequence[str] = ()) -> None:
         self.base_dir = base_dir
+        #: Lines added to every node's configuration (a later line wins).
+        self.config = tuple(config)
         self.size = primaries * (1 + replicas)
         self.replicas = replicas
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
@@ -103,6 +106,7 @@ class LocalCluster:
                     'save ""',
                     "appendonly no",
                     "logfile valkey.log",
+                    *self.config,
                     "",
                 ]
             )
