@@ -1,6 +1,6 @@
 """`python -m bench SCENARIO|all [--connections N[,N...]] [--duration S]
-[--rate R] [--per-job K] [--processes P] [--redis-url URL] [--publishers P]
-[--json PATH] [--quick] [--profile]`: runs the scenarios, then writes the run's JSON, its
+[--rate R] [--per-job K] [--processes P] [--redis-url URL | --cluster P | --replica]
+[--publishers P] [--json PATH] [--quick] [--profile]`: runs the scenarios, then writes the run's JSON, its
 markdown summary and its plots."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from types import FrameType, ModuleType
 from typing import Any
 
 from bench import plots, profile, report, targets
+from bench.cluster import MIN_PRIMARIES
 from bench.params import Params, redacted
 from bench.scenarios import broadcast, churn, fanout, idle, longpoll, peer, polling, redis_cost, streams100k
 from bench.stack import PROFILE_DIR_ENV
@@ -45,6 +46,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--redis-url",
         help="redis-cost: measure this Redis (any HUB_REDIS_URL) instead of starting one; its keys are removed after",
     )
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        metavar="P",
+        help="redis-cost: start and measure a local Valkey Cluster of P primaries (3 or more), a replica each",
+    )
+    parser.add_argument(
+        "--replica",
+        action="store_true",
+        help="redis-cost: give the Valkey it starts a replica, as each primary of --cluster has",
+    )
     parser.add_argument("--json", type=Path, help="where the run's JSON goes (the .md and plots go beside it)")
     parser.add_argument("--quick", action="store_true", help="small N and a few seconds each: a smoke test")
     parser.add_argument(
@@ -52,7 +64,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="sample each server with py-spy during its measurement windows and log its garbage collections",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.cluster is not None and (args.redis_url or args.cluster < MIN_PRIMARIES):
+        parser.error(f"--cluster takes {MIN_PRIMARIES} or more primaries, and no --redis-url")
+    if args.replica and (args.redis_url or args.cluster is not None):
+        parser.error("--replica is for the Valkey redis-cost starts: neither --redis-url nor --cluster")
+    return args
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -70,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         args.processes,
         args.redis_url,
         args.publishers,
+        args.cluster,
+        args.replica,
     )
     signal.signal(signal.SIGTERM, _interrupt)
     raise_open_files()

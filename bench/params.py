@@ -29,6 +29,10 @@ class Params:
     redis_url: str | None = None
     #: redis-cost: publisher processes trying to saturate it.
     publishers: int | None = None
+    #: redis-cost: the primaries of a local cluster to start and measure (a replica each).
+    cluster: int | None = None
+    #: redis-cost: its one Valkey gets a replica, as each primary of a cluster has.
+    replica: bool = False
 
     def connection_count(self, full: int, quick: int) -> int:
         """One connection count: the largest given, else the default."""

@@ -78,12 +78,16 @@ class _JournalBatch:
     def __init__(self, redis_url: str, namespace: str) -> None:
         from bench.stack import JOB_TYPE
         from hub.store.journal import Journal
+        from hub.store.scripts import load_script
         from hub.store.settings import Settings
-        from hub.store.topology import sync_client
+        from hub.store.topology import is_cluster_client, sync_client
 
         self.job_type = JOB_TYPE
-        self.client = sync_client(redis_url)  # a server's URL, or a sentinel set's
-        self.pipeline = self.client.pipeline(transaction=False)
+        self.client = sync_client(redis_url)  # a server's URL, a sentinel set's, or a cluster node's
+        self.pipeline: Any = self.client.pipeline(transaction=False)
+        if is_cluster_client(self.client):
+            self.client.script_load(load_script("append_event.lua"))  # on every primary
+            _send_scripts_to_their_keys(self.client, self.pipeline)
         self.journal = Journal(self.pipeline, Settings(redis_url=redis_url, namespace=namespace))
 
     def add(self, job_id: str, owner: str, step: str) -> None:
@@ -94,6 +98,19 @@ class _JournalBatch:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _send_scripts_to_their_keys(client: Any, pipeline: Any) -> None:
+    """Lets a cluster pipeline carry script calls, as a worker's client sends
+    them: redis-py's refuses EVALSHA (it could not load a missing script: every
+    primary has it already), and would ask a node for each call's keys
+    (COMMAND GETKEYS), where the client alone finds the primary of the first."""
+
+    def evalsha(sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        node = client.get_node_from_key(keys_and_args[0])
+        return pipeline.execute_command("EVALSHA", sha, numkeys, *keys_and_args, target_nodes=node)
+
+    pipeline.evalsha = evalsha
 
 
 class _NchanBatch:

@@ -3,7 +3,10 @@ set up as `hub up` runs it (append-only file, fsync every second,
 noeviction), with its main thread alone on the server's core and its
 background work (fsync, append-only file rewrites, which fork) on the load
 cores, as a server with cores to spare would run it. Otherwise a rewrite's
-child would take the main thread's core whenever the file has doubled."""
+child would take the main thread's core whenever the file has doubled.
+
+A replica of it (`replica_of`) runs wholly on the load cores: on another
+machine, as it would be, it would take nothing from the primary's core."""
 
 from __future__ import annotations
 
@@ -27,9 +30,11 @@ def _cpulist(cpus: set[int] | None) -> list[str]:
 class Valkey:
     """`with Valkey(folder) as server:` runs it on `server.url` until the block ends."""
 
-    def __init__(self, folder: str, *, appendonly: bool = True) -> None:
+    def __init__(self, folder: str, *, appendonly: bool = True, replica_of: int | None = None) -> None:
         self.folder = folder
         self.appendonly = appendonly
+        #: The port of the primary on loopback that this one copies.
+        self.replica_of = replica_of
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -40,6 +45,9 @@ class Valkey:
         command += ["--logfile", os.path.join(self.folder, "valkey.log"), "--save", "", "--daemonize", "no"]
         command += ["--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "everysec"]
         command += ["--maxmemory-policy", "noeviction"]
+        if self.replica_of is not None:
+            command += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+            server = load
         if server and load:
             command += ["--server-cpulist", *_cpulist(server)]
             for option in ("--bio-cpulist", "--aof-rewrite-cpulist", "--bgsave-cpulist"):
@@ -53,6 +61,8 @@ class Valkey:
 
         def answers() -> bool:
             try:
+                if self.replica_of is not None:  # and holds the primary's data
+                    return client.info("replication").get("master_link_status") == "up"
                 return bool(client.ping())
             except redis.exceptions.RedisError:
                 return False
