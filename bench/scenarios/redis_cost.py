@@ -312,7 +312,8 @@ def _saturate(
     count: int,
     duration: float,
 ) -> dict[str, Any]:
-    """`count` publishers as fast as they can; what Redis took meanwhile."""
+    """`count` publishers as fast as they can (no more than there are jobs); what Redis took meanwhile."""
+    count = min(count, len(jobs))
     sink = JournalSink(primaries.url, namespace)
     load = cpu_sets()[1]
     with contextlib.ExitStack() as stack:
