@@ -108,6 +108,10 @@ class Primaries:
             return 0
         return self._names.index(self._cluster.get_node_from_key(key).name)  # type: ignore[no-untyped-call]
 
+    def still_primaries(self) -> bool:
+        """Whether every node read as a primary still is one (no failover meanwhile)."""
+        return all(node.info("replication").get("role") == "master" for node in self.nodes)
+
     def version(self) -> str | None:
         info: dict[str, Any] = self.nodes[0].info("server")
         return info.get("valkey_version") or info.get("redis_version")

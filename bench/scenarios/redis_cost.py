@@ -144,6 +144,8 @@ def run(params: Params) -> dict[str, Any]:
                 "steady": steady,
                 "saturation": saturation,
             }
+            if not primaries.still_primaries():  # its events went on to a node not read
+                result["failures"] = {"failover": "a primary lost its role during the run: the figures are partial"}
         finally:
             if params.redis_url:
                 primaries.delete_namespace(namespace)
