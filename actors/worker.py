@@ -7,7 +7,6 @@ import signal
 import threading
 
 import dramatiq
-import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Retries
 
@@ -15,7 +14,7 @@ from actors.broker import make_broker
 from actors.lifecycle import JobLifecycle
 from actors.metrics import WorkerMetrics
 from hub.errors import ConfigError
-from hub.store import registry
+from hub.store import registry, topology
 from hub.store.journal import Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import Settings
@@ -47,7 +46,7 @@ def make_worker_broker(settings: Settings) -> tuple[RedisBroker, WorkerMetrics]:
     # so both see whether Retries gave a failed attempt another chance.
     broker.add_middleware(metrics, before=Retries)
     lifecycle = JobLifecycle(
-        redis=redis.Redis.from_url(settings.require_redis_url()), settings=settings, on_published=metrics.count_event
+        redis=topology.sync_client(settings.require_redis_url()), settings=settings, on_published=metrics.count_event
     )
     lifecycle.install(broker)
     # Always consumed, even with no job type here: a hub job for an actor
@@ -123,7 +122,7 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    client = redis.Redis.from_url(settings.require_redis_url())
+    client = topology.sync_client(settings.require_redis_url())
     stalls = StallWatcher(
         redis=client, journal=Journal(client, settings), stall_seconds=settings.job_stall_seconds, job_types=job_types
     )

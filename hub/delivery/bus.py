@@ -19,7 +19,7 @@ from typing import Protocol
 
 from hub.delivery.channels import Channels
 from hub.delivery.link import SUBSCRIBE_TIMEOUT, LinkLost, PubSubLink
-from hub.delivery.pubsub import parse_url
+from hub.delivery.pubsub import resolver
 from hub.delivery.reasons import CloseReason
 from hub.errors import StoreUnavailable
 from hub.store.events import Event
@@ -49,7 +49,7 @@ class EventBus:
         self._on_event = on_event or (lambda fanout: None)
         # The URL is parsed now, so that one the bus cannot use stops the hub at start.
         self._link = PubSubLink(
-            parse_url(redis_url),
+            resolver(redis_url),
             on_message=self._fan_out,
             on_lost=lambda: self._close_all(CloseReason.BUS_RESET),
             on_reconnect=on_reconnect or (lambda: None),

@@ -4,7 +4,8 @@ It subscribes and unsubscribes channels, hands every message over as soon
 as it is parsed, and reconnects when the connection is lost. A connection
 may die without a word, so liveness is checked with pings: no answer within
 one interval counts as a loss. A loss drops every subscription, so the
-owner is told (`on_lost`) and subscribes again what it still needs.
+owner is told (`on_lost`) and subscribes again what it still needs. Where
+to connect is asked anew each time (after a failover: the new primary).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import hiredis
 
-from hub.delivery.pubsub import PubSubConnection, Target, open_pubsub
+from hub.delivery.pubsub import PubSubConnection, Resolver, open_pubsub
 from hub.errors import StoreUnavailable
 
 log = logging.getLogger("hub.delivery.link")
@@ -40,14 +41,14 @@ class LinkLost(StoreUnavailable):
 class PubSubLink:
     def __init__(
         self,
-        target: Target,
+        resolve: Resolver,
         *,
         on_message: Callable[[str, bytes], None],
         on_lost: Callable[[], None],
         on_reconnect: Callable[[], None],
         ping_interval: float = DEFAULT_PING_INTERVAL,
     ) -> None:
-        self._target = target
+        self._resolve = resolve
         self._on_message = on_message
         self._on_lost = on_lost
         self._on_reconnect = on_reconnect
@@ -121,7 +122,9 @@ class PubSubLink:
     async def _serve_one_connection(self) -> bool:
         """Connects and serves until the connection ends (raising why);
         False if it could not connect at all."""
-        connection = await open_pubsub(self._target, self._on_reply, SUBSCRIBE_TIMEOUT)
+        async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+            target = await self._resolve()
+        connection = await open_pubsub(target, self._on_reply, SUBSCRIBE_TIMEOUT)
         try:
             self._connection = connection
             self._connected.set()

@@ -10,7 +10,8 @@ SUBSCRIBE, UNSUBSCRIBE, in RESP2) and understands the URLs the hub takes:
 TLS (`?ssl_cert_reqs=none` to skip verification, `?ssl_ca_certs=PATH` for a
 private CA, `?ssl_certfile=PATH&ssl_keyfile=PATH` for a client certificate)
 and `unix://[[user]:password@]/path/to/socket`. Pub/sub ignores the database
-number.
+number. A `redis+sentinel://` URL names no server but the sentinels that know
+which one is primary: `resolver` asks them at every (re)connect.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -26,6 +27,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import hiredis
 
 from hub.errors import ConfigError
+from hub.store import topology
 
 DEFAULT_PORT = 6379
 
@@ -75,6 +77,30 @@ def parse_url(url: str) -> Target:
     except ValueError:
         raise ConfigError("HUB_REDIS_URL has an invalid port") from None
     return Target(host=parts.hostname or "localhost", port=port, username=username, password=password, tls=tls)
+
+
+#: Where the bus connects now; asked at every (re)connect.
+Resolver = Callable[[], Awaitable[Target]]
+
+
+def resolver(url: str) -> Resolver:
+    """The bus's target for `url`: always the same server, or whichever node
+    the sentinels of a `redis+sentinel://` URL name primary (logging in with
+    the URL's user and password). The URL is checked now."""
+    if topology.is_sentinel_url(url):
+        sentinels = topology.parse_sentinel_url(url)
+
+        async def primary() -> Target:
+            host, port = await topology.primary_address(sentinels)
+            return Target(host=host, port=port, username=sentinels.username, password=sentinels.password)
+
+        return primary
+    target = parse_url(url)
+
+    async def fixed() -> Target:
+        return target
+
+    return fixed
 
 
 def encode_command(*parts: str | bytes) -> bytes:

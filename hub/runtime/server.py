@@ -23,6 +23,7 @@ from hub.runtime.accept_gate import AcceptGate, connection_cap
 from hub.runtime.lingering import LingeringIOStream
 from hub.runtime.ports import listen_error
 from hub.runtime.request_guard import RequestGuard
+from hub.store import topology
 from hub.store.journal import Journal
 from hub.store.registry import Registry
 from hub.store.settings import Settings
@@ -199,7 +200,7 @@ def watch_stalls(settings: Settings, job_types: Registry) -> tuple[StallWatcher,
     """Starts failing stalled jobs (in a thread, with a client of its own).
     The workers do it too, but an external job may have no worker at all:
     its publisher is the app's own."""
-    client = BlockingRedis.from_url(
+    client = topology.sync_client(
         settings.require_redis_url(), socket_timeout=REDIS_SOCKET_TIMEOUT, socket_connect_timeout=REDIS_SOCKET_TIMEOUT
     )
     watcher = StallWatcher(

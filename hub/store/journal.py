@@ -2,20 +2,42 @@
 
 Used by the hub (job creation) with an asyncio client and by the actors
 (progress, lifecycle) with a blocking client; it does not care which.
+
+With HUB_REDIS_WAIT_REPLICAS, an append returns once that many replicas hold
+it: the script and a WAIT go out together on one connection, so the WAIT
+covers that very write. A replica that does not answer within
+`WAIT_TIMEOUT_MS` does not fail the append: it is already recorded and
+published on the primary, and a publisher told otherwise would send it
+again. The shortfall is logged and counted (`on_unreplicated`) instead; the
+event is then only as safe as asynchronous replication makes it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+import redis.asyncio
 
 from hub.store.keys import KeySpace
 from hub.store.redis_errors import store_errors
 from hub.store.scripts import load_script
 from hub.store.settings import Settings
 from hub.store.wire import QUEUED, STATUSES
+
+log = logging.getLogger("hub.store.journal")
+
+#: How long an append waits for HUB_REDIS_WAIT_REPLICAS replicas to confirm
+#: it. A healthy replica nearby confirms within a millisecond; the bound is
+#: what each append costs while a replica is missing (after a failover, until
+#: the old primary is back as a replica).
+WAIT_TIMEOUT_MS = 100
+#: A missing replica is logged at most this often (it is counted every time).
+UNREPLICATED_LOG_SECONDS = 10.0
 
 
 def utc_now() -> str:
@@ -27,11 +49,13 @@ class Journal:
     """Appends job events. Returns awaitables when given an asyncio Redis
     client. A Redis failure is StoreUnavailable or StoreFull."""
 
-    def __init__(self, redis: Any, settings: Settings) -> None:
+    def __init__(self, redis: Any, settings: Settings, *, on_unreplicated: Callable[[], None] | None = None) -> None:
         self.keys = KeySpace(settings.namespace)
         self._settings = settings
         self._redis = redis
         self._append = redis.register_script(load_script("append_event.lua"))
+        self._on_unreplicated = on_unreplicated or (lambda: None)
+        self._unreplicated_logged_at = float("-inf")
 
     @store_errors
     def create(
@@ -113,4 +137,38 @@ class Journal:
             "" if unchanged_since_ms is None else unchanged_since_ms,
             *(extra or []),
         ]
-        return self._append(keys=keys, args=args)
+        replicas = self._settings.redis_wait_replicas
+        if not replicas:
+            return self._append(keys=keys, args=args)
+        if isinstance(self._redis, redis.asyncio.Redis):
+            return self._append_replicated_async(keys, args, replicas)
+        with self._redis.pipeline(transaction=False) as pipe:
+            self._append(keys=keys, args=args, client=pipe)
+            pipe.wait(replicas, WAIT_TIMEOUT_MS)
+            recorded, acknowledged = pipe.execute()
+        self._check_replicas(acknowledged, replicas)
+        return recorded
+
+    async def _append_replicated_async(self, keys: list[str], args: list[Any], replicas: int) -> Any:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            await self._append(keys=keys, args=args, client=pipe)
+            pipe.wait(replicas, WAIT_TIMEOUT_MS)
+            recorded, acknowledged = await pipe.execute()
+        self._check_replicas(acknowledged, replicas)
+        return recorded
+
+    def _check_replicas(self, acknowledged: int, wanted: int) -> None:
+        if acknowledged >= wanted:
+            return
+        self._on_unreplicated()
+        now = time.monotonic()
+        if now - self._unreplicated_logged_at >= UNREPLICATED_LOG_SECONDS:
+            self._unreplicated_logged_at = now
+            log.warning(
+                "an event reached %d of the %d replicas HUB_REDIS_WAIT_REPLICAS asks for within %d ms;"
+                " it stands, replicated asynchronously (logged at most every %gs)",
+                acknowledged,
+                wanted,
+                WAIT_TIMEOUT_MS,
+                UNREPLICATED_LOG_SECONDS,
+            )

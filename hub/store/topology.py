@@ -4,15 +4,27 @@ or a Cluster.
 HUB_REDIS_URL says which. `redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/DB]`
 names the sentinels of a primary; any other URL names a server, which may
 turn out to be a node of a cluster: the hub asks it once, at start.
+
+Every part of the hub gets its Redis clients here. A sentinel URL's user and
+password log in to the sentinels and to the data nodes alike. A client of a
+sentinel set asks the sentinels where the primary is whenever it opens a
+connection; a connection that finds a replica where the primary was (it
+answers READONLY) is dropped and its command fails, so the next one asks
+again (redis-py's sentinel connections do this).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
+import redis.asyncio
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelConnectionPool
+from redis.sentinel import Sentinel
 
 from hub.errors import ConfigError
 
@@ -20,6 +32,9 @@ SENTINEL_SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
 #: Seconds to wait for the server while finding out what it is.
 DETECT_TIMEOUT_SECONDS = 5.0
+#: Seconds to wait for a sentinel's answer (unless the client's own socket
+#: timeouts say otherwise).
+SENTINEL_TIMEOUT_SECONDS = 5.0
 
 
 class Kind(enum.Enum):
@@ -88,3 +103,65 @@ def detect(url: str) -> Kind:
     finally:
         client.close()
     return Kind.CLUSTER if str(info.get("cluster_enabled", 0)) == "1" else Kind.SINGLE
+
+
+def async_client(
+    url: str, *, pool_class: type[redis.asyncio.ConnectionPool] | None = None, **options: Any
+) -> redis.asyncio.Redis:
+    """An asyncio client of the primary `url` names. `options` go to its
+    connection pool (max_connections, socket timeouts...). `pool_class`, if
+    given, must fit the URL: a subclass of redis-py's asyncio ConnectionPool
+    for a server, of its asyncio SentinelConnectionPool for a sentinel set."""
+    if not is_sentinel_url(url):
+        pool = (pool_class or redis.asyncio.ConnectionPool).from_url(url, **options)
+        return redis.asyncio.Redis(connection_pool=pool)
+    if pool_class is not None and not issubclass(pool_class, AsyncSentinelConnectionPool):
+        raise TypeError(f"{pool_class.__name__} cannot serve a sentinel set")
+    found = parse_sentinel_url(url)
+    manager = AsyncSentinel(  # type: ignore[no-untyped-call]
+        found.sentinels, sentinel_kwargs=_sentinel_options(found, options), **_node_login(found)
+    )
+    client: redis.asyncio.Redis = manager.master_for(
+        found.service, connection_pool_class=pool_class or AsyncSentinelConnectionPool, **options
+    )
+    return client
+
+
+def sync_client(url: str, **options: Any) -> redis.Redis:
+    """A blocking client of the primary `url` names; `options` as for redis.Redis."""
+    if not is_sentinel_url(url):
+        return redis.Redis.from_url(url, **options)
+    found = parse_sentinel_url(url)
+    manager = Sentinel(  # type: ignore[no-untyped-call]
+        found.sentinels, sentinel_kwargs=_sentinel_options(found, options), **_node_login(found)
+    )
+    client: redis.Redis = manager.master_for(found.service, **options)  # type: ignore[no-untyped-call]
+    return client
+
+
+async def primary_address(sentinels: SentinelSet) -> tuple[str, int]:
+    """Where the sentinels say the primary is now: the first sentinel that
+    answers and takes it for up. redis.ConnectionError if none does."""
+    manager = AsyncSentinel(  # type: ignore[no-untyped-call]
+        sentinels.sentinels, sentinel_kwargs=_sentinel_options(sentinels, {})
+    )
+    try:
+        host, port = await manager.discover_master(sentinels.service)
+    finally:
+        await manager.aclose()
+    return str(host), int(port)
+
+
+def _node_login(sentinels: SentinelSet) -> dict[str, Any]:
+    return {"db": sentinels.db, "username": sentinels.username, "password": sentinels.password}
+
+
+def _sentinel_options(sentinels: SentinelSet, options: dict[str, Any]) -> dict[str, Any]:
+    """How to reach the sentinels: the same login as the data nodes, and the
+    client's socket timeouts (a sentinel that does not answer is skipped)."""
+    return {
+        "username": sentinels.username,
+        "password": sentinels.password,
+        "socket_timeout": options.get("socket_timeout") or SENTINEL_TIMEOUT_SECONDS,
+        "socket_connect_timeout": options.get("socket_connect_timeout") or SENTINEL_TIMEOUT_SECONDS,
+    }

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from hub.delivery.bus import EventBus
 from hub.delivery.clock import Clock
 from hub.delivery.connections import ConnectionManager, UserSlots
-from hub.store import registry
+from hub.store import registry, topology
 from hub.store.files import FILE_NAME_PATTERN, JobFiles
 from hub.store.history import History
 from hub.store.journal import Journal
@@ -36,7 +36,7 @@ from hub.web.handlers.subscription import Streams
 from hub.web.handlers.tickets import TicketHandler
 from hub.web.metrics import HubMetrics
 from hub.web.rate_limit import JobRateLimit
-from hub.web.redis_pool import OrderedConnectionPool
+from hub.web.redis_pool import OrderedConnectionPool, OrderedSentinelConnectionPool
 from hub.web.tickets import Tickets
 
 JOB_ID = r"([^/]+)"
@@ -56,14 +56,14 @@ REDIS_SOCKET_TIMEOUT = 5.0
 def connect_redis(url: str) -> Redis:
     """The process's Redis client. Its pool makes a burst of requests (a
     reconnect storm) wait for a connection, in order, instead of being refused."""
-    pool = OrderedConnectionPool.from_url(
+    return topology.async_client(
         url,
+        pool_class=OrderedSentinelConnectionPool if topology.is_sentinel_url(url) else OrderedConnectionPool,
         max_connections=REDIS_POOL_SIZE,
         stall_seconds=REDIS_POOL_WAIT_SECONDS,
         socket_timeout=REDIS_SOCKET_TIMEOUT,
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT,
     )
-    return Redis(connection_pool=pool)
 
 
 def build_context(
@@ -84,7 +84,7 @@ def build_context(
         settings=settings,
         redis=redis,
         keys=keys,
-        journal=Journal(redis, settings),
+        journal=Journal(redis, settings, on_unreplicated=metrics.events_unreplicated.inc),
         history=History(redis, keys),
         bus=bus,
         connections=ConnectionManager(

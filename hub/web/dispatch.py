@@ -12,7 +12,8 @@ import dramatiq
 import redis
 
 from actors.broker import make_broker
-from hub.store import registry
+from hub.errors import ConfigError
+from hub.store import registry, topology
 from hub.store.keys import KeySpace
 from hub.store.redis_errors import store_errors
 from hub.store.registry import JOB_OPTION, JobType
@@ -37,7 +38,14 @@ class JobDispatcher:
         self._redis: redis.Redis | None = None
         self._queues: UserQueues | None = None
         if self._limit:
-            self._redis = redis.Redis.from_url(settings.require_redis_url())
+            if settings.require_broker_url() != settings.require_redis_url():
+                # Holding a job and handing it to the broker's queue are one
+                # script, on one Redis, next to the job's state.
+                raise ConfigError(
+                    "HUB_JOBS_IN_FLIGHT_PER_USER needs the broker on HUB_REDIS_URL: "
+                    "unset HUB_BROKER_URL, or set HUB_JOBS_IN_FLIGHT_PER_USER=0"
+                )
+            self._redis = topology.sync_client(settings.require_redis_url())
             self._queues = UserQueues(self._redis, KeySpace(settings.namespace), settings.job_ttl_seconds)
 
     @store_errors

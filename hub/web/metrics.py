@@ -49,6 +49,11 @@ class HubMetrics:
             ["source", "status"],
             registry=r,
         )
+        self.events_unreplicated = Counter(
+            "hub_events_unreplicated",
+            "Events fewer replicas than HUB_REDIS_WAIT_REPLICAS confirmed in time (recorded all the same).",
+            registry=r,
+        )
         for transport in TRANSPORTS:
             self.connections.labels(transport)
             self.connections_opened.labels(transport)

@@ -20,6 +20,9 @@ finish in the order they came, one after the other, instead of all of them
 together at the end of a storm, past their clients' patience. A task that
 works for others (a batch of their commands) takes the place of the oldest
 of them (`act_for`).
+
+Behind a Sentinel set (OrderedSentinelConnectionPool) the line is the same;
+each new connection asks the sentinels where the primary is.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 #: The task that first asked for a connection in this context, and when. A
@@ -63,8 +67,10 @@ def act_for(place: float) -> None:
 class OrderedConnectionPool(ConnectionPool):
     """At most `max_connections` connections; see the module's docstring."""
 
-    def __init__(self, *, stall_seconds: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *args: Any, stall_seconds: float, **kwargs: Any) -> None:
+        # Positional arguments for the pool underneath: a sentinel pool
+        # takes its service and sentinels so.
+        super().__init__(*args, **kwargs)
         self._stall_seconds = stall_seconds
         #: Waiting requests: (place in line, arrival, turn), a heap.
         self._line: list[tuple[float, int, asyncio.Future[None]]] = []
@@ -148,3 +154,20 @@ class OrderedConnectionPool(ConnectionPool):
         for _, _, turn in line:
             if not turn.done():
                 turn.set_exception(RedisConnectionError(message))
+
+
+class OrderedSentinelConnectionPool(OrderedConnectionPool, SentinelConnectionPool):
+    """The same line, in front of connections to whichever node the
+    sentinels name primary when each connection opens.
+
+    A demoted primary still answers reads, from a past the new primary may
+    not share. redis-py drops a connection to it when a write gets READONLY,
+    and the pool's idle ones when a new connection finds the primary moved;
+    a connection busy at that moment is dropped here, as it comes back."""
+
+    async def release(self, connection: AbstractConnection) -> None:
+        primary = self.master_address
+        address = (getattr(connection, "host", None), getattr(connection, "port", None))
+        if primary is not None and address != primary:
+            await connection.disconnect()
+        await super().release(connection)
