@@ -35,7 +35,6 @@ from actors.resilient import with_retries
 from hub.errors import JobFailed
 from hub.store.files import JobFiles
 from hub.store.journal import Journal, utc_now
-from hub.store.keys import KeySpace
 from hub.store.registry import JOB_OPTION
 from hub.store.settings import Settings
 from hub.store.user_queues import UserQueues
@@ -59,12 +58,20 @@ def undeclared_reason(job_type: str, actor_name: str) -> str:
 
 
 class JobLifecycle(Middleware):
-    def __init__(self, *, redis: Any, settings: Settings, on_published: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        redis: Any,
+        settings: Settings,
+        on_published: Callable[[str], None] | None = None,
+        queues: UserQueues | None = None,
+    ) -> None:
+        """`queues` are the users' queues when the broker has a Redis of its own."""
         self._journal = Journal(redis, settings)
         self._on_published = on_published or (lambda status: None)
         self._files = JobFiles(redis, self._journal.keys)
         self._settings = settings
-        self._queues = UserQueues(redis, KeySpace(settings.namespace), settings.job_ttl_seconds)
+        self._queues = queues or UserQueues(redis, self._journal.keys, settings.job_ttl_seconds)
         # Why the last attempt of a message failed, until its nack.
         self._reasons: dict[str, str] = {}
         self._lock = threading.Lock()

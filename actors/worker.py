@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -38,21 +39,28 @@ class _ResultsArePublished(logging.Filter):
         return "Results middleware" not in record.getMessage()
 
 
-def make_worker_broker(settings: Settings) -> tuple[RedisBroker, WorkerMetrics]:
-    """The hub's broker with the metrics and lifecycle middleware, no actor yet."""
-    broker = make_broker(settings)
+def equip(broker: RedisBroker, settings: Settings, store: Any) -> WorkerMetrics:
+    """Adds the metrics and lifecycle middleware to `broker` (with `store`, a
+    blocking client of the hub's Redis) and declares the hub's queue."""
     metrics = WorkerMetrics()
     # Before Retries, like the lifecycle: Dramatiq runs after-hooks in reverse,
     # so both see whether Retries gave a failed attempt another chance.
     broker.add_middleware(metrics, before=Retries)
     lifecycle = JobLifecycle(
-        redis=topology.sync_client(settings.require_redis_url()), settings=settings, on_published=metrics.count_event
+        redis=store, settings=settings, on_published=metrics.count_event, queues=user_queues(settings, store, broker)
     )
     lifecycle.install(broker)
     # Always consumed, even with no job type here: a hub job for an actor
     # this worker lacks then fails with its reason instead of waiting.
     broker.declare_queue(registry.QUEUE)
-    return broker, metrics
+    return metrics
+
+
+def user_queues(settings: Settings, store: Any, broker: RedisBroker) -> UserQueues:
+    """The users' queues, sending to `broker`'s Redis when it is not the store's."""
+    apart = topology.broker_apart(settings.require_redis_url(), settings.broker_url)
+    keys = KeySpace.for_client(settings.namespace, store)
+    return UserQueues(store, keys, settings.job_ttl_seconds, broker=broker.client if apart else None)
 
 
 def declare(broker: RedisBroker, job_types: registry.Registry) -> None:
@@ -100,9 +108,12 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     `imports` name modules of plain Dramatiq actors. The worker consumes
     the hub's queue and every queue an actor of its broker is declared on.
     """
-    broker, metrics = make_worker_broker(settings)
+    broker = make_broker(settings)
     dramatiq.set_broker(broker)
     job_types = registry.load(settings.app_modules, settings.external_job_types)
+    # After the apps: a bad app is reported first, even with Redis away.
+    client = topology.sync_client(settings.require_redis_url())
+    metrics = equip(broker, settings, client)
     declare(broker, job_types)
     import_actors(broker, job_types, imports)
 
@@ -122,13 +133,10 @@ def run(settings: Settings, imports: tuple[str, ...] = ()) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    client = topology.sync_client(settings.require_redis_url())
     stalls = StallWatcher(
         redis=client, journal=Journal(client, settings), stall_seconds=settings.job_stall_seconds, job_types=job_types
     )
-    held = HeldJobsSweeper(
-        UserQueues(client, KeySpace(settings.namespace), settings.job_ttl_seconds), HELD_JOBS_SWEEP_SECONDS
-    )
+    held = HeldJobsSweeper(user_queues(settings, client, broker), HELD_JOBS_SWEEP_SECONDS)
     worker.start()
     stalls.start()
     held.start()

@@ -1,6 +1,7 @@
 """`python -m bench SCENARIO|all [--connections N[,N...]] [--duration S]
-[--rate R] [--per-job K] [--json PATH] [--quick] [--profile]`: runs the
-scenarios, then writes the run's JSON, its markdown summary and its plots."""
+[--rate R] [--per-job K] [--processes P] [--redis-url URL] [--publishers P]
+[--json PATH] [--quick] [--profile]`: runs the scenarios, then writes the run's JSON, its
+markdown summary and its plots."""
 
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ from types import FrameType, ModuleType
 from typing import Any
 
 from bench import plots, profile, report, targets
-from bench.params import Params
-from bench.scenarios import broadcast, churn, fanout, idle, longpoll, peer, polling
+from bench.params import Params, redacted
+from bench.scenarios import broadcast, churn, fanout, idle, longpoll, peer, polling, redis_cost, streams100k
 from bench.stack import PROFILE_DIR_ENV
 from bench.system import cpu_sets, load_average, machine, pin, raise_open_files, source_version
 
 SCENARIOS: dict[str, ModuleType] = {
-    module.NAME: module for module in (idle, fanout, broadcast, longpoll, polling, churn, peer)
+    module.NAME: module for module in (idle, fanout, broadcast, longpoll, polling, churn, peer, streams100k, redis_cost)
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,6 +39,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds of load per measurement")
     parser.add_argument("--rate", type=float, help="events published per second")
     parser.add_argument("--per-job", type=int, help="fanout: connections per job (default 1)")
+    parser.add_argument("--processes", type=int, help="streams100k: hub processes, each `hub serve` on its own port")
+    parser.add_argument("--publishers", type=int, help="redis-cost: publisher processes trying to saturate Redis")
+    parser.add_argument(
+        "--redis-url",
+        help="redis-cost: measure this Redis (any HUB_REDIS_URL) instead of starting one; its keys are removed after",
+    )
     parser.add_argument("--json", type=Path, help="where the run's JSON goes (the .md and plots go beside it)")
     parser.add_argument("--quick", action="store_true", help="small N and a few seconds each: a smoke test")
     parser.add_argument(
@@ -54,7 +61,16 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    params = Params(args.connections, args.duration, args.rate, args.per_job, args.quick)
+    params = Params(
+        args.connections,
+        args.duration,
+        args.rate,
+        args.per_job,
+        args.quick,
+        args.processes,
+        args.redis_url,
+        args.publishers,
+    )
     signal.signal(signal.SIGTERM, _interrupt)
     raise_open_files()
     pin(cpu_sets()[1])  # this process and everything it starts, but the server, stay off the server's core
@@ -65,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[PROFILE_DIR_ENV] = str(path.parent / f"{path.stem}-profiles")
     run: dict[str, Any] = {
         "started_at": started.isoformat(timespec="seconds"),
-        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": redacted("python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)),
         "params": params.as_dict(),
         "machine": machine(),
         "source": source_version(str(Path(__file__).resolve().parent.parent)),

@@ -30,12 +30,15 @@ class ClientSpec:
     """One simulated user's connection: what it asks for and which jobs'
     events it must receive. `nchan`: the server is Nchan, whose stream opens
     with a `: hi` comment instead of the hub's `connected` frame, and whose
-    long-polls follow Last-Modified and ETag instead of a cursor."""
+    long-polls follow Last-Modified and ETag instead of a cursor. `port`:
+    the server process it connects to, when there are several (else the
+    load generator's)."""
 
     path: str
     token: str
     jobs: tuple[str, ...]
     nchan: bool = False
+    port: int | None = None
 
 
 class Ledger:
@@ -136,22 +139,24 @@ class Target:
         self._next += 1
         return self._prefix + str(1 + self._next % SOURCE_ADDRESSES)
 
-    async def connect(self, factory: Callable[[], asyncio.Protocol], timeout: float) -> asyncio.Transport:
+    async def connect(
+        self, factory: Callable[[], asyncio.Protocol], timeout: float, port: int | None = None
+    ) -> asyncio.Transport:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((self.source(), 0))
             sock.setblocking(False)
-            await asyncio.wait_for(loop.sock_connect(sock, (self.host, self.port)), timeout)
+            await asyncio.wait_for(loop.sock_connect(sock, (self.host, port or self.port)), timeout)
             transport, _ = await loop.create_connection(factory, sock=sock)
         except BaseException:
             sock.close()
             raise
         return transport
 
-    def request(self, path: str, token: str, extra: dict[str, str] | None = None) -> bytes:
-        lines = [f"GET {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Authorization: Bearer {token}"]
+    def request(self, path: str, token: str, extra: dict[str, str] | None = None, port: int | None = None) -> bytes:
+        lines = [f"GET {path} HTTP/1.1", f"Host: {self.host}:{port or self.port}", f"Authorization: Bearer {token}"]
         lines += [f"{name}: {value}" for name, value in (extra or {}).items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
@@ -205,7 +210,7 @@ class SseClient:
         extra = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if resume and self.last_id is not None:
             extra["Last-Event-ID"] = self.last_id.decode()
-        request = self.target.request(self.spec.path, self.spec.token, extra)
+        request = self.target.request(self.spec.path, self.spec.token, extra, self.spec.port)
         self.greeted = asyncio.get_running_loop().create_future()
         self._reader = ResponseReader()
         self._decoder = SseDecoder()
@@ -213,7 +218,7 @@ class SseClient:
         wire = Wire(self)
         self.wire = wire
         try:
-            transport = await self.target.connect(lambda: wire, timeout)
+            transport = await self.target.connect(lambda: wire, timeout, self.spec.port)
             transport.write(request)
             self.tally.bytes_out += len(request)
             self.tally.requests += 1

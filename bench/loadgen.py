@@ -34,8 +34,16 @@ class LoadGen:
     """The scenario's side: starts the workers, splits the clients among them,
     and sends every command to all of them at once."""
 
-    def __init__(self, port: int, connections: int, cpus: set[int] | None, host: str = "127.0.0.1") -> None:
-        self.count = max(1, math.ceil(connections / PER_WORKER))
+    def __init__(
+        self,
+        port: int,
+        connections: int,
+        cpus: set[int] | None,
+        host: str = "127.0.0.1",
+        *,
+        per_worker: int = PER_WORKER,
+    ) -> None:
+        self.count = max(1, math.ceil(connections / per_worker))
         context = multiprocessing.get_context("spawn")
         self._conns: list[Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []

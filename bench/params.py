@@ -3,8 +3,17 @@ for `--quick` (small enough that `tox -e bench` takes a couple of minutes)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
+
+_URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
+_QUERY_PASSWORD = re.compile(r"(password=)[^&]*", re.IGNORECASE)
+
+
+def redacted(text: str) -> str:
+    """`text` with the password of any Redis URL in it starred out: URLs go in the run's record."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
 
 
 @dataclass(frozen=True)
@@ -14,6 +23,12 @@ class Params:
     rate: float | None = None
     per_job: int | None = None
     quick: bool = False
+    #: The hub's processes (streams100k: each `hub serve` on its own port).
+    processes: int | None = None
+    #: redis-cost: the Redis to measure (any HUB_REDIS_URL), instead of one of its own.
+    redis_url: str | None = None
+    #: redis-cost: publisher processes trying to saturate it.
+    publishers: int | None = None
 
     def connection_count(self, full: int, quick: int) -> int:
         """One connection count: the largest given, else the default."""
@@ -31,5 +46,14 @@ class Params:
     def subscribers_per_job(self, default: int = 1) -> int:
         return self.per_job or default
 
+    def process_count(self, full: int, quick: int) -> int:
+        return self.processes or (quick if self.quick else full)
+
+    def publisher_count(self, full: int, quick: int) -> int:
+        return self.publishers or (quick if self.quick else full)
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        if self.redis_url:
+            values["redis_url"] = redacted(self.redis_url)
+        return values

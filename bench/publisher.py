@@ -76,14 +76,13 @@ Sink = JournalSink | NchanSink
 
 class _JournalBatch:
     def __init__(self, redis_url: str, namespace: str) -> None:
-        import redis
-
         from bench.stack import JOB_TYPE
         from hub.store.journal import Journal
         from hub.store.settings import Settings
+        from hub.store.topology import sync_client
 
         self.job_type = JOB_TYPE
-        self.client = redis.Redis.from_url(redis_url)
+        self.client = sync_client(redis_url)  # a server's URL, or a sentinel set's
         self.pipeline = self.client.pipeline(transaction=False)
         self.journal = Journal(self.pipeline, Settings(redis_url=redis_url, namespace=namespace))
 

@@ -26,6 +26,7 @@ from hub.web.dispatch import JobDispatcher
 from tests.support.environment import CHROMIUM, CHROMIUM_ARGS, need
 from tests.support.http import Api
 from tests.support.processes import HubProcess, serve_env, spawn, wait_ready, worker_env
+from tests.support.redis_cluster import LocalCluster, have_cluster_binaries
 from tests.support.tokens import SECRET
 
 # Property tests check behaviour, not speed: a loaded machine (or the first
@@ -55,6 +56,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def redis_url(redis_server: Any) -> str:
     return redis_server if isinstance(redis_server, str) else redis_server.url
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A real Valkey Cluster (three primaries, a replica each) for one test
+    module; its tests tell their keys apart by namespace."""
+    need(have_cluster_binaries(), "no valkey-server and valkey-cli to run a cluster with")
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

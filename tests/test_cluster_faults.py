@@ -88,7 +88,7 @@ async def test_a_cluster_fault_costs_a_client_a_reconnect_never_an_event_silentl
     urls = [hub.url for hub in hubs]
     worker(output=tmp_path / "worker.log", HUB_JOB_STEP_SECONDS="0.3")
     service = issue_service_token(settings, "feeder")
-    keys = KeySpace(settings.namespace, clustered=True)
+    keys = KeySpace(settings.namespace, cluster=True)
 
     # and users whose streams spread over the primaries, with an external job each
     feeds: list[Feed] = []

@@ -111,17 +111,19 @@ def open_streams(stack: Stack, load: LoadGen, specs: list[ClientSpec], track_eve
     return opened
 
 
-def warm_up(stack: Stack) -> None:
+def warm_up(stack: Stack, port: int | None = None) -> None:
     """One stream opened and closed before any baseline: the server's first
-    request pays for lazy imports and caches that no later one does."""
+    request pays for lazy imports and caches that no later one does. `port`:
+    one of several server processes (else the stack's one)."""
+    port = port or stack.port
     owner = "warm-up-user"
-    (job_id,) = stack.create_jobs([owner], prefix="warmup")
+    (job_id,) = stack.create_jobs([owner], prefix=f"warmup{port}-")
     request = (
         f"GET {job_path(job_id)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Authorization: Bearer {stack.token(owner)}\r\nAccept: text/event-stream\r\n\r\n"
     ).encode()
     greeting = b": hi" if stack.nchan is not None else b'"type":"connected"'
-    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(request)
         received = b""
         deadline = time.monotonic() + 10

@@ -16,6 +16,8 @@ import logging
 import math
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -46,6 +48,11 @@ class UserSlots:
 
     Each process renews a liveness key every `ttl / 3` seconds; the slots of
     a process whose key expired (it crashed) stop counting within `ttl`.
+
+    On a Redis Cluster a script must stay in one hash slot: the call goes
+    out once per bucket of the users it serves (at once), and the process
+    keeps a liveness key in every bucket, next to the slot hashes the
+    script reads it for (256 keys, renewed in one round trip per node).
     """
 
     def __init__(self, redis: Redis, keys: KeySpace, *, ttl: float) -> None:
@@ -79,7 +86,7 @@ class UserSlots:
         if self._pending:
             await asyncio.wait(self._pending, timeout=2)
         with contextlib.suppress(Exception):
-            await self._redis.delete(self._keys.process_alive(self.process_id))
+            await self._each_bucket(lambda pipe, key: pipe.delete(key))
 
     async def take(self, user: str, limit: int) -> bool:
         """Takes one of `user`'s slots if they hold fewer than `limit`."""
@@ -116,9 +123,25 @@ class UserSlots:
     ) -> None:
         if place is not None:
             act_for(place)  # its requests' place in the line for Redis, not a newcomer's
+        bucket_of = self._keys.user_bucket
+        by_bucket: dict[str, tuple[list[tuple[str, int, asyncio.Future[bool]]], Counter[str]]] = {}
+        for user, count in returned.items():
+            by_bucket.setdefault(bucket_of(user), ([], Counter()))[1][user] = count
+        for want in wanted:
+            by_bucket.setdefault(bucket_of(want[0]), ([], Counter()))[0].append(want)
+        if len(by_bucket) == 1:
+            (bucket, calls), *_ = by_bucket.items()
+            await self._call_bucket(bucket, *calls)
+        else:
+            await asyncio.gather(*(self._call_bucket(bucket, *calls) for bucket, calls in by_bucket.items()))
+
+    async def _call_bucket(
+        self, bucket: str, wanted: list[tuple[str, int, asyncio.Future[bool]]], returned: Counter[str]
+    ) -> None:
         slots = self._keys.user_slots
         keys = [slots(user) for user in returned] + [slots(user) for user, _, _ in wanted]
-        args: list[str | int] = [self.process_id, self._keys.process_alive(), SLOTS_TTL_SECONDS, len(returned)]
+        alive = self._keys.process_alive(bucket=bucket)
+        args: list[str | int] = [self.process_id, alive, SLOTS_TTL_SECONDS, len(returned)]
         args += returned.values()
         args += [limit for _, limit, _ in wanted]
         try:
@@ -147,10 +170,23 @@ class UserSlots:
                 log.warning("cannot renew this process's liveness in Redis: %s", exc.__class__.__name__)
 
     async def _beat(self) -> None:
-        await self._redis.set(self._keys.process_alive(self.process_id), "1", px=int(self._ttl * 1000))
+        ttl_ms = int(self._ttl * 1000)
+        await self._each_bucket(lambda pipe, key: pipe.set(key, "1", px=ttl_ms))
         if self._owed:
             owed, self._owed = self._owed, Counter()
             await self._call([], owed)
+
+    async def _each_bucket(self, command: Callable[[Any, str], object]) -> None:
+        """Runs `command(client, liveness key)` for this process's liveness
+        key of every bucket: one command on one server, a pipeline on a cluster."""
+        keys = [self._keys.process_alive(self.process_id, bucket) for bucket in self._keys.buckets()]
+        if len(keys) == 1:
+            await cast(Awaitable[object], command(self._redis, keys[0]))
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            command(pipe, key)
+        await pipe.execute()
 
 
 class Lease:

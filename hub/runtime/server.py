@@ -12,7 +12,6 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from redis import Redis as BlockingRedis
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
@@ -196,7 +195,7 @@ async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Regi
     log.info("stopped")
 
 
-def watch_stalls(settings: Settings, job_types: Registry) -> tuple[StallWatcher, BlockingRedis]:
+def watch_stalls(settings: Settings, job_types: Registry) -> tuple[StallWatcher, Any]:
     """Starts failing stalled jobs (in a thread, with a client of its own).
     The workers do it too, but an external job may have no worker at all:
     its publisher is the app's own."""

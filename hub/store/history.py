@@ -193,7 +193,14 @@ class History:
         # The order of a long snapshot: "<open-jobs key>:order:<head>", a
         # sorted set of the ids of the jobs open at the head (see the script).
         order = f"{open_jobs}:order:"
-        args: list[str | int] = [self._keys.job(""), limit, after, head_arg, order, SNAPSHOT_ORDER_TTL_SECONDS]
+        args: list[str | int] = [
+            self._keys.job_prefix(user_id),
+            limit,
+            after,
+            head_arg,
+            order,
+            SNAPSHOT_ORDER_TTL_SECONDS,
+        ]
         result = await self._snapshot_user(keys=keys, args=args)
         head = parse_cursor(_text(result[0])) if result[0] else None
         more = int(result[1]) == 1

@@ -23,6 +23,7 @@ from typing import Any
 
 import redis.asyncio
 
+from hub.errors import ConfigError
 from hub.store.keys import KeySpace
 from hub.store.redis_errors import store_errors
 from hub.store.scripts import load_script
@@ -50,10 +51,17 @@ class Journal:
     client. A Redis failure is StoreUnavailable or StoreFull."""
 
     def __init__(self, redis: Any, settings: Settings, *, on_unreplicated: Callable[[], None] | None = None) -> None:
-        self.keys = KeySpace(settings.namespace)
+        self.keys = KeySpace.for_client(settings.namespace, redis)
+        if self.keys.cluster and settings.redis_wait_replicas:
+            # The WAIT must follow the script on its node's connection, which
+            # a cluster client does not hand out.
+            raise ConfigError("HUB_REDIS_WAIT_REPLICAS is not supported on a Redis Cluster: set it to 0")
         self._settings = settings
         self._redis = redis
         self._append = redis.register_script(load_script("append_event.lua"))
+        # On a cluster, sharded pub/sub: a message stays on the shard that
+        # owns its channel's slot instead of going to every node.
+        self._publish = "SPUBLISH" if self.keys.cluster else "PUBLISH"
         self._on_unreplicated = on_unreplicated or (lambda: None)
         self._unreplicated_logged_at = float("-inf")
 
@@ -114,6 +122,10 @@ class Journal:
         extra: list[str] | None = None,
     ) -> Any:
         k = self.keys
+        bucket = k.job_bucket(job_id)
+        if bucket != k.user_bucket(owner):
+            # One script, one hash slot: a job's id names its owner's bucket.
+            raise ValueError(f"job {job_id!r} is not in the bucket of its owner")
         keys = [
             k.job(job_id),
             k.job_events(job_id),
@@ -121,7 +133,7 @@ class Journal:
             k.user_open_jobs(owner),
             k.job_channel(job_id),
             k.user_channel(owner),
-            k.running_jobs(),
+            k.running_jobs(bucket),
             k.user_jobs(owner),
         ]
         args = [
@@ -135,6 +147,7 @@ class Journal:
             job_type,
             job_id,
             "" if unchanged_since_ms is None else unchanged_since_ms,
+            self._publish,
             *(extra or []),
         ]
         replicas = self._settings.redis_wait_replicas

@@ -19,11 +19,29 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
+#: Redis failures that pass: the server (or, on a cluster, the node serving
+#: a slot) is gone, not there yet, or handing its slots over. A cluster
+#: client follows redirections and failovers by itself and raises these only
+#: when its retries are spent.
+_UNAVAILABLE = (
+    redis.exceptions.ConnectionError,  # also MaxConnectionsError, BusyLoadingError
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a write reached a replica: a failover is under way
+    redis.exceptions.ClusterError,  # a command's redirections ran out ("TTL exhausted")
+    redis.exceptions.ClusterDownError,  # also MasterDownError
+    redis.exceptions.TryAgainError,  # a multi-key command during a slot's migration
+    redis.exceptions.AskError,  # also MovedError
+    redis.exceptions.SlotNotCoveredError,
+)
+
+
 def store_error(exc: BaseException) -> StoreError | None:
     """The hub's error for one of Redis's failures, or None for any other exception."""
     if isinstance(exc, redis.exceptions.OutOfMemoryError):
         return StoreFull(type(exc).__name__)
-    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+    # Exactly the class: no node of the cluster could be reached. Its
+    # subclasses are mistakes of the caller (keys of several slots).
+    if isinstance(exc, _UNAVAILABLE) or type(exc) is redis.exceptions.RedisClusterException:
         return StoreUnavailable(type(exc).__name__)
     return None
 
@@ -34,7 +52,7 @@ def translated_errors() -> Iterator[None]:
     else (a script's own error, a bug) goes through unchanged."""
     try:
         yield
-    except redis.exceptions.RedisError as exc:
+    except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
         error = store_error(exc)
         if error is None:
             raise

@@ -22,6 +22,7 @@ from hub.store.keys import KeySpace
 from hub.store.settings import Settings
 from hub.web.access_log import AccessLog
 from hub.web.auth import TokenVerifier
+from hub.web.cluster_pool import connect_cluster
 from hub.web.context import HubContext
 from hub.web.handlers.base import Gate, NotFoundHandler
 from hub.web.handlers.dev import DevTokenHandler
@@ -55,7 +56,12 @@ REDIS_SOCKET_TIMEOUT = 5.0
 
 def connect_redis(url: str) -> Redis:
     """The process's Redis client. Its pool makes a burst of requests (a
-    reconnect storm) wait for a connection, in order, instead of being refused."""
+    reconnect storm) wait for a connection, in order, instead of being refused.
+    On a Redis Cluster: a cluster client, with a pool of that size per node."""
+    if not topology.is_sentinel_url(url) and topology.kind_of(url) is topology.Kind.CLUSTER:
+        return connect_cluster(
+            url, size=REDIS_POOL_SIZE, stall_seconds=REDIS_POOL_WAIT_SECONDS, socket_timeout=REDIS_SOCKET_TIMEOUT
+        )
     return topology.async_client(
         url,
         pool_class=OrderedSentinelConnectionPool if topology.is_sentinel_url(url) else OrderedConnectionPool,
@@ -73,7 +79,7 @@ def build_context(
     if job_types is None:
         job_types = registry.load(settings.app_modules, settings.external_job_types)
     metrics = HubMetrics()
-    keys = KeySpace(settings.namespace)
+    keys = KeySpace.for_client(settings.namespace, redis)
     slots = UserSlots(redis, keys, ttl=settings.process_ttl_seconds)
     bus = EventBus(
         settings.require_redis_url(),

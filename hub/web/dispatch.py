@@ -9,10 +9,8 @@ import uuid
 from typing import Any
 
 import dramatiq
-import redis
 
 from actors.broker import make_broker
-from hub.errors import ConfigError
 from hub.store import registry, topology
 from hub.store.keys import KeySpace
 from hub.store.redis_errors import store_errors
@@ -33,20 +31,16 @@ def load_job_types(settings: Settings) -> registry.Registry:
 
 class JobDispatcher:
     def __init__(self, settings: Settings) -> None:
+        apart = topology.broker_apart(settings.require_redis_url(), settings.broker_url)
         self._broker = make_broker(settings)
         self._limit = settings.jobs_in_flight_per_user
-        self._redis: redis.Redis | None = None
+        self._redis: Any = None
         self._queues: UserQueues | None = None
         if self._limit:
-            if settings.require_broker_url() != settings.require_redis_url():
-                # Holding a job and handing it to the broker's queue are one
-                # script, on one Redis, next to the job's state.
-                raise ConfigError(
-                    "HUB_JOBS_IN_FLIGHT_PER_USER needs the broker on HUB_REDIS_URL: "
-                    "unset HUB_BROKER_URL, or set HUB_JOBS_IN_FLIGHT_PER_USER=0"
-                )
             self._redis = topology.sync_client(settings.require_redis_url())
-            self._queues = UserQueues(self._redis, KeySpace(settings.namespace), settings.job_ttl_seconds)
+            keys = KeySpace.for_client(settings.namespace, self._redis)
+            broker = self._broker.client if apart else None
+            self._queues = UserQueues(self._redis, keys, settings.job_ttl_seconds, broker=broker)
 
     @store_errors
     async def __call__(self, job_type: JobType, job_id: str, owner: str, job_input: dict[str, Any]) -> None:

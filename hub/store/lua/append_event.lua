@@ -8,15 +8,21 @@
 -- ARGV: patch (JSON object), publish time (epoch seconds), job history length,
 --       user history length, ttl seconds, create ("1" or "0"), owner, job type,
 --       job id, "changed before" (ms) or "": apply only if the job has not
---       changed since then (how a stalled job is failed safely), and on create
---       the job's input (JSON) and "1" if the job is external (watched for
---       stalls from its creation: its publisher may never start)
+--       changed since then (how a stalled job is failed safely), the publish
+--       command ("PUBLISH", or "SPUBLISH" on a cluster: the channels are in
+--       the keys' slot), and on create the job's input (JSON) and "1" if the
+--       job is external (watched for stalls from its creation: its publisher
+--       may never start)
 -- Returns {job stream id, user stream id}, or false when the job is unknown,
 -- already finished (so a job has exactly one terminal event), or changed.
 if cjson.decode_array_with_array_mt then
   cjson.decode_array_with_array_mt(true)
 end
 
+local publish = ARGV[11]
+if publish ~= 'PUBLISH' and publish ~= 'SPUBLISH' then
+  return redis.error_reply('unknown publish command')
+end
 local patch = cjson.decode(ARGV[1])
 local state
 if ARGV[6] == '1' then
@@ -29,7 +35,7 @@ if ARGV[6] == '1' then
   end
   state.jobId = ARGV[9]
   state.type = ARGV[8]
-  redis.call('HSET', KEYS[1], 'owner', ARGV[7], 'type', ARGV[8], 'input', ARGV[11])
+  redis.call('HSET', KEYS[1], 'owner', ARGV[7], 'type', ARGV[8], 'input', ARGV[12])
   redis.call('SADD', KEYS[4], ARGV[9])
 else
   local raw = redis.call('HGET', KEYS[1], 'state')
@@ -96,7 +102,7 @@ if finished == '1' then
   redis.call('HSET', KEYS[1], 'terminal_id', job_id)
   redis.call('SREM', KEYS[4], ARGV[9])
   redis.call('ZREM', KEYS[7], ARGV[9])
-elseif RUNNING[state.status] or (ARGV[6] == '1' and ARGV[12] == '1') then
+elseif RUNNING[state.status] or (ARGV[6] == '1' and ARGV[13] == '1') then
   -- Watched for stalls: a running job that stops changing is failed in the end.
   redis.call('ZADD', KEYS[7], now_ms, ARGV[9])
 end
@@ -118,6 +124,6 @@ end
 local function message(id)
   return table.concat({id, ARGV[2], finished, data}, MESSAGE_SEPARATOR)
 end
-redis.call('PUBLISH', KEYS[5], message(job_id))
-redis.call('PUBLISH', KEYS[6], message(user_id))
+redis.call(publish, KEYS[5], message(job_id))
+redis.call(publish, KEYS[6], message(user_id))
 return {job_id, user_id}

@@ -3,7 +3,6 @@ a file a job made."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from hub.errors import NotFound, Unavailable
+from hub.store.buckets import new_job_id
 from hub.store.files import JobFiles
 from hub.store.history import History
 from hub.store.journal import Journal
@@ -34,7 +34,9 @@ class JobStarter:
     async def start(self, job_type: JobType, owner: str, job_input: dict[str, Any]) -> dict[str, Any]:
         """The job's answer (202), once it is recorded and queued."""
         await self.job_rate.check(owner)
-        job_id = uuid.uuid4().hex
+        # Named for its owner's bucket: on a cluster the job's keys and the
+        # owner's share a hash slot, found from the id alone.
+        job_id = new_job_id(owner)
         await self.journal.create(job_id, owner, job_type.name, job_input=job_input, external=job_type.external)
         if not job_type.external:
             try:
