@@ -54,11 +54,6 @@ from hub.store import topology
 from hub.store.journal import WAIT_TIMEOUT_MS, Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import Settings
-<<<<<<< HEAD
-from hub.web.dispatch import JobDispatcher
-=======
-from hub.store.wire import FIELD_DATA
->>>>>>> main
 from hub.web.redis_pool import OrderedSentinelConnectionPool
 from tests.support.continuity import Entry, Watch, check, follow
 from tests.support.environment import need
@@ -220,30 +215,6 @@ async def test_the_broker_may_live_on_a_redis_of_its_own(sentinels, hub_process,
     with redis.Redis.from_url(redis_url) as plain, sentinels.primary_client() as primary:
         assert plain.keys(broker_keys) and not primary.keys(broker_keys)
         assert primary.exists(KeySpace(settings.namespace).job(job_id)) and not plain.keys(f"{settings.namespace}:*")
-
-
-<<<<<<< HEAD
-def test_a_per_user_job_queue_needs_the_broker_on_the_hubs_redis():
-    # Holding a user's job and handing it to the broker is one script on one Redis.
-    settings = Settings(
-        redis_url="redis://hub.internal", broker_url="redis://broker.internal", jobs_in_flight_per_user=4
-    )
-    with pytest.raises(ConfigError, match="HUB_JOBS_IN_FLIGHT_PER_USER"):
-        JobDispatcher(settings)
-=======
-@dataclass
-class Feed:
-    """An external job, and what became of each publish (by sequence number)."""
-
-    job_id: str
-    owner: str
-    acknowledged: dict[int, float] = field(default_factory=dict)
-    refused: list[int] = field(default_factory=list)
-    last_seq: int = 0
-
-    def acknowledged_since(self, moment: float) -> int:
-        return sum(1 for at in self.acknowledged.values() if at >= moment)
->>>>>>> main
 
 
 def test_the_rule_catches_a_gap_a_repeat_and_lost_history_without_a_reset():
