@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from hub.delivery.bus import EventBus
 from hub.delivery.clock import Clock
 from hub.delivery.connections import ConnectionManager, UserSlots
-from hub.store import registry
+from hub.store import registry, topology
 from hub.store.files import FILE_NAME_PATTERN, JobFiles
 from hub.store.history import History
 from hub.store.journal import Journal
@@ -77,6 +77,7 @@ def build_context(
     slots = UserSlots(redis, keys, ttl=settings.process_ttl_seconds)
     bus = EventBus(
         settings.require_redis_url(),
+        kind=topology.detect(settings.require_redis_url()),
         on_reconnect=metrics.redis_reconnects.inc,
         on_event=lambda fanout: metrics.bus_messages.inc(),
     )
