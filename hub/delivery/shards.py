@@ -280,7 +280,8 @@ class ShardedLinks:
             subscription.task.cancel()
             subscription.task = None
         if not subscription.confirmed.done():
-            subscription.confirmed.cancel()
+            subscription.confirmed.set_exception(LinkLost("the subscription was given up"))
+            subscription.confirmed.exception()  # retrieved: nobody may wait for it any more
 
     def _spawn(self, work: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
