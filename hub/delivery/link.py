@@ -167,7 +167,11 @@ class PubSubLink:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("Redis pub/sub connection lost (%s); reconnecting", exc.__class__.__name__)
+                if self._sharded:
+                    where = f"{self._target.host}:{self._target.port}"
+                    log.warning("Redis pub/sub connection to %s lost (%s)", where, exc.__class__.__name__)
+                else:
+                    log.warning("Redis pub/sub connection lost (%s); reconnecting", exc.__class__.__name__)
             if self._sharded:
                 # Where to go next is the owner's decision.
                 self._ended = True
