@@ -63,7 +63,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 @pytest.fixture
 def settings(cluster: LocalCluster, redis_url: str, settings_for: Any) -> Settings:
     # Dramatiq's queue lives on a Redis of its own beside the cluster (docs/SCALING.md).
-    return settings_for(redis_url=cluster.url, broker_url=redis_url, external_job_types=(FEED,), sse_retry_ms=250)
+    return settings_for(redis_url=cluster.url, broker_url=redis_url, external_job_types=(FEED,))
 
 
 def fault_on(cluster: LocalCluster, fault: str, stream: str) -> None:
@@ -84,7 +84,7 @@ async def test_a_cluster_fault_costs_a_client_a_reconnect_never_an_event_silentl
     fault, cluster, hub_process, worker, settings, token, tmp_path
 ):
     # Given two hubs and a worker on the cluster
-    hubs = [hub_process(output=tmp_path / f"hub-{i}.log") for i in range(2)]
+    hubs = [hub_process(output=tmp_path / f"hub-{i}.log", HUB_SSE_RETRY_MS="250") for i in range(2)]
     urls = [hub.url for hub in hubs]
     worker(output=tmp_path / "worker.log", HUB_JOB_STEP_SECONDS="0.3")
     service = issue_service_token(settings, "feeder")
