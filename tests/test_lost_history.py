@@ -153,3 +153,26 @@ async def test_a_cursor_the_hub_never_handed_out_gets_reset(ctx, api):
     assert [(frame.type, frame.id) for frame in frames] == [("connected", None), ("job_update", second)]
     everything = await poll(alice, "/api/v1/poll/jobs/my", "0-0")
     assert [event["type"] for event in everything["events"]] == ["job_update"] * 3
+
+
+async def test_a_reset_with_no_open_job_to_report_says_where_the_client_stands(ctx, api):
+    await ctx.journal.create(JOB, "alice", "character")
+    last = await record(ctx, status="completed", progress=100, result={"ok": True})
+    alice = api("alice")
+    # No job of alice is open: no `initial_status` follows the reset, so the
+    # reset's own id is where she resumes; without it she would send the
+    # lost cursor again and be reset again, forever.
+    ms, seq = parse_cursor(last)
+    stream = await alice.stream("/api/v1/sse/jobs/my", last_event_id=f"{ms}-{seq + 1}")
+    async with asyncio.timeout(20):
+        while (reset := await stream.frame()) is not None and reset.type != "reset":
+            pass
+    stream.close()
+    assert reset is not None and reset.id == last
+
+    stream = await alice.stream("/api/v1/sse/jobs/my", last_event_id=reset.id)
+    created = str((await ctx.journal.create("job-after-reset", "alice", "character"))[0].decode())
+    async with asyncio.timeout(20):
+        frames = [await stream.frame() for _ in range(3)]
+    stream.close()
+    assert [(frame.type, frame.id) for frame in frames if frame.type] == [("connected", None), ("job_update", created)]

@@ -98,6 +98,7 @@ async def _read(watch: Watch, response: Any, last_id: str | None, retry: float) 
         if frame.type == "reset":
             watch.frames.append(None)
             watch.arrivals.append(time.monotonic())
+            last_id = frame.id or last_id  # a reset with no state after it says where the client stands
         elif frame.type in ("initial_status", "job_update"):
             watch.frames.append(frame)
             watch.arrivals.append(time.monotonic())
