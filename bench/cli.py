@@ -1,5 +1,5 @@
 """`python -m bench SCENARIO|all [--connections N[,N...]] [--duration S]
-[--rate R] [--per-job K] [--json PATH] [--quick] [--profile]`: runs the
+[--rate R] [--per-job K] [--processes N] [--json PATH] [--quick] [--profile]`: runs the
 scenarios, then writes the run's JSON, its markdown summary and its plots."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from bench import plots, profile, report, targets
 from bench.params import Params
 from bench.scenarios import broadcast, churn, fanout, idle, longpoll, peer, polling
-from bench.stack import PROFILE_DIR_ENV
+from bench.stack import PROCESSES_ENV, PROFILE_DIR_ENV
 from bench.system import cpu_sets, load_average, machine, pin, raise_open_files, source_version
 
 SCENARIOS: dict[str, ModuleType] = {
@@ -38,6 +38,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds of load per measurement")
     parser.add_argument("--rate", type=float, help="events published per second")
     parser.add_argument("--per-job", type=int, help="fanout: connections per job (default 1)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help="run the hub as N web-server processes (HUB_PROCESSES) on every core, the load's included; "
+        "the hub is then measured alone, without the Nchan rows",
+    )
     parser.add_argument("--json", type=Path, help="where the run's JSON goes (the .md and plots go beside it)")
     parser.add_argument("--quick", action="store_true", help="small N and a few seconds each: a smoke test")
     parser.add_argument(
@@ -54,7 +60,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    params = Params(args.connections, args.duration, args.rate, args.per_job, args.quick)
+    params = Params(args.connections, args.duration, args.rate, args.per_job, args.quick, args.processes)
+    if args.processes is not None:
+        os.environ[PROCESSES_ENV] = str(args.processes)
     signal.signal(signal.SIGTERM, _interrupt)
     raise_open_files()
     pin(cpu_sets()[1])  # this process and everything it starts, but the server, stay off the server's core

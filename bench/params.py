@@ -14,6 +14,8 @@ class Params:
     rate: float | None = None
     per_job: int | None = None
     quick: bool = False
+    #: The hub's web-server processes (HUB_PROCESSES); None: one.
+    processes: int | None = None
 
     def connection_count(self, full: int, quick: int) -> int:
         """One connection count: the largest given, else the default."""
