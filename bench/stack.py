@@ -69,10 +69,10 @@ class Stack:
         self.connections = connections
         self.server_cpus, self.load_cpus = cpu_sets()
         self.processes = int(os.environ.get(PROCESSES_ENV) or 1) if server == "hub" else 1
-        if self.processes > 1:
+        if self.processes > 1 and self.server_cpus is not None:
             # Several hub processes get every core, the load's included: on
             # a small machine they compete with it there.
-            self.server_cpus = None
+            self.server_cpus = self.server_cpus | (self.load_cpus or set())
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
