@@ -41,7 +41,6 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from hub.runtime.ports import check_free
 from hub.runtime.processes import die_with_parent
-from hub.runtime.server import DRAIN_SECONDS
 from hub.store import registry
 from hub.store.settings import Settings
 from hub.web.metrics import MULTIPROCESS_DIR_ENV
@@ -57,8 +56,10 @@ MAX_RESTART_DELAY_SECONDS = 10.0
 #: that its service manager sees it, rather than restarting it forever.
 MAX_EXITS_PER_MINUTE = 5
 #: How long a child may take to drain after SIGTERM before it is killed:
-#: it waits up to DRAIN_SECONDS for its clients to leave, then closes the rest.
-STOP_TIMEOUT = DRAIN_SECONDS + 5.0
+#: it waits up to 10 s (server.DRAIN_SECONDS) for its clients to leave, then
+#: closes the rest. (Not imported from there: this process, which serves
+#: nothing, does without the web server's modules and their memory.)
+STOP_TIMEOUT = 15.0
 #: How often this process looks at its children.
 WATCH_SECONDS = 0.1
 #: A child's exit code for a bad setting or an address it cannot listen on:
