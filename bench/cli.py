@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started.isoformat(timespec="seconds"),
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "params": params.as_dict(),
-        "machine": machine(),
+        "machine": machine(args.processes or 1),
         "source": source_version(str(Path(__file__).resolve().parent.parent)),
         "load_average_start": load_average(),
         "uptime": Path("/proc/uptime").read_text().split()[0],

@@ -173,12 +173,14 @@ def source_version(root: str) -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD") or None, "hub_uncommitted_files": len(changed.splitlines())}
 
 
-def machine() -> dict[str, Any]:
+def machine(hub_processes: int = 1) -> dict[str, Any]:
     with open("/proc/meminfo", encoding="ascii") as handle:
         mem_kib = int(handle.readline().split()[1])
     with open("/proc/cpuinfo", encoding="utf-8") as handle:
         model = next((line.split(":", 1)[1].strip() for line in handle if "model name" in line), platform.processor())
     server, load = cpu_sets()
+    if hub_processes > 1 and server is not None:
+        server = server | (load or set())  # as bench.stack pins several hub processes
     return {
         "cores": os.cpu_count(),
         "cores_available": sorted(os.sched_getaffinity(0)),
