@@ -98,7 +98,12 @@ async def _read(watch: Watch, response: Any, last_id: str | None, retry: float) 
         if frame.type == "reset":
             watch.frames.append(None)
             watch.arrivals.append(time.monotonic())
-            last_id = frame.id or last_id  # a reset with no state after it says where the client stands
+            if frame.id:
+                # No state follows this reset (no job is open): its id is
+                # where the client stands, the next segment's starting point.
+                watch.frames.append(frame)
+                watch.arrivals.append(time.monotonic())
+                last_id = frame.id
         elif frame.type in ("initial_status", "job_update"):
             watch.frames.append(frame)
             watch.arrivals.append(time.monotonic())
@@ -180,6 +185,8 @@ def _split(segment: list[Frame], first: bool, verdict: Verdict) -> tuple[str | N
     """The point the segment's state was taken at (None: unknown), and its updates."""
     states = [frame for frame in segment if frame.type == "initial_status"]
     updates = [frame for frame in segment if frame.type == "job_update"]
+    if not states and segment and segment[0].type == "reset":
+        return segment[0].id, updates
     if states:
         anchors = {frame.id for frame in states}
         if len(anchors) != 1:
