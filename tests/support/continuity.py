@@ -32,7 +32,8 @@ def cursor(event_id: str) -> Cursor:
 @dataclass
 class Watch:
     """One client following `path` on one hub: the frames it got in order
-    (None where a `reset` came), and when each came."""
+    (None where a `reset` came, then the reset itself when it carries an
+    id), and when each came."""
 
     hub: str
     path: str
