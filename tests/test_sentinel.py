@@ -23,10 +23,7 @@ got, in order across its reconnects, must obey this rule:
   from the first one on, without a hole: nothing skipped silently.
 - Updates H lacks were seen live before the failover lost them (so was an
   anchor H lacks). The client may have had them, but must not go on as if
-  they had happened: a reset comes before its next update. (Today a client
-  that comes back after newer events were recorded gets no reset:
-  hub.store.history.cursor_state takes a cursor absent from an untrimmed
-  stream for known. Such a run ends as xfail, naming the clients.)
+  they had happened: a reset comes before its next update.
 - An `initial_status` whose anchor H holds shows the job's state there (its
   last `step`): the fresh state is the real one.
 - No entry of H comes in two segments, and the last segment reaches H's end.
@@ -376,11 +373,7 @@ async def test_a_failover_under_load_costs_a_client_a_reconnect_never_an_event_s
         assert resets, "clients back from lost history were reset"
     if case.wait_replicas:
         assert lost <= unreplicated, "an event a replica confirmed was lost"
-    if unreset:
-        # A cursor the new primary never had, in a stream that has newer
-        # entries since, counts as known in hub.store.history.cursor_state:
-        # such a client gets no reset. Tightened elsewhere; then this is an error.
-        pytest.xfail(f"lost history without a reset: {unreset}")
+    assert not unreset, f"lost history without a reset: {unreset}"
 
 
 def read_histories(sentinels: SentinelSet, keys: KeySpace, clients: Clients) -> dict[str, list[Entry]]:
