@@ -20,7 +20,7 @@ from bench import plots, profile, report, targets
 from bench.cluster import MIN_PRIMARIES
 from bench.params import Params, redacted
 from bench.scenarios import broadcast, churn, fanout, idle, longpoll, peer, polling, redis_cost, streams100k
-from bench.stack import PROFILE_DIR_ENV
+from bench.stack import PROCESSES_ENV, PROFILE_DIR_ENV
 from bench.system import cpu_sets, load_average, machine, pin, raise_open_files, source_version
 
 SCENARIOS: dict[str, ModuleType] = {
@@ -40,7 +40,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds of load per measurement")
     parser.add_argument("--rate", type=float, help="events published per second")
     parser.add_argument("--per-job", type=int, help="fanout: connections per job (default 1)")
-    parser.add_argument("--processes", type=int, help="streams100k: hub processes, each `hub serve` on its own port")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help="run the hub as N web-server processes (HUB_PROCESSES) on every core, the load's included, "
+        "measured alone without the Nchan rows; streams100k: N `hub serve`, each on its own port",
+    )
     parser.add_argument("--publishers", type=int, help="redis-cost: publisher processes trying to saturate Redis")
     parser.add_argument(
         "--redis-url",
@@ -90,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         args.cluster,
         args.replica,
     )
+    if args.processes is not None:
+        os.environ[PROCESSES_ENV] = str(args.processes)
     signal.signal(signal.SIGTERM, _interrupt)
     raise_open_files()
     pin(cpu_sets()[1])  # this process and everything it starts, but the server, stay off the server's core
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started.isoformat(timespec="seconds"),
         "command": redacted("python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)),
         "params": params.as_dict(),
-        "machine": machine(),
+        "machine": machine(args.processes or 1),
         "source": source_version(str(Path(__file__).resolve().parent.parent)),
         "load_average_start": load_average(),
         "uptime": Path("/proc/uptime").read_text().split()[0],

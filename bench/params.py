@@ -23,7 +23,8 @@ class Params:
     rate: float | None = None
     per_job: int | None = None
     quick: bool = False
-    #: The hub's processes (streams100k: each `hub serve` on its own port).
+    #: The hub's web-server processes (HUB_PROCESSES; streams100k: `hub serve`
+    #: processes, each on its own port); None: one.
     processes: int | None = None
     #: redis-cost: the Redis to measure (any HUB_REDIS_URL), instead of one of its own.
     redis_url: str | None = None

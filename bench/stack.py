@@ -56,6 +56,8 @@ SUBSCRIBE_TIMEOUT = 60.0
 #: measurement window and writes its samples into this folder, and the
 #: server runs under bench.gcwatch, which logs its garbage collections.
 PROFILE_DIR_ENV = "BENCH_PROFILE_DIR"
+#: Set (by `--processes`) to run the hub as that many web-server processes.
+PROCESSES_ENV = "HUB_PROCESSES"
 
 
 class Stack:
@@ -66,6 +68,11 @@ class Stack:
         self.server = server
         self.connections = connections
         self.server_cpus, self.load_cpus = cpu_sets()
+        self.processes = int(os.environ.get(PROCESSES_ENV) or 1) if server == "hub" else 1
+        if self.processes > 1 and self.server_cpus is not None:
+            # Several hub processes get every core, the load's included: on
+            # a small machine they compete with it there.
+            self.server_cpus = self.server_cpus | (self.load_cpus or set())
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -138,7 +145,8 @@ class Stack:
             )
         self._exit.callback(self._stop_server)
         self._wait_ready()
-        self.probe = ProcessProbe(self._measured_pid())
+        # Several hub processes: the parent's children do the work.
+        self.probe = ProcessProbe(self._measured_pid(), children=self.processes > 1)
 
     def _nchan_command(self, data_dir: str) -> list[str]:
         folder = os.path.join(data_dir, "nginx")

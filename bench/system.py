@@ -53,26 +53,57 @@ class Sample:
 
 
 class ProcessProbe:
-    """CPU seconds (user + system) and resident memory of one process."""
+    """CPU seconds (user + system) and resident memory of one process, and
+    with `children` of its live children too."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *, children: bool = False) -> None:
         self.pid = pid
+        self.children = children
+
+    def pids(self) -> list[int]:
+        if not self.children:
+            return [self.pid]
+        return [self.pid, *(pid for pid, parent in _parents().items() if parent == self.pid)]
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.pid}/stat", encoding="ascii") as handle:
-            # The command name may hold spaces; the fields after ')' do not.
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+        return sum(_cpu_seconds(pid) for pid in self.pids())
 
     def rss_bytes(self) -> int:
-        with open(f"/proc/{self.pid}/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        return sum(_rss_bytes(pid) for pid in self.pids())
 
     def sample(self) -> Sample:
         return Sample(time.monotonic(), self.cpu_seconds(), self.rss_bytes())
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+        # The command name may hold spaces; the fields after ')' do not.
+        return handle.read().rsplit(")", 1)[1].split()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _parents() -> dict[int, int]:
+    """Every process's parent."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                parents[int(name)] = int(_stat_fields(int(name))[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+    return parents
 
 
 def cpu_percent(before: Sample, after: Sample) -> float:
@@ -142,12 +173,14 @@ def source_version(root: str) -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD") or None, "hub_uncommitted_files": len(changed.splitlines())}
 
 
-def machine() -> dict[str, Any]:
+def machine(hub_processes: int = 1) -> dict[str, Any]:
     with open("/proc/meminfo", encoding="ascii") as handle:
         mem_kib = int(handle.readline().split()[1])
     with open("/proc/cpuinfo", encoding="utf-8") as handle:
         model = next((line.split(":", 1)[1].strip() for line in handle if "model name" in line), platform.processor())
     server, load = cpu_sets()
+    if hub_processes > 1 and server is not None:
+        server = server | (load or set())  # as bench.stack pins several hub processes
     return {
         "cores": os.cpu_count(),
         "cores_available": sorted(os.sched_getaffinity(0)),

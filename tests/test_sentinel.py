@@ -23,10 +23,7 @@ got, in order across its reconnects, must obey this rule:
   from the first one on, without a hole: nothing skipped silently.
 - Updates H lacks were seen live before the failover lost them (so was an
   anchor H lacks). The client may have had them, but must not go on as if
-  they had happened: a reset comes before its next update. (Today a client
-  that comes back after newer events were recorded gets no reset:
-  hub.store.history.cursor_state takes a cursor absent from an untrimmed
-  stream for known. Such a run ends as xfail, naming the clients.)
+  they had happened: a reset comes before its next update.
 - An `initial_status` whose anchor H holds shows the job's state there (its
   last `step`): the fresh state is the real one.
 - No entry of H comes in two segments, and the last segment reaches H's end.
@@ -38,11 +35,10 @@ heard nothing around the failover, and for how long publishing failed.
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +51,20 @@ from hub.store import topology
 from hub.store.journal import WAIT_TIMEOUT_MS, Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import Settings
-from hub.store.wire import FIELD_DATA
 from hub.web.redis_pool import OrderedSentinelConnectionPool
-from tests.support.continuity import Entry, Watch, check, cursor, follow
+from tests.support.continuity import Entry, Watch, check, follow
 from tests.support.environment import need
+from tests.support.feeds import (
+    Clients,
+    Feed,
+    create_character,
+    final_history,
+    finish,
+    publish,
+    publish_outage,
+    reached,
+    steps_of,
+)
 from tests.support.http import Api
 from tests.support.jobs import TERMINAL
 from tests.support.redis_sentinel import SERVICE, SentinelSet
@@ -70,8 +76,6 @@ pytestmark = pytest.mark.gen_test(timeout=120)
 
 PASSWORD = "sentinel-and-data-p@ss"
 FEED = "feed"
-#: Seconds between two events of one job.
-PUBLISH_INTERVAL = 0.05
 #: Events each job publishes before the primary dies, and after a new one is up.
 EVENTS_BEFORE, EVENTS_AFTER = 10, 10
 #: Events acknowledged while replication is cut, in the lagging-replica case.
@@ -210,20 +214,6 @@ async def test_the_broker_may_live_on_a_redis_of_its_own(sentinels, hub_process,
         assert primary.exists(KeySpace(settings.namespace).job(job_id)) and not plain.keys(f"{settings.namespace}:*")
 
 
-@dataclass
-class Feed:
-    """An external job, and what became of each publish (by sequence number)."""
-
-    job_id: str
-    owner: str
-    acknowledged: dict[int, float] = field(default_factory=dict)
-    refused: list[int] = field(default_factory=list)
-    last_seq: int = 0
-
-    def acknowledged_since(self, moment: float) -> int:
-        return sum(1 for at in self.acknowledged.values() if at >= moment)
-
-
 def test_the_rule_catches_a_gap_a_repeat_and_lost_history_without_a_reset():
     history = [Entry(f"{n}-0", {"jobId": "j", "step": str(n)}) for n in (1, 2, 3, 5, 6)]
 
@@ -242,93 +232,6 @@ def test_the_rule_catches_a_gap_a_repeat_and_lost_history_without_a_reset():
     assert check([*whole, frame("job_update", 4), frame("job_update", 5), frame("job_update", 6)], history).unreset
     stale = [*whole, None, Frame({"type": "initial_status", "jobId": "j", "step": "2"}, "5-0"), frame("job_update", 6)]
     assert check(stale, history).violations
-
-
-@dataclass
-class Clients:
-    """The failover test's clients (by stream) and publishers, as tasks."""
-
-    jobs: list[Watch] = field(default_factory=list)
-    mine: list[tuple[str, Watch]] = field(default_factory=list)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    #: Set while the publishers publish; cleared, they wait.
-    publishing: asyncio.Event = field(default_factory=asyncio.Event)
-    stopped: bool = False
-
-    def __post_init__(self) -> None:
-        self.publishing.set()
-
-    def every(self) -> list[Watch]:
-        return [*self.jobs, *(watch for _, watch in self.mine)]
-
-    def stop_publishing(self) -> None:
-        self.stopped = True
-        self.publishing.set()
-
-    def follow(self, watch: Watch) -> asyncio.Task[None]:
-        return self.start(follow(watch))
-
-    def start(self, work: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.create_task(work)
-        self.tasks.append(task)
-        return task
-
-    async def cancel(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
-async def publish(feed: Feed, hubs: list[str], token: str, clients: Clients) -> None:
-    """Publishes one event after the other (each to the next hub) while
-    `clients` let it; a publish that fails is not repeated: the next has
-    the next number."""
-    while True:
-        await clients.publishing.wait()
-        if clients.stopped:
-            return
-        feed.last_seq += 1
-        seq = feed.last_seq
-        api = Api(hubs[seq % len(hubs)], token)
-        try:
-            status, _ = await api.post(f"/api/v1/jobs/{feed.job_id}/events", {"status": "active", "step": str(seq)})
-        except (OSError, TimeoutError, ValueError):
-            status = 0
-        if status == 200:
-            feed.acknowledged[seq] = time.monotonic()
-        else:
-            feed.refused.append(seq)
-        await asyncio.sleep(PUBLISH_INTERVAL)
-
-
-async def finish(feed: Feed, hubs: list[str], token: str) -> None:
-    """Publishes the job's end; a 409 says an earlier try got through."""
-
-    async def ended() -> bool:
-        try:
-            status, _ = await Api(hubs[0], token).post(
-                f"/api/v1/jobs/{feed.job_id}/events", {"status": "completed", "result": {"last": feed.last_seq}}
-            )
-        except (OSError, TimeoutError, ValueError):
-            return False
-        return status in (200, 409)
-
-    await eventually(ended, timeout=30, interval=0.2)
-
-
-async def create_character(hub: str, token: str) -> str:
-    async def created() -> str | None:
-        try:
-            status, body = await Api(hub, token).post("/api/v1/characters", {"name": "Ada"})
-        except (OSError, TimeoutError, ValueError):
-            return None
-        return str(body["jobId"]) if status == 202 else None
-
-    return str(await eventually(created, timeout=30, interval=0.2))
-
-
-def final_history(client: redis.Redis, stream: str) -> list[Entry]:
-    return [Entry(key.decode(), json.loads(fields[FIELD_DATA.encode()])) for key, fields in client.xrange(stream)]
 
 
 @dataclass(frozen=True)
@@ -427,7 +330,7 @@ async def test_a_failover_under_load_costs_a_client_a_reconnect_never_an_event_s
         # the end of its user's history
         await eventually(lambda: all(watch.ended for watch in clients.jobs), timeout=60)
         histories = read_histories(sentinels, KeySpace(settings.namespace), clients)
-        await eventually(lambda: all(_reached(w, histories[f"/my of {user}"][-1].id) for user, w in clients.mine), 30)
+        await eventually(lambda: all(reached(w, histories[f"/my of {user}"][-1].id) for user, w in clients.mine), 30)
     finally:
         await clients.cancel()
 
@@ -455,7 +358,7 @@ async def test_a_failover_under_load_costs_a_client_a_reconnect_never_an_event_s
     unreset = {name: v.unreset for name, v in verdicts.items() if v.unreset}
     print(
         f"\n[{name}] promoted after {promoted_at - killed_at:.1f}s; "
-        f"publishing failed for {max(_publish_outage(f, killed_at) for f in feeds):.1f}s; "
+        f"publishing failed for {max(publish_outage(f, killed_at) for f in feeds):.1f}s; "
         f"acknowledged {sum(len(f.acknowledged) for f in feeds)}, lost {lost}, "
         f"recorded though refused {sum(len(set(f.refused) & kept[f.job_id]) for f in feeds)}, "
         f"unreplicated before the kill {unreplicated:g}; "
@@ -470,11 +373,7 @@ async def test_a_failover_under_load_costs_a_client_a_reconnect_never_an_event_s
         assert resets, "clients back from lost history were reset"
     if case.wait_replicas:
         assert lost <= unreplicated, "an event a replica confirmed was lost"
-    if unreset:
-        # A cursor the new primary never had, in a stream that has newer
-        # entries since, counts as known in hub.store.history.cursor_state:
-        # such a client gets no reset. Tightened elsewhere; then this is an error.
-        pytest.xfail(f"lost history without a reset: {unreset}")
+    assert not unreset, f"lost history without a reset: {unreset}"
 
 
 def read_histories(sentinels: SentinelSet, keys: KeySpace, clients: Clients) -> dict[str, list[Entry]]:
@@ -485,17 +384,3 @@ def read_histories(sentinels: SentinelSet, keys: KeySpace, clients: Clients) -> 
         for user, _ in clients.mine:
             histories[f"/my of {user}"] = final_history(client, keys.user_events(user))
     return histories
-
-
-def steps_of(history: list[Entry]) -> set[int]:
-    return {int(entry.data["step"]) for entry in history if entry.data.get("step", "").isdigit()}
-
-
-def _reached(watch: Watch, end: str) -> bool:
-    return watch.last_cursor is not None and watch.last_cursor >= cursor(end)
-
-
-def _publish_outage(feed: Feed, killed_at: float) -> float:
-    before = [at for at in feed.acknowledged.values() if at < killed_at]
-    after = [at for at in feed.acknowledged.values() if at >= killed_at]
-    return min(after) - max(before) if before and after else float("nan")

@@ -4,6 +4,7 @@ running the same measurement on Nchan to set beside the hub's."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import traceback
@@ -14,7 +15,7 @@ from bench import nchan
 from bench.clients import ClientSpec
 from bench.loadgen import BenchError, LoadGen
 from bench.publisher import Publisher
-from bench.stack import JOB_TYPE, Stack
+from bench.stack import JOB_TYPE, PROCESSES_ENV, Stack
 from bench.system import core_busy_percent, core_times, cpu_percent, listen_overflows, load_average
 
 MIB = 1024 * 1024
@@ -32,6 +33,8 @@ def nchan_variants(measure: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
     the reason is recorded ("nchan_missing", or "failures": the run's
     failures all the same) instead."""
     why = nchan.missing()
+    if os.environ.get(PROCESSES_ENV):
+        why = f"{PROCESSES_ENV} is set (--processes): the hub's processes are measured alone"
     if why:
         print(f"   {why}: no Nchan figures", flush=True)
         return {"nchan": {}, "nchan_missing": why}

@@ -92,6 +92,11 @@ class Backlog:
             # The state as of `head`: what follows it is live. A user without
             # any event yet starts from the very beginning.
             self.position = page.head or BEGINNING
+            if self._pending and not page.events:
+                # No state follows the reset (no job is open): the reset itself
+                # carries where the client now stands, or its next reconnect
+                # would bring back the lost cursor and be reset again.
+                self._pending = [self._source.reset_event(self.position)]
         self._snapshot_from = page.next
         if page.next is None:
             if self._fresh:

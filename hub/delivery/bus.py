@@ -8,6 +8,10 @@ afterwards cannot miss an event published in between.
 Each message is parsed once and handed to the channel's subscribers within
 the call that read it. When the Redis connection is lost, every subscriber
 is closed: it resumes from its cursor, which history still has.
+
+On a Redis Cluster the channels are sharded (`ShardedLinks`): a node's
+connection lost, or a channel the node drops, closes the subscribers of
+those channels only.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import Protocol
 
 from hub.delivery.channels import Channels
 from hub.delivery.link import SUBSCRIBE_TIMEOUT, LinkLost, PubSubLink
-from hub.delivery.pubsub import resolver
+from hub.delivery.pubsub import parse_url, resolver
 from hub.delivery.reasons import CloseReason
+from hub.delivery.shards import ShardedLinks
 from hub.errors import StoreUnavailable
 from hub.store.events import Event
+from hub.store.topology import Kind
 
 log = logging.getLogger("hub.delivery.bus")
 
@@ -35,11 +41,29 @@ class Member(Protocol):
     def close(self, reason: str) -> None: ...
 
 
+class Link(Protocol):
+    """What the bus needs of its pub/sub: one PubSubLink, or ShardedLinks."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def wait_connected(self, timeout: float) -> None: ...
+
+    def subscribe(self, channel: str) -> asyncio.Future[None]: ...
+
+    def unsubscribe(self, channel: str) -> None: ...
+
+
 class EventBus:
     def __init__(
         self,
         redis_url: str,
         *,
+        kind: Kind = Kind.SINGLE,
         on_reconnect: Callable[[], None] | None = None,
         on_event: Callable[[int], None] | None = None,
     ) -> None:
@@ -48,12 +72,21 @@ class EventBus:
         self._unconfirmed: dict[str, asyncio.Future[None]] = {}
         self._on_event = on_event or (lambda fanout: None)
         # The URL is parsed now, so that one the bus cannot use stops the hub at start.
-        self._link = PubSubLink(
-            resolver(redis_url),
-            on_message=self._fan_out,
-            on_lost=lambda: self._close_all(CloseReason.BUS_RESET),
-            on_reconnect=on_reconnect or (lambda: None),
-        )
+        self._link: Link
+        if kind is Kind.CLUSTER:
+            self._link = ShardedLinks(
+                parse_url(redis_url),
+                on_message=self._fan_out,
+                on_lost=self._close_channels,
+                on_reconnect=on_reconnect or (lambda: None),
+            )
+        else:
+            self._link = PubSubLink(
+                resolver(redis_url),
+                on_message=self._fan_out,
+                on_lost=lambda channels: self._close_all(CloseReason.BUS_RESET),
+                on_reconnect=on_reconnect or (lambda: None),
+            )
 
     @property
     def channel_count(self) -> int:
@@ -117,6 +150,17 @@ class EventBus:
                 log.exception("delivering an event failed; that client is dropped")
                 member.close(CloseReason.CLIENT_GONE)
         self._on_event(len(members))
+
+    def _close_channels(self, channels: tuple[str, ...]) -> None:
+        """These channels' subscriptions are gone: their subscribers resume
+        from their cursor; other channels go on."""
+        for channel in channels:
+            self._unconfirmed.pop(channel, None)
+            members = self._channels.members(channel)
+            for member in members:
+                self._channels.remove(channel, member)
+            for member in members:
+                member.close(CloseReason.BUS_RESET)
 
     def _close_all(self, reason: str) -> None:
         self._unconfirmed.clear()

@@ -5,7 +5,8 @@ few thousand events a second that alone was the largest part of the hub's
 CPU. This connection is an asyncio protocol instead: the event loop hands it
 whatever the socket received, hiredis parses it in C, and every reply goes to
 the bus within the same call. It speaks only what the bus needs (AUTH, PING,
-SUBSCRIBE, UNSUBSCRIBE, in RESP2) and understands the URLs the hub takes:
+SUBSCRIBE, UNSUBSCRIBE, in a cluster SSUBSCRIBE, SUNSUBSCRIBE and CLUSTER
+SLOTS, in RESP2) and understands the URLs the hub takes:
 `redis://[[user]:password@]host[:port][/db]`, the same with `rediss://` for
 TLS (`?ssl_cert_reqs=none` to skip verification, `?ssl_ca_certs=PATH` for a
 private CA, `?ssl_certfile=PATH&ssl_keyfile=PATH` for a client certificate)
@@ -95,12 +96,16 @@ def resolver(url: str) -> Resolver:
             return Target(host=host, port=port, username=sentinels.username, password=sentinels.password)
 
         return primary
-    target = parse_url(url)
+    return fixed(parse_url(url))
 
-    async def fixed() -> Target:
+
+def fixed(target: Target) -> Resolver:
+    """Always `target`."""
+
+    async def same() -> Target:
         return target
 
-    return fixed
+    return same
 
 
 def encode_command(*parts: str | bytes) -> bytes:
@@ -193,3 +198,28 @@ async def open_pubsub(target: Target, on_reply: OnReply, timeout: float) -> PubS
             raise
     connection.reply_to(on_reply)
     return connection
+
+
+async def ask(target: Target, *command: str, timeout: float) -> Any:
+    """Sends one command on a connection of its own and returns the answer
+    (ConnectionError if Redis refuses it, TimeoutError if it does not answer)."""
+    answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def on_reply(reply: Any) -> None:
+        if not answer.done():
+            answer.set_result(reply)
+
+    connection = await open_pubsub(target, on_reply, timeout)
+    try:
+        connection.send(*command)
+        await asyncio.wait((answer, connection.closed), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done():
+            if connection.closed.done():
+                connection.closed.result()  # raises why it closed
+            raise TimeoutError(f"no answer to {command[0]}")
+        reply = answer.result()
+    finally:
+        connection.close()
+    if isinstance(reply, hiredis.ReplyError):
+        raise ConnectionError(f"Redis refused {command[0]}: {reply}")
+    return reply

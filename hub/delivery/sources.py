@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hub.store.events import Event, parse_cursor
+from hub.store.events import Cursor, Event, format_cursor, parse_cursor
 from hub.store.history import History, SnapshotCursor, SnapshotPage
 from hub.store.keys import KeySpace
 
@@ -36,8 +36,8 @@ class JobSource:
     def greeting(self) -> Event:
         return Event.make({"type": "connected", "jobId": self.job_id, "message": "Connected to job status stream"})
 
-    def reset_event(self) -> Event:
-        return Event.make({"type": "reset", "jobId": self.job_id, "message": RESET_MESSAGE})
+    def reset_event(self, at: Cursor | None = None) -> Event:
+        return Event.make({"type": "reset", "jobId": self.job_id, "message": RESET_MESSAGE}, _id(at))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +62,13 @@ class UserSource:
     def greeting(self) -> Event:
         return Event.make({"type": "connected", "message": "Connected to your job stream"})
 
-    def reset_event(self) -> Event:
-        return Event.make({"type": "reset", "message": RESET_MESSAGE})
+    def reset_event(self, at: Cursor | None = None) -> Event:
+        return Event.make({"type": "reset", "message": RESET_MESSAGE}, _id(at))
 
 
 Source = JobSource | UserSource
+
+
+def _id(at: Cursor | None) -> str | None:
+    """A reset's own id, when it says where the client now stands."""
+    return format_cursor(at) if at is not None else None

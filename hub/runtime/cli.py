@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     serve_command = commands.add_parser("serve", help="run the web server (needs HUB_REDIS_URL)")
     # Only `hub up` passes this: it serves the demo page's token endpoint.
     serve_command.add_argument("--dev-tokens", action="store_true", help=argparse.SUPPRESS)
+    # Only the process that runs HUB_PROCESSES of them passes this to each.
+    serve_command.add_argument("--shared-port", action="store_true", help=argparse.SUPPRESS)
     worker = commands.add_parser("worker", help="run a Dramatiq worker for the actors (needs HUB_REDIS_URL)")
     worker.add_argument(
         "--import",
@@ -59,11 +61,18 @@ def main(argv: list[str] | None = None) -> int:
             return run_everything(data_dir=args.data_dir)
         settings = Settings.from_env()
         if args.command == "serve":
+            from hub.runtime.server_group import process_count
+
+            count = 1 if args.shared_port else process_count(settings.processes, default=1)
+            if count > 1:
+                from hub.runtime.server_group import serve_group
+
+                return serve_group(settings, count, dev_tokens=args.dev_tokens)
             from hub.runtime.server import serve
             from hub.web.dispatch import load_job_types
 
             job_types = load_job_types(settings)  # before anything else: a bad app stops here
-            asyncio.run(serve(settings, dev_tokens=args.dev_tokens, job_types=job_types))
+            asyncio.run(serve(settings, dev_tokens=args.dev_tokens, job_types=job_types, shared_port=args.shared_port))
             return 0
         if args.command == "worker":
             from actors.worker import run

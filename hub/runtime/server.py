@@ -15,6 +15,7 @@ from typing import Any
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
 from tornado.iostream import IOStream
 
 from hub.runtime import collector
@@ -30,6 +31,7 @@ from hub.store.stalls import StallWatcher
 from hub.web.app import REDIS_POOL_SIZE, REDIS_SOCKET_TIMEOUT, build_context, connect_redis, make_app
 from hub.web.dispatch import JobDispatcher
 from hub.web.handlers.base import MAX_JSON_BODY, cors_headers
+from hub.web.metrics import multiprocess_dir
 
 log = logging.getLogger("hub.runtime.server")
 
@@ -47,6 +49,9 @@ LISTEN_BACKLOG = 4096
 RESERVED_FILES = REDIS_POOL_SIZE + 64
 #: On SIGTERM, open connections get this long to end before they are cut.
 DRAIN_SECONDS = 10.0
+#: With several processes, a scrape reaches one of them: each one updates
+#: its count of pub/sub channels this often (alone, it does so when scraped).
+CHANNELS_EVERY_MS = 1_000
 
 
 class HubHTTPServer(HTTPServer):
@@ -134,7 +139,12 @@ class HubHTTPServer(HTTPServer):
         self._idle.pop(server_conn, None)
 
 
-async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Registry | None = None) -> None:
+async def serve(
+    settings: Settings, *, dev_tokens: bool = False, job_types: Registry | None = None, shared_port: bool = False
+) -> None:
+    """Serves until SIGTERM or SIGINT, then drains. `shared_port`: one of
+    several processes on the port (hub/runtime/server_group.py), each
+    binding it with SO_REUSEPORT."""
     redis = connect_redis(settings.require_redis_url())
     dispatcher = JobDispatcher(settings)
     ctx = build_context(settings, redis, dispatcher, job_types)
@@ -163,11 +173,14 @@ async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Regi
             server.connection_cap,
         )
     try:
-        server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG)
+        server.listen(settings.port, settings.host, backlog=LISTEN_BACKLOG, reuse_port=shared_port)
     except OSError as exc:
         raise listen_error(settings.host, settings.port, exc) from None
     await ctx.start()
     stalls, stalls_redis = watch_stalls(settings, ctx.job_types)
+    channels = PeriodicCallback(lambda: ctx.metrics.bus_channels.set(ctx.bus.channel_count), CHANNELS_EVERY_MS)
+    if multiprocess_dir():
+        channels.start()
     collector.settle()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -177,6 +190,7 @@ async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Regi
     await stop.wait()
 
     ctx.draining = True
+    channels.stop()
     await asyncio.to_thread(stalls.stop)
     stalls_redis.close()
     log.info("draining %d connection(s)", ctx.connections.total)
@@ -192,6 +206,7 @@ async def serve(settings: Settings, *, dev_tokens: bool = False, job_types: Regi
     await ctx.slots.close()  # the bus, the context's other half, closed first
     dispatcher.close()
     await redis.aclose()
+    ctx.metrics.flush()
     log.info("stopped")
 
 

@@ -1,5 +1,6 @@
 """`hub up`: an embedded Redis (unless HUB_REDIS_URL is set), the web server
-and a worker, as child processes of this one; Ctrl-C or SIGTERM stops all
+(one process per core unless HUB_PROCESSES says otherwise) and a worker, as
+child processes of this one; Ctrl-C or SIGTERM stops all
 of them in order: the web server, then the worker (it finishes or hands back
 its jobs while Redis still answers), then Redis."""
 
@@ -32,9 +33,10 @@ from hub.web.handlers.dev import DEV_TOKEN_TTL
 DEV_USER = "demo"
 READY_TIMEOUT = 30.0
 #: How long each child gets to stop after SIGTERM before it is killed: the
-#: web server drains for up to 10 s; a worker waits up to 10 s for its jobs,
-#: then as long again for its consumers to hand back what they hold.
-STOP_TIMEOUTS = {"serve": 15.0, "worker": 25.0}
+#: web server drains for up to 10 s (and gives its own processes 15 s); a
+#: worker waits up to 10 s for its jobs, then as long again for its
+#: consumers to hand back what they hold.
+STOP_TIMEOUTS = {"serve": 20.0, "worker": 25.0}
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
@@ -59,6 +61,8 @@ def run_everything(data_dir: str | None = None) -> int:
         if not env.get("HUB_REDIS_URL"):
             redis_server = EmbeddedRedis(os.path.join(data_dir, "redis"), maxmemory=checked.embedded_maxmemory).start()
             env["HUB_REDIS_URL"] = redis_server.url
+        if checked.processes is None:
+            env["HUB_PROCESSES"] = "0"  # one web-server process per core
         settings = Settings.from_env(env)
         # The demo page's sign-in issues tokens; with a public key the app's
         # issuer does, and a token from here would be refused.

@@ -217,30 +217,30 @@ class History:
     async def cursor_state(self, stream: str, cursor: Cursor) -> str:
         """Whether history still holds every event after `cursor`.
 
-        A cursor is evicted when entries after it may have been trimmed away,
-        or when it is newer than anything this stream ever held (the history
-        was lost). Trimming removes the oldest entries, so any cursor older
-        than the first kept entry of a trimmed stream counts as evicted.
+        Every cursor the hub hands out for a stream names one of its entries
+        (an event's id; the head of a `/my` snapshot, its newest entry then),
+        or is the very beginning, `0-0`, before any event. So a cursor that
+        names no entry counts as evicted, however it compares with those
+        kept: trimmed away, newer than anything kept, made up, or lost in a
+        failover (with asynchronous replication the replica that takes over
+        may lack the newest entries, and entries appended since may already
+        have passed the cursor). The beginning is known while nothing was
+        trimmed or deleted from the stream, or while it does not exist.
         """
+        if cursor != BEGINNING:
+            entry = format_cursor(cursor)
+            found: list[Any] = await self._redis.xrange(stream, min=entry, max=entry, count=1) or []
+            return CursorState.KNOWN if found else CursorState.EVICTED
         try:
             info = await self._redis.xinfo_stream(stream)
         except ResponseError as exc:
             if "no such key" in str(exc).lower():
-                # Nothing was ever written: only the very beginning is known.
-                return CursorState.KNOWN if cursor == BEGINNING else CursorState.EVICTED
+                return CursorState.KNOWN  # nothing was ever written, or all of it expired
             raise
-        last_generated = _as_cursor(info.get("last-generated-id"))
-        if last_generated is None or cursor > last_generated:
-            return CursorState.EVICTED
-        if cursor == last_generated:
-            return CursorState.KNOWN
         length = int(info.get("length", 0))
         if int(info.get("entries-added", length)) > length:
-            first = _as_cursor(info.get("recorded-first-entry-id")) or _first_entry(info)
-            if first is None or cursor < first:
-                return CursorState.EVICTED
-        max_deleted = _as_cursor(info.get("max-deleted-entry-id"))
-        if max_deleted is not None and cursor < max_deleted:
+            return CursorState.EVICTED  # trimmed: the oldest entries are gone
+        if _as_cursor(info.get("max-deleted-entry-id")) is not None:
             return CursorState.EVICTED
         return CursorState.KNOWN
 
@@ -254,9 +254,10 @@ class History:
         entries: list[Any] = await self._redis.xrange(stream, min=format_cursor(cursor), max="+", count=limit + 1) or []
         if entries and _as_cursor(entries[0][0]) == cursor:
             return _stored(entries[1:]), True
-        # The cursor's entry is gone, or never was: the stream says whether
-        # anything after it went too. Asked after the read, so that a trim
-        # during it is seen.
+        if cursor != BEGINNING:
+            return _stored(entries[:limit]), False  # it names no entry (see cursor_state)
+        # The beginning: the stream says whether anything was trimmed. Asked
+        # after the read, so that a trim during it is seen.
         kept = await self.cursor_state(stream, cursor) == CursorState.KNOWN
         return _stored(entries[:limit]), kept
 
@@ -278,11 +279,6 @@ def _initial_status(
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-def _first_entry(info: dict[str, Any]) -> Cursor | None:
-    entry = info.get("first-entry")
-    return _as_cursor(entry[0]) if entry else None
 
 
 def _as_cursor(value: Any) -> Cursor | None:

@@ -83,6 +83,7 @@ def build_context(
     slots = UserSlots(redis, keys, ttl=settings.process_ttl_seconds)
     bus = EventBus(
         settings.require_redis_url(),
+        kind=topology.detect(settings.require_redis_url()),
         on_reconnect=metrics.redis_reconnects.inc,
         on_event=lambda fanout: metrics.bus_messages.inc(),
     )

@@ -32,7 +32,8 @@ def cursor(event_id: str) -> Cursor:
 @dataclass
 class Watch:
     """One client following `path` on one hub: the frames it got in order
-    (None where a `reset` came), and when each came."""
+    (None where a `reset` came, then the reset itself when it carries an
+    id), and when each came."""
 
     hub: str
     path: str
@@ -98,6 +99,12 @@ async def _read(watch: Watch, response: Any, last_id: str | None, retry: float) 
         if frame.type == "reset":
             watch.frames.append(None)
             watch.arrivals.append(time.monotonic())
+            if frame.id:
+                # No state follows this reset (no job is open): its id is
+                # where the client stands, the next segment's starting point.
+                watch.frames.append(frame)
+                watch.arrivals.append(time.monotonic())
+                last_id = frame.id
         elif frame.type in ("initial_status", "job_update"):
             watch.frames.append(frame)
             watch.arrivals.append(time.monotonic())
@@ -179,6 +186,8 @@ def _split(segment: list[Frame], first: bool, verdict: Verdict) -> tuple[str | N
     """The point the segment's state was taken at (None: unknown), and its updates."""
     states = [frame for frame in segment if frame.type == "initial_status"]
     updates = [frame for frame in segment if frame.type == "job_update"]
+    if not states and segment and segment[0].type == "reset":
+        return segment[0].id, updates
     if states:
         anchors = {frame.id for frame in states}
         if len(anchors) != 1:

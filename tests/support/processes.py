@@ -35,12 +35,18 @@ def job_type_env(settings: Settings) -> dict[str, str]:
     }
 
 
+def store_env(settings: Settings) -> dict[str, str]:
+    """Where the test's Redis and broker are, for processes it starts."""
+    broker = {"HUB_BROKER_URL": settings.broker_url} if settings.broker_url else {}
+    return {"HUB_REDIS_URL": settings.redis_url or "", **broker}
+
+
 def serve_env(settings: Settings, port: int) -> dict[str, str]:
     """The environment of a `hub serve` on `port`, with the test's settings."""
     return {
         **os.environ,
         "HUB_PORT": str(port),
-        "HUB_REDIS_URL": settings.redis_url or "",
+        **store_env(settings),
         "HUB_NAMESPACE": settings.namespace,
         "HUB_JWT_SECRET": SECRET,
         "HUB_LOG_LEVEL": "WARNING",
@@ -53,7 +59,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
     """The environment of a `hub worker` with the test's settings."""
     return {
         **os.environ,
-        "HUB_REDIS_URL": settings.redis_url or "",
+        **store_env(settings),
         "HUB_NAMESPACE": settings.namespace,
         "HUB_JWT_SECRET": SECRET,
         "HUB_JOB_STEP_SECONDS": str(settings.job_step_seconds),

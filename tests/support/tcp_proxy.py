@@ -71,6 +71,11 @@ class TcpProxy:
     def release(self) -> None:
         self._call(self._release)
 
+    def retarget(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        """Connections made from now on go to another server (a failover
+        behind one address); open ones stay where they are until cut()."""
+        self._target = (target_host, target_port)
+
     def stall(self) -> int:
         """Open connections stop forwarding in both directions but stay open:
         the client hears nothing more, not even a close. New connections work."""
