@@ -20,21 +20,19 @@ from bench.system import cpu_sets
 
 #: The cluster needs at least three primaries (`valkey-cli --cluster create`).
 MIN_PRIMARIES = 3
-
-
-def _cpulist(cpus: set[int]) -> str:
-    return ",".join(str(c) for c in sorted(cpus))
-
-
 #: Milliseconds a node may be silent before its replica takes over: Redis's
 #: default. The tests' second would fail over primaries that saturated
 #: publishers starve, and a new primary lacks the append script.
 NODE_TIMEOUT_MS = 15_000
 
 
+def _cpulist(cpus: set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
 def _config() -> list[str]:
     lines = ["appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction"]
-    lines.append(f"cluster-node-timeout {NODE_TIMEOUT_MS}")
+    lines += [f"cluster-node-timeout {NODE_TIMEOUT_MS}"]
     server, load = cpu_sets()
     if server and load:
         lines.append(f"server-cpulist {_cpulist(server)}")
