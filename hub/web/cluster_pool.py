@@ -13,7 +13,6 @@ one server's pool does (`redis_pool.py`).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +26,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.store import topology
+from hub.web.stall_watch import StallWatch
 
 #: Set while the current task holds a turn: a command it runs on the way (a
 #: pipeline retrying one of its commands) does not queue behind itself.
@@ -38,11 +38,8 @@ class CommandLine:
 
     def __init__(self, size: int, stall_seconds: float) -> None:
         self._free = size
-        self._stall_seconds = stall_seconds
         self._line: deque[asyncio.Future[None]] = deque()
-        #: When a command last came back with an answer from Redis.
-        self._answered_at = time.monotonic()
-        self._watch: asyncio.TimerHandle | None = None
+        self._stall = StallWatch(stall_seconds, line_empty=lambda: not self._line, fail_line=self._fail_line)
 
     @property
     def waiting(self) -> int:
@@ -73,12 +70,10 @@ class CommandLine:
             self._free -= 1
             return
         if not self._line:
-            # A new line: its wait is measured from now, not from the last
-            # answer before a quiet spell.
-            self._answered_at = max(self._answered_at, time.monotonic())
+            self._stall.line_forms()
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._line.append(turn)
-        self._keep_watch()
+        self._stall.watch()
         try:
             await turn
         except asyncio.CancelledError:
@@ -88,7 +83,7 @@ class CommandLine:
 
     def _release(self, answered: bool) -> None:
         if answered:
-            self._answered_at = time.monotonic()
+            self._stall.answered()
         while self._line:
             turn = self._line.popleft()
             if not turn.done():
@@ -96,19 +91,7 @@ class CommandLine:
                 return
         self._free += 1
 
-    def _keep_watch(self) -> None:
-        if self._watch is None:
-            due = self._answered_at + self._stall_seconds - time.monotonic()
-            self._watch = asyncio.get_running_loop().call_later(max(0.0, due), self._check_stall)
-
-    def _check_stall(self) -> None:
-        self._watch = None
-        if not self._line:
-            return
-        if time.monotonic() - self._answered_at < self._stall_seconds:
-            self._keep_watch()
-            return
-        message = f"no connection available: Redis has answered nothing for {self._stall_seconds:g}s"
+    def _fail_line(self, message: str) -> None:
         line, self._line = self._line, deque()
         for turn in line:
             if not turn.done():

@@ -40,6 +40,8 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from hub.web.stall_watch import StallWatch
+
 #: The task that first asked for a connection in this context, and when. A
 #: context is copied into the tasks and callbacks started from it: there the
 #: task is another one, and its own first request starts a place of its own.
@@ -71,16 +73,13 @@ class OrderedConnectionPool(ConnectionPool):
         # Positional arguments for the pool underneath: a sentinel pool
         # takes its service and sentinels so.
         super().__init__(*args, **kwargs)
-        self._stall_seconds = stall_seconds
         #: Waiting requests: (place in line, arrival, turn), a heap.
         self._line: list[tuple[float, int, asyncio.Future[None]]] = []
         self._arrivals = itertools.count()
         #: Turns handed out whose connection has not been taken yet: they
         #: count as busy, so that nobody overtakes the task that holds one.
         self._granted = 0
-        #: When a connection last came back from a command that Redis answered.
-        self._answered_at = time.monotonic()
-        self._watch: asyncio.TimerHandle | None = None
+        self._stall = StallWatch(stall_seconds, line_empty=lambda: not self._line, fail_line=self._fail_line)
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
         place = place_in_line()  # even when nobody waits: a line may form before its next command
@@ -100,7 +99,7 @@ class OrderedConnectionPool(ConnectionPool):
         # a reset) before handing it back: only a connected one shows that
         # Redis answers.
         if connection.is_connected:
-            self._answered_at = time.monotonic()
+            self._stall.answered()
         await super().release(connection)
         self._pass_turns()
 
@@ -115,12 +114,10 @@ class OrderedConnectionPool(ConnectionPool):
     async def _wait_turn(self, place: float) -> None:
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not self._line:
-            # A new line: its wait is measured from now, not from the last
-            # answer before a quiet spell.
-            self._answered_at = max(self._answered_at, time.monotonic())
+            self._stall.line_forms()
         heapq.heappush(self._line, (place, next(self._arrivals), turn))
         self._pass_turns()  # a free connection, behind waiters that gave up
-        self._keep_watch()
+        self._stall.watch()
         try:
             await turn
         except asyncio.CancelledError:
@@ -137,19 +134,7 @@ class OrderedConnectionPool(ConnectionPool):
                 self._granted += 1
                 turn.set_result(None)
 
-    def _keep_watch(self) -> None:
-        if self._watch is None:
-            due = self._answered_at + self._stall_seconds - time.monotonic()
-            self._watch = asyncio.get_running_loop().call_later(max(0.0, due), self._check_stall)
-
-    def _check_stall(self) -> None:
-        self._watch = None
-        if not self._line:
-            return
-        if time.monotonic() - self._answered_at < self._stall_seconds:
-            self._keep_watch()
-            return
-        message = f"no connection available: Redis has answered nothing for {self._stall_seconds:g}s"
+    def _fail_line(self, message: str) -> None:
         line, self._line = self._line, []
         for _, _, turn in line:
             if not turn.done():
