@@ -34,6 +34,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def answers_on(
+    port: int, process: subprocess.Popen[bytes], password: str | None = None, timeout: float = START_TIMEOUT
+) -> bool:
+    """Whether the server `process` runs answers on `port` before it exits
+    or `timeout` passes."""
+    client = redis.Redis(port=port, password=password, socket_timeout=1, socket_connect_timeout=1)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.exceptions.RedisError:
+            return False
+
+    try:
+        return wait_ready(answers, watch=[process], timeout=timeout, interval=0.02)
+    finally:
+        client.close()
+
+
 class EmbeddedRedis:
     """A valkey-server on loopback.
 
@@ -98,19 +117,8 @@ class EmbeddedRedis:
             # under a worker that is finishing its job; its owner stops it, last.
             start_new_session=True,
         )
-        client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.exceptions.RedisError:
-                return False
-
-        try:
-            if wait_ready(answers, watch=[self.process], timeout=START_TIMEOUT, interval=0.02):
-                return True
-        finally:
-            client.close()
+        if answers_on(port, self.process):
+            return True
         # It exited (most likely the port was taken meanwhile) or never answered.
         self.stop()
         return False

@@ -23,8 +23,8 @@ from urllib.parse import quote
 
 import redis
 
-from hub.runtime.embedded import free_port, server_binary
-from hub.runtime.processes import die_with_parent, stop_process, wait_ready
+from hub.runtime.embedded import answers_on, free_port, server_binary
+from hub.runtime.processes import die_with_parent, stop_process
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_for
 
@@ -89,19 +89,8 @@ class Node:
         self.process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent, start_new_session=True
         )
-        client = redis.Redis(port=self.port, password=password, socket_timeout=1, socket_connect_timeout=1)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.exceptions.RedisError:
-                return False
-
-        try:
-            if wait_ready(answers, watch=[self.process], timeout=START_TIMEOUT, interval=0.02):
-                return True
-        finally:
-            client.close()
+        if answers_on(self.port, self.process, password, START_TIMEOUT):
+            return True
         self.stop()
         return False
 
