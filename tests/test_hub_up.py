@@ -32,6 +32,7 @@ from hub.store.keys import KeySpace
 from hub.store.registry import Registry
 from hub.store.settings import Settings
 from tests.support.environment import ROOT, need
+from tests.support.process_tree import alive
 from tests.support.tokens import SECRET
 
 STARTUP_TIMEOUT = 60.0
@@ -59,14 +60,6 @@ def descendants(pid: int) -> set[int]:
         frontier = set().union(*(children_of(p) for p in frontier)) - result
         result |= frontier
     return result
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: Callable[[], str] = str) -> Any:
