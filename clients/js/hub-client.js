@@ -11,7 +11,11 @@
 // Job types are the hub's data (GET /api/v1/job-types): this client knows
 // none by name. Plain ES module, no dependencies, no build step. Works in
 // browsers and in Node 18+ (pass `EventSource` from the `eventsource` package
-// to use that transport in Node). See docs/CLIENTS.md.
+// to use that transport in Node). In a browser, every subscription of a page,
+// and of every tab of the same user, shares one connection
+// (shared-connection.js; `share: false` turns it off). See docs/CLIENTS.md.
+
+import { SharedSubscription, sharesConnection } from './shared-connection.js';
 
 /** A job's last statuses: exactly one event carries one, and a job's stream ends there. */
 export const TERMINAL_STATUSES = Object.freeze(['completed', 'failed']);
@@ -36,11 +40,14 @@ export function subscribeJob(typeOrOptions, jobId, options = {}) {
   checkType(o.type);
   if (!o.jobId) throw new TypeError('jobId is required');
   const id = encodeURIComponent(String(o.jobId));
-  return new Subscription(o, `/api/v1/sse/jobs/${o.type}/${id}`, `/api/v1/poll/jobs/${o.type}/${id}`, true);
+  const pollPath = `/api/v1/poll/jobs/${o.type}/${id}`;
+  if (sharesConnection(o)) return new SharedSubscription(o, { type: o.type, jobId: o.jobId, pollPath }, SHARED_TOOLS);
+  return new Subscription(o, `/api/v1/sse/jobs/${o.type}/${id}`, pollPath, true);
 }
 
 /** Follows every job of the user, including jobs created later; never ends by itself. */
-export function subscribeMyJobs(options) {
+export function subscribeMyJobs(options = {}) {
+  if (sharesConnection(options)) return new SharedSubscription(options, null, SHARED_TOOLS);
   return new Subscription(options, '/api/v1/sse/jobs/my', '/api/v1/poll/jobs/my', false);
 }
 
@@ -324,6 +331,8 @@ class Subscription {
       if (order < 0 || (order === 0 && !snapshotPeer)) return false;
       this.lastId = id;
     }
+    // On `/my`, a reset with no open job says where the client now stands.
+    if (id && event.type === 'reset') this.lastId = id;
     const o = this.options;
     if (event.type === 'token_expired') this.tokenExpired = true;
     o.onEvent?.(event, id);
@@ -512,6 +521,14 @@ class Subscription {
     }
   }
 }
+
+/** What the shared connection uses of this module. */
+const SHARED_TOOLS = Object.freeze({
+  openStream: (options) => new Subscription(options, '/api/v1/sse/jobs/my', '/api/v1/poll/jobs/my', false),
+  readJson: (path, options) => callHub('GET', path, undefined, options),
+  compareIds,
+  isTerminal,
+});
 
 /** The SSE wire format, incrementally: https://html.spec.whatwg.org/#event-stream-interpretation */
 export class SseParser {

@@ -186,7 +186,7 @@ def make_app(ctx: HubContext, *, dev_tokens: bool = False) -> tornado.web.Applic
         # The JavaScript client is one file shared with clients/js (a link in a
         # source checkout), served from wherever it really is.
         (
-            r"/static/(hub-client\.js)",
+            r"/static/(hub-client\.js|shared-connection\.js)",
             CorsStaticFileHandler,
             {"path": js_client_dir(), "cors_origins": settings.cors_origins},
         ),
