@@ -41,7 +41,11 @@ export interface SubscribeOptions {
    *  token in the URL (access_token), only when asked for. */
   auth?: 'query' | 'ticket' | 'header' | 'cookie';
   transport?: Transport;
-  /** Resume after this event id. */
+  /** Share one connection per browser: every subscription of the page, and of the user's other tabs, over one stream
+   *  of the user's jobs. 'auto' (the default) shares in a browser page; false gives this subscription a connection of
+   *  its own, as does lastEventId. */
+  share?: boolean | 'auto';
+  /** Resume after this event id (on a connection of this subscription's own). */
   lastEventId?: string;
   /** Every event, once, in order. */
   onEvent?: (event: HubEvent, id: string | null) => void;
@@ -51,8 +55,14 @@ export interface SubscribeOptions {
   onComplete?: (event: HubEvent) => void;
   /** A fatal error: bad token (after one refresh), unknown job, bad request. The subscription is closed. */
   onError?: (error: HubHttpError | Error) => void;
-  /** Connection state changes, with the transport in use. */
-  onState?: (change: { state: ConnectionState; transport: Transport; error?: unknown }) => void;
+  /** Connection state changes, with the transport in use; on a shared connection, also this tab's part in it
+   *  ('leader' holds the stream, 'follower' hears it from the leader, 'alone' holds one of its own). */
+  onState?: (change: {
+    state: ConnectionState;
+    transport: Transport | null;
+    error?: unknown;
+    shared?: 'leader' | 'follower' | 'alone' | null;
+  }) => void;
   /** In 'auto' mode, a stream with no event for this long is taken as buffered: switch to long-poll. Default 20000. */
   bufferingTimeoutMs?: number;
   /** Client-side limit of one long-poll request. Default 60000. */

@@ -8,6 +8,8 @@ export interface UseJobSSEOptions {
   baseUrl?: string;
   transport?: Transport;
   auth?: 'query' | 'ticket' | 'header' | 'cookie';
+  /** One connection per browser (default 'auto': shared in a browser page); false for a connection of its own. */
+  share?: boolean | 'auto';
   onComplete?: (event: HubEvent) => void;
 }
 

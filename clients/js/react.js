@@ -9,13 +9,15 @@
 // ('idle', 'connecting', 'open', 'reconnecting', 'closed'), `error` a fatal
 // error (bad token, unknown job), `job` the latest event (with `result`).
 // The subscription closes when the component unmounts or the job changes.
+// In a browser, every hook of the page (and of the user's other tabs) shares
+// one connection; `share: false` gives a hook one of its own.
 
 import { useEffect, useRef, useState } from 'react';
 import { subscribeJob } from './hub-client.js';
 
 const IDLE = { jobStatus: null, progress: 0, status: 'idle', error: null, job: null };
 
-export function useJobSSE({ jobId, type, token, getToken, baseUrl = '', transport = 'auto', auth, onComplete }) {
+export function useJobSSE({ jobId, type, token, getToken, baseUrl = '', transport = 'auto', auth, share, onComplete }) {
   const [state, setState] = useState(IDLE);
   // The latest callbacks, without resubscribing when they change identity.
   const callbacks = useRef({ onComplete, getToken });
@@ -36,6 +38,7 @@ export function useJobSSE({ jobId, type, token, getToken, baseUrl = '', transpor
         token,
         transport,
         auth,
+        share,
         getToken: callbacks.current.getToken ? () => callbacks.current.getToken() : undefined,
         onEvent: (event) => {
           if (event.status) {
@@ -52,7 +55,7 @@ export function useJobSSE({ jobId, type, token, getToken, baseUrl = '', transpor
       return undefined;
     }
     return () => subscription.close();
-  }, [jobId, type, token, baseUrl, transport, auth]);
+  }, [jobId, type, token, baseUrl, transport, auth, share]);
 
   return state;
 }
