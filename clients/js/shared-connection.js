@@ -24,6 +24,9 @@ const RETRY_MAX_MS = 30000;
 // another tab take the lead over.
 const BEAT_MS = 400;
 const SILENCE_MS = 1200;
+// Reads of single jobs' states at once (each counts against the user's
+// connections at the hub, with the stream).
+const PARALLEL_READS = 2;
 // Live events a subscription holds while it reads its job's state; beyond,
 // it starts the read again rather than grow.
 const MAX_HELD_EVENTS = 10000;
@@ -105,19 +108,18 @@ export class SharedSubscription {
     this.options.onState?.({ ...state, shared: this.connection?.role ?? null });
   }
 
-  /** Reads the job's state now (or the user's open jobs), then takes live events. */
-  async catchUp() {
+  /** Reads the job's state now (or the user's open jobs), then takes live
+   *  events; the connection reads it, for every subscription that waits at once. */
+  catchUp() {
     if (this.closed) return;
     clearTimeout(this.timer);
     this.catchingUp = true;
     this.held = [];
-    let events;
-    let cursor = null;
-    try {
-      ({ events, cursor } = await this.readState());
-    } catch (error) {
-      return this.retryCatchUp(error);
-    }
+    this.connection.readStateOf(this);
+  }
+
+  /** The state read for it: `events` (with their ids), then what was held. */
+  caughtUp(events, cursor) {
     if (this.closed) return;
     this.failures = 0;
     const held = this.held || [];
@@ -129,21 +131,6 @@ export class SharedSubscription {
     this.setState(this.connection.state);
   }
 
-  async readState() {
-    if (this.job) return this.tools.readJson(this.job.pollPath, this.options);
-    // The user's open jobs, in pages when there are more than one answer holds:
-    // a snapshot's position has a third number, and the last page ends at the head.
-    const events = [];
-    let cursor = null;
-    for (;;) {
-      const path = cursor ? `${MY_POLL}?cursor=${encodeURIComponent(cursor)}` : MY_POLL;
-      const page = await this.tools.readJson(path, this.options);
-      events.push(...page.events);
-      cursor = page.cursor;
-      if (!isSnapshotPosition(cursor)) return { events, cursor };
-    }
-  }
-
   retryCatchUp(error) {
     if (this.closed) return;
     const status = error?.status;
@@ -152,6 +139,17 @@ export class SharedSubscription {
     const delay = error?.retryAfterMs ?? backoff(this.failures);
     this.setState({ state: 'reconnecting', transport: this.connection.state.transport, error });
     this.timer = setTimeout(() => this.catchUp(), delay);
+  }
+
+  /** Reads this job's state by itself (the user's open jobs did not include it). */
+  async readAlone() {
+    if (this.closed) return;
+    try {
+      const { events } = await this.tools.readJson(this.job.pollPath, this.options);
+      this.caughtUp(events, null);
+    } catch (error) {
+      this.retryCatchUp(error);
+    }
   }
 
   /** An event of the user's stream; this subscription takes those of its job. */
@@ -311,6 +309,40 @@ class SharedConnection {
   }
 
   // -- what every tab does ---------------------------------------------------
+
+  /** Reads the state of `member`'s job, with every other member's that
+   *  waits: one read of the user's open jobs serves them all; only a job it
+   *  lacks (ended, or not the user's) is read by itself, a few at a time, as
+   *  each read counts against the user's connections at the hub. */
+  readStateOf(member) {
+    this.waiting ||= new Set();
+    this.waiting.add(member);
+    if (this.waiting.size === 1) queueMicrotask(() => this.readWaiting());
+  }
+
+  async readWaiting() {
+    const members = [...this.waiting].filter((member) => !member.closed);
+    this.waiting.clear();
+    if (!members.length || this.closed) return;
+    let snapshot;
+    try {
+      snapshot = await readOpenJobs(this.tools, this.options);
+    } catch (error) {
+      for (const member of members) member.retryCatchUp(error);
+      return;
+    }
+    const open = new Map(snapshot.events.filter((e) => e.type === 'initial_status').map((e) => [e.jobId, e]));
+    const alone = [];
+    for (const member of members) {
+      if (!member.job) member.caughtUp(snapshot.events, snapshot.cursor);
+      else if (open.has(member.jobId)) member.caughtUp([open.get(member.jobId)], null);
+      else alone.push(member);
+    }
+    const next = async () => {
+      for (let member = alone.shift(); member; member = alone.shift()) await member.readAlone();
+    };
+    await Promise.all(Array.from({ length: PARALLEL_READS }, next));
+  }
 
   receive(event, id) {
     if (id) this.advance(id);
@@ -516,6 +548,21 @@ function subjectOf(token) {
     return typeof sub === 'string' ? sub : null;
   } catch {
     return null;
+  }
+}
+
+/** The user's open jobs (initial_status events) and the cursor after them,
+ *  in pages when there are more than one answer holds: a snapshot position
+ *  has a third number, and the last page ends at the head. */
+async function readOpenJobs(tools, options) {
+  const events = [];
+  let cursor = null;
+  for (;;) {
+    const path = cursor ? `${MY_POLL}?cursor=${encodeURIComponent(cursor)}` : MY_POLL;
+    const page = await tools.readJson(path, options);
+    events.push(...page.events);
+    cursor = page.cursor;
+    if (!isSnapshotPosition(cursor)) return { events, cursor };
   }
 }
 
