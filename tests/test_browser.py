@@ -15,6 +15,7 @@ import pytest
 
 from hub.store.settings import Settings
 from hub.web.auth import issue_token
+from tests.support.app_origin import Answer, AppOrigin
 from tests.support.app_worker import AppWorker
 from tests.support.environment import ROOT
 from tests.support.tokens import issue_service_token
@@ -570,58 +571,25 @@ APP_PAGE = """<!doctype html>
 """
 
 
-class AppOnAnotherOrigin:
+class AppOnAnotherOrigin(AppOrigin):
     """A web app on its own origin: its page, and a backend that holds the
     hub's key (it signs its users' tokens) and a service token (it starts
-    jobs for its users and buys them stream tickets). Its port is known
-    before the hub starts, so that the hub can be told its origin; set
-    `hub_url` once the hub runs."""
+    jobs for its users and buys them stream tickets). Set `hub_url` once the
+    hub runs."""
 
     def __init__(self, settings: Settings, user: str) -> None:
-        import http.server
-        import threading
-
-        app = self
         self.hub_url = ""
         service = issue_service_token(settings, "report-worker")
 
-        def backend(path: str) -> dict[str, Any]:
+        def backend(path: str) -> Answer:
             if path == "/session":
-                return {"token": issue_token(settings, user, ttl_seconds=300)}
+                return Answer.json({"token": issue_token(settings, user, ttl_seconds=300)})
             created = {"type": "character", "owner": user, "input": {"name": "Ticketed"}}
-            sse = call(app.hub_url + "/api/v1/jobs", created, service)["links"]["sse"]
-            ticket = call(app.hub_url + "/api/v1/sse/tickets", {"user": user, "path": sse}, service)["ticket"]
-            return {"sse": sse, "ticket": ticket}
+            sse = call(self.hub_url + "/api/v1/jobs", created, service)["links"]["sse"]
+            ticket = call(self.hub_url + "/api/v1/sse/tickets", {"user": user, "path": sse}, service)["ticket"]
+            return Answer.json({"sse": sse, "ticket": ticket})
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self._answer("text/html; charset=utf-8", APP_PAGE.replace("__HUB__", app.hub_url).encode())
-
-            def do_POST(self) -> None:
-                self._answer("application/json", json.dumps(backend(self.path)).encode())
-
-            def _answer(self, content_type: str, body: bytes) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        # `localhost` against the hub's 127.0.0.1: another origin, and another site too.
-        self.origin = f"http://localhost:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> AppOnAnotherOrigin:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(get=[lambda path: Answer.html(APP_PAGE.replace("__HUB__", self.hub_url))], post=[backend])
 
 
 @pytest.mark.hub_settings(job_step_seconds=0.05)
