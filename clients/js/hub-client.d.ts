@@ -41,8 +41,8 @@ export interface SubscribeOptions {
    *  token in the URL (access_token), only when asked for. */
   auth?: 'query' | 'ticket' | 'header' | 'cookie';
   transport?: Transport;
-  /** Share one connection per browser: every subscription of the page (and of its other tabs) rides on one
-   *  stream. Default on in browsers ('auto'); `false` gives this subscription a connection of its own. */
+  /** Share one connection per browser; default on in browsers ('auto'). `false` gives this subscription a
+   *  connection of its own. */
   share?: boolean | 'auto';
   /** Resume after this event id. */
   lastEventId?: string;
