@@ -15,6 +15,8 @@ import pytest
 
 from hub.store.settings import Settings
 from hub.web.auth import issue_token
+from tests.support.app_origin import Answer, AppOrigin
+from tests.support.app_worker import AppWorker
 from tests.support.environment import ROOT
 from tests.support.tokens import issue_service_token
 
@@ -401,53 +403,127 @@ def test_on_a_phone_a_new_job_is_scrolled_into_view(hub_process, browser, settin
     assert fits_the_screen(page)
 
 
-def test_on_a_phone_the_page_says_when_the_hub_is_unreachable(hub_process, browser, settings):
-    """The hub goes away mid-job (every connection cut, new ones held): a
-    banner says so within seconds and the running job's card says its state
-    is unknown; once the hub is back, both go, and what happened meanwhile
-    shows."""
+def on_a_phone(page: Any, state: str, *, full_page: bool = True) -> None:
+    """Saves the page as a 390 px phone shows it, into test-artifacts/ (the
+    whole page, or what the screen shows), and checks that nothing on it is
+    wider than the phone."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = str(ARTIFACTS / f"demo-phone-{state}.png")
+    page.screenshot(path=path, full_page=full_page, animations="disabled")
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"{state}: the page is {width} px wide on a {PHONE['width']} px phone"
+
+
+# Text without a break opportunity, as a worker may report it: a card must wrap it, not widen the page.
+LONG_STEP = "reconciling-" + "quarterly_ledgers_" * 8
+LONG_REASON = "upstream refused: https://reports.example.com/" + "a1b2c3d4" * 20
+
+
+def test_on_a_phone_every_state_of_the_demo_page_fits_the_screen(hub_process, browser, settings):
+    """The whole life of the page at 390x844, a screenshot of each state:
+    signed out, no jobs yet, jobs running, their results, the history after
+    a reload, the hub unreachable mid-job (every connection cut, new ones
+    held: a banner says so within seconds and the running job's card says its
+    state is unknown), and the hub back (both go, and what happened meanwhile
+    shows). The jobs are of an external type that the test moves on itself,
+    as an app's worker would: the page knows no type by name."""
     from playwright.sync_api import expect
 
     from tests.support.tcp_proxy import TcpProxy
 
     hub = hub_process(HUB_EXTERNAL_JOB_TYPES=EXTERNAL)
-    service = issue_service_token(settings, "report-worker")
+    worker = AppWorker(hub.url, issue_service_token(settings, "report-worker"), EXTERNAL)
+    publish = worker.publish
+
     with TcpProxy(hub.port) as proxy:
-        page = signed_in_page(browser, proxy.url, settings, "ada", PHONE)
+        page, problems, _ = open_page(browser, proxy.url, PHONE)
+        expect(page.locator("#signin-form")).to_be_visible()
+        on_a_phone(page, "1-signed-out")
+
+        # Signed in as the app would sign its user in: with a token its backend signed (the demo's
+        # own sign-in answers the hub's own origin only, and this page is behind the proxy).
+        session = {"token": issue_token(settings, "ada", ttl_seconds=600), "user": "ada"}
+        page.evaluate("(session) => sessionStorage.setItem('hub-demo-session', JSON.stringify(session))", session)
+        page.reload()
+        expect(page.locator("#session-user")).to_have_text("ada")
+        expect(page.locator("#jobs-empty")).to_be_visible(timeout=WAIT_MS)
+        expect(page.locator("#jobs-loading")).to_be_hidden()
+        expect(page.locator(f'#external-list li[data-job-type="{EXTERNAL}"]')).to_be_visible()
+        on_a_phone(page, "2-no-jobs")
+
+        running, done, broken = worker.start("ada"), worker.start("ada"), worker.start("ada")
+        publish(running, status="active", progress=40, step="counting")
+        publish(done, status="active", progress=70, step=LONG_STEP)
+        publish(broken, status="active", progress=20, step="collecting")
+        cards = page.locator(".job")
+        expect(cards).to_have_count(3, timeout=WAIT_MS)
+        expect(page.locator("#jobs-empty")).to_be_hidden()
+
+        def card(job_id: str) -> Any:
+            return page.locator(f'.job[data-job-id="{job_id}"]')
+
+        for job_id, progress in ((running, "40"), (done, "70"), (broken, "20")):
+            expect(card(job_id).locator(".job-status")).to_have_text("running")
+            expect(card(job_id).get_by_role("progressbar")).to_have_attribute("aria-valuenow", progress)
+        expect(card(done).locator(".job-step")).to_have_text(f"step: {LONG_STEP}")
+        on_a_phone(page, "3-jobs-running")
+
+        result = {"title": "Weekly report", "pages": 3, "sections": ["sales", "support"], "link": LONG_REASON}
+        publish(done, status="completed", result=result)
+        publish(broken, status="failed", failedReason=LONG_REASON)
+        expect(card(done)).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+        expect(card(done).get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+        expect(card(done).locator(".kv div")).to_have_count(4)
+        expect(card(broken)).to_have_attribute("data-status", "failed")
+        expect(card(broken).locator(".job-error")).to_have_text(LONG_REASON)
+        on_a_phone(page, "4-results")
+
+        # After a reload the history comes from the hub's list: the ended jobs too, newest first.
+        order = cards.evaluate_all("cards => cards.map((c) => c.dataset.jobId)")
+        assert order == [broken, done, running]
+        page.reload()
+        expect(page.locator("#session-user")).to_have_text("ada")
+        expect(cards).to_have_count(3, timeout=WAIT_MS)
         expect(page.locator("#connection")).to_have_attribute("data-state", "open", timeout=WAIT_MS)
-        report = call(hub.url + "/api/v1/jobs", {"type": EXTERNAL, "owner": "ada"}, service)["jobId"]
-        publish = f"{hub.url}/api/v1/jobs/{report}/events"
-        call(publish, {"status": "active", "progress": 40, "step": "counting"}, service)
-        card = page.locator(f'.job[data-job-id="{report}"]')
-        expect(card.locator(".job-status")).to_have_text("running", timeout=WAIT_MS)
+        assert cards.evaluate_all("cards => cards.map((c) => c.dataset.jobId)") == order
+        expect(card(running).get_by_role("progressbar")).to_have_attribute("aria-valuenow", "40")
+        expect(card(done)).to_have_attribute("data-status", "completed")
+        expect(card(done).locator(".kv div")).to_have_count(4)
+        expect(card(broken).locator(".job-error")).to_have_text(LONG_REASON)
+        expect(page.locator("#jobs-loading")).to_be_hidden()
+        expect(page.locator("#jobs-empty")).to_be_hidden()
+        on_a_phone(page, "5-reloaded")
+
         banner = page.locator("#hub-unreachable")
         expect(banner).to_be_hidden()
-        ARTIFACTS.mkdir(exist_ok=True)
-
         proxy.cut(hold=True)
         cut_at = time.monotonic()
         expect(banner).to_be_visible(timeout=5000)
         shown = time.monotonic() - cut_at
-        expect(card).to_have_attribute("data-stale", "true")
-        expect(card.locator(".job-status")).to_have_text("unknown")
+        expect(card(running)).to_have_attribute("data-stale", "true")
+        expect(card(running).locator(".job-status")).to_have_text("unknown")
+        # An ended job's state cannot have moved on: it stays as it was.
+        expect(card(done).locator(".job-status")).to_have_text("done")
+        expect(card(broken).locator(".job-status")).to_have_text("failed")
         # Scrolled down to the card, the user still sees the banner.
-        card.scroll_into_view_if_needed()
-        page.wait_for_function(IN_VIEW, arg=card.element_handle(), timeout=3000)
+        card(running).scroll_into_view_if_needed()
+        page.wait_for_function(IN_VIEW, arg=card(running).element_handle(), timeout=3000)
         page.wait_for_function(IN_VIEW, arg=banner.element_handle(), timeout=3000)
-        page.screenshot(path=str(ARTIFACTS / "demo-phone-hub-unreachable.png"), animations="disabled")
+        on_a_phone(page, "6-hub-unreachable", full_page=False)
 
-        call(publish, {"status": "active", "progress": 70, "step": "checking"}, service)
+        publish(running, status="active", progress=70, step="checking")
         proxy.release()
         released_at = time.monotonic()
         expect(banner).to_be_hidden(timeout=WAIT_MS)
         back = time.monotonic() - released_at
-        expect(card).not_to_have_attribute("data-stale", "true")
-        expect(card.locator(".job-status")).to_have_text("running")
-        expect(card.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "70")
-        expect(card.locator(".job-step")).to_have_text("step: checking")
-        page.screenshot(path=str(ARTIFACTS / "demo-phone-hub-back.png"), animations="disabled")
+        expect(card(running)).not_to_have_attribute("data-stale", "true")
+        expect(card(running).locator(".job-status")).to_have_text("running")
+        expect(card(running).get_by_role("progressbar")).to_have_attribute("aria-valuenow", "70")
+        expect(card(running).locator(".job-step")).to_have_text("step: checking")
+        on_a_phone(page, "7-hub-back")
         print(f"\nbanner shown {shown:.2f} s after the cut, gone {back:.2f} s after the hub was reachable again")
-        assert fits_the_screen(page)
+        page.close()  # before the proxy goes: nothing left waiting on it
+    assert not [problem for problem in problems if problem.startswith(("page error", "5"))], problems
 
 
 # The page of an app on another origin: it imports the client from the hub,
@@ -495,58 +571,25 @@ APP_PAGE = """<!doctype html>
 """
 
 
-class AppOnAnotherOrigin:
+class AppOnAnotherOrigin(AppOrigin):
     """A web app on its own origin: its page, and a backend that holds the
     hub's key (it signs its users' tokens) and a service token (it starts
-    jobs for its users and buys them stream tickets). Its port is known
-    before the hub starts, so that the hub can be told its origin; set
-    `hub_url` once the hub runs."""
+    jobs for its users and buys them stream tickets). Set `hub_url` once the
+    hub runs."""
 
     def __init__(self, settings: Settings, user: str) -> None:
-        import http.server
-        import threading
-
-        app = self
         self.hub_url = ""
         service = issue_service_token(settings, "report-worker")
 
-        def backend(path: str) -> dict[str, Any]:
+        def backend(path: str) -> Answer:
             if path == "/session":
-                return {"token": issue_token(settings, user, ttl_seconds=300)}
+                return Answer.json({"token": issue_token(settings, user, ttl_seconds=300)})
             created = {"type": "character", "owner": user, "input": {"name": "Ticketed"}}
-            sse = call(app.hub_url + "/api/v1/jobs", created, service)["links"]["sse"]
-            ticket = call(app.hub_url + "/api/v1/sse/tickets", {"user": user, "path": sse}, service)["ticket"]
-            return {"sse": sse, "ticket": ticket}
+            sse = call(self.hub_url + "/api/v1/jobs", created, service)["links"]["sse"]
+            ticket = call(self.hub_url + "/api/v1/sse/tickets", {"user": user, "path": sse}, service)["ticket"]
+            return Answer.json({"sse": sse, "ticket": ticket})
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self._answer("text/html; charset=utf-8", APP_PAGE.replace("__HUB__", app.hub_url).encode())
-
-            def do_POST(self) -> None:
-                self._answer("application/json", json.dumps(backend(self.path)).encode())
-
-            def _answer(self, content_type: str, body: bytes) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        # `localhost` against the hub's 127.0.0.1: another origin, and another site too.
-        self.origin = f"http://localhost:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> AppOnAnotherOrigin:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(get=[lambda path: Answer.html(APP_PAGE.replace("__HUB__", self.hub_url))], post=[backend])
 
 
 @pytest.mark.hub_settings(job_step_seconds=0.05)

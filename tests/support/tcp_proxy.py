@@ -46,6 +46,7 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
         self._links: set[_Link] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._gate: asyncio.Event | None = None
         self._server: asyncio.Server | None = None
         #: Connections accepted since the start: a client's reconnects show here.
@@ -141,9 +142,17 @@ class TcpProxy:
             link.abort()
         if self._gate is not None:
             self._gate.set()
+        # Let every connection's handler finish before the loop stops under it.
+        others = self._handlers - {asyncio.current_task()}
+        if others:
+            await asyncio.wait(others, timeout=_CALL_TIMEOUT / 2)
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handlers.discard)
         link = _Link(client_writer)
         self._links.add(link)
         try:

@@ -30,15 +30,26 @@ let generation = 0;
 let lastEventId = null; // shared by SSE and long-poll: a transport switch misses nothing
 let nextPage = null; // the cursor of the user's older jobs, or null
 let types = new Map(); // type name -> its description from the hub
+let typesFailed = false; // asked again once the live connection is back
 let outage = null; // the timer that shows the banner, while the connection is down
+// Until the hub has listed the user's jobs, "no jobs yet" may be untrue.
+let jobsListed = false;
+let cardCount = 0;
 
 const cards = jobCards($('jobs'), {
   viewOf,
   loadImage: async (url) => URL.createObjectURL(await hub.fetchFile(url)),
   onCountChange: (count) => {
-    $('jobs-empty').hidden = count > 0;
+    cardCount = count;
+    showEmptiness();
   },
 });
+
+/** Without cards: "loading" until the list has answered, then "no jobs yet". */
+function showEmptiness() {
+  $('jobs-loading').hidden = jobsListed || cardCount > 0;
+  $('jobs-empty').hidden = !jobsListed || cardCount > 0;
+}
 
 function viewOf(type) {
   const view = types.get(type)?.view || {};
@@ -90,6 +101,8 @@ function signIn(token, user) {
   hub = hubClient({ baseUrl: '', token });
   sessionStorage.setItem(SESSION_KEY, JSON.stringify(session));
   lastEventId = null;
+  jobsListed = false;
+  showEmptiness();
   $('session-user').textContent = user;
   $('signin-form').hidden = true;
   $('token-form').hidden = true;
@@ -108,6 +121,7 @@ function signOut(reason) {
   subscription = null;
   session = null;
   hub = null;
+  jobsListed = false;
   sessionStorage.removeItem(SESSION_KEY);
   sessionStorage.removeItem(TITLES_KEY);
   cards.clear();
@@ -168,15 +182,19 @@ $('signout-button').addEventListener('click', () => signOut(''));
 
 async function loadTypes(mine) {
   showMessage($('types-error'), '');
+  typesFailed = false;
   let described;
   try {
     described = await hub.jobTypes();
   } catch (error) {
     if (mine !== sessionGeneration || refusedToken(error)) return;
+    typesFailed = true;
     return showMessage($('types-error'), `Could not load the job types: ${error.message}`);
   }
   if (mine !== sessionGeneration) return;
   types = new Map(described.map((jobType) => [jobType.type, jobType]));
+  // Cards drawn before the types were known get their titles and view hints now.
+  cards.redraw();
   const forms = described.filter((t) => t.runner === 'actor').map((t) => jobForm(t, startJob));
   $('job-forms').replaceChildren(...forms);
   const external = described.filter((t) => t.runner === 'external');
@@ -240,8 +258,11 @@ async function loadJobs(before, mine) {
     if (before || nextPage === null) nextPage = page.next;
     $('jobs-more').hidden = !nextPage;
     showMessage($('jobs-error'), '');
+    jobsListed = true;
+    showEmptiness();
   } catch (error) {
     if (mine !== sessionGeneration || refusedToken(error)) return;
+    $('jobs-loading').hidden = true; // the error says what became of the list
     showMessage($('jobs-error'), `Could not load your jobs: ${error.message}`);
   } finally {
     $('jobs-more').disabled = false;
@@ -294,6 +315,7 @@ function subscribe() {
       if (!current()) return;
       setConnection(state, transport);
       if (state === 'open') live(true);
+      if (state === 'open' && typesFailed) loadTypes(ofSession);
       else if (state === 'reconnecting' && !outage && $('hub-unreachable').hidden) live(false, error);
       // A fresh stream starts from a snapshot of unfinished jobs; once it is
       // open, the list (taken after that snapshot) fills in the rest, and

@@ -137,6 +137,16 @@ export function jobCards(container, { viewOf, loadImage, onCountChange }) {
     root.classList.add('job-new');
   }
 
+  /** Draws every card again, its result too: the types' view hints came after the cards. */
+  function redraw() {
+    for (const card of cards.values()) {
+      card.objectUrls.forEach((url) => URL.revokeObjectURL(url));
+      card.objectUrls = [];
+      card.parts.result.hidden = true;
+      render(card);
+    }
+  }
+
   /** Marks the unfinished jobs' state as unknown (true) or live again (false). */
   function setStale(value) {
     if (stale === value) return;
@@ -155,6 +165,7 @@ export function jobCards(container, { viewOf, loadImage, onCountChange }) {
     update,
     reveal,
     setStale,
+    redraw,
     clear,
     has: (jobId) => cards.has(jobId),
     /** The jobs whose card does not show an end yet. */
