@@ -4,7 +4,8 @@ a React 19 app on another origin renders one component per job with
 development, for ten jobs of a type the app's own worker publishes (the test
 plays that worker through the hub's service API). Each component reaches its
 job's end, with the final status and progress, says so on the page, and
-calls onComplete exactly once; rendering again opens nothing new."""
+calls onComplete exactly once; rendering again opens nothing new. Two tabs of
+the app follow them all over one stream."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tests.support.environment import need
 from tests.support.processes import HubProcess
 from tests.support.react_origin import have_react, react_app
 from tests.support.tokens import issue_service_token
+from tests.support.waiting import wait_for
 
 JOBS = 10
 USER = "ada"
@@ -102,20 +104,26 @@ def test_react_components_follow_ten_jobs_to_their_end_in_chromium(hub_process, 
         for job_id in jobs:
             worker.publish(job_id, status="active", progress=30, step="drafting")
 
-        page = browser.new_page()
+        # Two tabs of the app, the same jobs in each: one stream for them all.
+        context = browser.new_context()
         problems: list[str] = []
-        page.on("console", lambda message: message.type == "error" and problems.append(message.text))
-        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
         requested: list[str] = []
-        page.on("request", lambda request: requested.append(request.url))
         config = {"hubUrl": hub.url, "token": issue_token(settings, USER, 600), "type": EXTERNAL, "jobIds": jobs}
-        page.add_init_script(f"window.jobsToFollow = {json.dumps(config)}")
-        page.goto(app.origin + "/")
-        try:
-            page.wait_for_function(SOME_LIVE, timeout=WAIT_MS)
-        except Exception as error:
-            raise AssertionError(f"no hook showed its job running; the browser saw {seen(problems)}") from error
-        print(f"\n{open_sse_streams(hub):.0f} SSE streams open on the hub while the {JOBS} hooks follow their jobs")
+        context.add_init_script(f"window.jobsToFollow = {json.dumps(config)}")
+        tabs = []
+        for _ in range(2):
+            tab = context.new_page()
+            tab.on("console", lambda message: message.type == "error" and problems.append(message.text))
+            tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            tab.on("request", lambda request: requested.append(request.url))
+            tab.goto(app.origin + "/")
+            try:
+                tab.wait_for_function(SOME_LIVE, timeout=WAIT_MS)
+            except Exception as error:
+                raise AssertionError(f"no hook showed its job running; the browser saw {seen(problems)}") from error
+            tabs.append(tab)
+        page, other = tabs
+        wait_for(lambda: open_sse_streams(hub) == 1)
 
         # The app's worker ends the jobs: half complete, half fail.
         expected: dict[str, tuple[str, int, str]] = {}
@@ -126,13 +134,15 @@ def test_react_components_follow_ten_jobs_to_their_end_in_chromium(hub_process, 
             else:
                 worker.publish(job_id, status="failed", progress=60, failedReason=f"no data for region {number}")
                 expected[job_id] = ("failed", 60, f"failed at 60%: no data for region {number}")
-        try:
-            page.wait_for_function(ALL_ENDED, arg=JOBS, timeout=WAIT_MS)
-        except Exception as error:
-            hooks = page.evaluate("() => window.hooks")
-            raise AssertionError(f"not every hook reached its job's end: {hooks}; {seen(problems)}") from error
+        for tab in tabs:
+            try:
+                tab.wait_for_function(ALL_ENDED, arg=JOBS, timeout=WAIT_MS)
+            except Exception as error:
+                hooks = tab.evaluate("() => window.hooks")
+                raise AssertionError(f"not every hook reached its job's end: {hooks}; {seen(problems)}") from error
 
         hooks, completions = page.evaluate("() => [window.hooks, window.completions]")
+        assert other.evaluate("() => [window.hooks, window.completions]") == [hooks, completions]
         for job_id, (status, progress, text) in expected.items():
             assert hooks[job_id] == {"jobStatus": status, "progress": progress, "status": "closed", "error": None}
             assert completions[job_id] == [status], f"onComplete of {job_id}: {completions.get(job_id)}"
@@ -148,4 +158,4 @@ def test_react_components_follow_ten_jobs_to_their_end_in_chromium(hub_process, 
         assert [url for url in requested[asked:] if url.startswith(hub.url)] == []
         assert page.evaluate("() => [window.hooks, window.completions]") == [hooks, completions]
         assert seen(problems) == []
-        page.close()
+        context.close()

@@ -2,7 +2,7 @@
 page loads React 19 and react-dom from the client's node_modules, through a
 small CommonJS `require` (support/react/commonjs.js) and an import map that
 gives ES modules "react" and "react-dom/client"; it imports the client's own
-clients/js/react.js and hub-client.js as they are.
+clients/js/react.js, hub-client.js and shared-connection.js as they are.
 
 The app is one ES module, `app_script`, served at /app.js; the page runs it
 after React is loaded. `react_app(app_script)` gives the routes:
@@ -54,12 +54,13 @@ def have_react() -> bool:
 
 
 def react_app(app_script: str) -> list[Route]:
-    """The page, its app, React and the client: `/client/react.js` and
-    `/client/hub-client.js` are the client's files."""
+    """The page, its app, React and the client: `/client/react.js`,
+    `/client/hub-client.js` and `/client/shared-connection.js` are the
+    client's files."""
     return [
         page("/", lambda: Answer.html(PAGE)),
         page("/app.js", lambda: Answer.script(app_script)),
         files("/react/", SHIMS, ("commonjs.js", "react.js", "react-dom-client.js")),
         files("/node_modules/", NODE_MODULES, REACT_FILES),
-        files("/client/", CLIENT, ("react.js", "hub-client.js")),
+        files("/client/", CLIENT, ("react.js", "hub-client.js", "shared-connection.js")),
     ]
