@@ -266,6 +266,9 @@ class SharedConnection {
       onState: (state) => this.streamState(state),
       onError: (error) => this.fatal(error),
     });
+    // A long-poll from a cursor answers only when something happens: the
+    // read above has just shown the hub answering.
+    if (this.stream.transport === 'longpoll') this.streamState({ state: 'open', transport: 'longpoll' });
     this.becomeReady();
     this.tell({ t: 'ready', state: this.state });
   }
