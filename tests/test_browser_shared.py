@@ -213,13 +213,8 @@ def test_when_the_leading_tab_goes_another_takes_over_with_nothing_lost(hub_proc
             others.append(leader)
         for page in others:
             page.wait_for_function(ENDED, arg=jobs.ids, timeout=WAIT_MS)
-        for page in others[:2]:
+        for page in others:
             check_every_event(page, jobs.ids, failed_of(jobs.ids))
-        if how == "frozen":
-            events, ended = leader.evaluate("() => [window.events, window.ended]")
-            finals = {job_id: events[job_id][-1]["status"] for job_id in jobs.ids}
-            assert finals == {j: "failed" if j in failed_of(jobs.ids) else "completed" for j in jobs.ids}
-            assert set(ended.values()) == {1}
         print(f"\nleader {how}: another tab led an open stream {takeover:.2f} s later")
         assert problems == []
     finally:

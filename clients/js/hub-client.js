@@ -15,7 +15,7 @@
 // and of every tab of the same user, shares one connection
 // (shared-connection.js; `share: false` turns it off). See docs/CLIENTS.md.
 
-import { SharedSubscription, sharesConnection } from './shared-connection.js';
+import { SharedSubscription, callSafely, sharesConnection } from './shared-connection.js';
 
 /** A job's last statuses: exactly one event carries one, and a job's stream ends there. */
 export const TERMINAL_STATUSES = Object.freeze(['completed', 'failed']);
@@ -309,11 +309,11 @@ class Subscription {
   fail(error) {
     if (this.closed) return;
     this.close();
-    this.options.onError?.(error);
+    callSafely(this.options.onError, error);
   }
 
   setState(state, error) {
-    this.options.onState?.({ state, transport: this.transport, error });
+    callSafely(this.options.onState, { state, transport: this.transport, error });
   }
 
   // -- events ----------------------------------------------------------------
@@ -335,10 +335,11 @@ class Subscription {
     if (id && event.type === 'reset') this.lastId = id;
     const o = this.options;
     if (event.type === 'token_expired') this.tokenExpired = true;
-    o.onEvent?.(event, id);
-    if (typeof event.progress === 'number' && event.jobId) o.onProgress?.(event.progress, event);
+    // What a callback throws is reported, and does not stop the stream.
+    callSafely(o.onEvent, event, id);
+    if (typeof event.progress === 'number' && event.jobId) callSafely(o.onProgress, event.progress, event);
     if (isTerminal(event.status) && (event.type === 'job_update' || event.type === 'initial_status')) {
-      o.onComplete?.(event);
+      callSafely(o.onComplete, event);
       if (this.endsWithJob) {
         this.finish();
         return true;
@@ -497,6 +498,7 @@ class Subscription {
       }
     } finally {
       clearTimeout(buffering);
+      controller.abort(); // whatever ended the reading, the response goes with it
     }
     // The hub ended the stream (a deploy, a Redis reconnect): come back after
     // the `retry:` delay it asked for, with the last id, as EventSource would.

@@ -27,6 +27,9 @@ const SILENCE_MS = 1200;
 // Reads of single jobs' states at once (each counts against the user's
 // connections at the hub, with the stream).
 const PARALLEL_READS = 2;
+// Attempts at reading what a tab missed before its subscriptions read their
+// state instead.
+const MISSED_ATTEMPTS = 5;
 // Live events a subscription holds while it reads its job's state; beyond,
 // it starts the read again rather than grow.
 const MAX_HELD_EVENTS = 10000;
@@ -48,6 +51,19 @@ export function sharesConnection(options) {
   return true;
 }
 
+/** Calls an app's callback; what it throws is reported, and stops nothing
+ *  else (another subscription, the stream, the other tabs). */
+export function callSafely(callback, ...args) {
+  if (typeof callback !== 'function') return;
+  try {
+    callback(...args);
+  } catch (error) {
+    setTimeout(() => {
+      throw error;
+    });
+  }
+}
+
 /** A subscription of one job (`jobId`), or of all the user's jobs (`jobId`
  *  null), over the page's shared connection. */
 export class SharedSubscription {
@@ -57,8 +73,10 @@ export class SharedSubscription {
     this.tools = tools;
     this.lastId = null;
     this.closed = false;
-    this.catchingUp = false;
-    this.held = null; // live events that came while catching up
+    // Until it has its job's state, live events wait.
+    this.catchingUp = true;
+    this.held = [];
+    this.reading = 0; // which read of its state it waits for
     this.failures = 0;
     this.timer = null;
     this.connection = null;
@@ -79,6 +97,7 @@ export class SharedSubscription {
       return this.fail(error);
     }
     if (this.closed) return;
+    this.options = options;
     let connection = connections.get(key);
     if (!connection || connection.closed) {
       connection = new SharedConnection(key, options, this.tools);
@@ -94,18 +113,18 @@ export class SharedSubscription {
     clearTimeout(this.timer);
     this.held = null;
     this.connection?.remove(this);
-    this.options.onState?.({ state: 'closed', transport: this.connection?.state.transport ?? null });
+    callSafely(this.options.onState, { state: 'closed', transport: this.connection?.state.transport ?? null });
   }
 
   fail(error) {
     if (this.closed) return;
     this.close();
-    this.options.onError?.(error);
+    callSafely(this.options.onError, error);
   }
 
   setState(state) {
     if (this.closed) return;
-    this.options.onState?.({ ...state, shared: this.connection?.role ?? null });
+    callSafely(this.options.onState, { ...state, shared: this.connection?.role ?? null });
   }
 
   /** Reads the job's state now (or the user's open jobs), then takes live
@@ -113,14 +132,18 @@ export class SharedSubscription {
   catchUp() {
     if (this.closed) return;
     clearTimeout(this.timer);
-    this.catchingUp = true;
-    this.held = [];
-    this.connection.readStateOf(this);
+    if (!this.catchingUp) {
+      this.catchingUp = true;
+      this.held = [];
+    }
+    this.reading += 1;
+    this.connection.readStateOf(this, this.reading);
   }
 
-  /** The state read for it: `events` (with their ids), then what was held. */
-  caughtUp(events, cursor) {
-    if (this.closed) return;
+  /** The state read for it (read number `reading`): `events` (with their
+   *  ids), then what was held. */
+  caughtUp(events, cursor, reading) {
+    if (this.closed || reading !== this.reading) return; // a newer read is on its way
     this.failures = 0;
     const held = this.held || [];
     this.catchingUp = false;
@@ -131,38 +154,43 @@ export class SharedSubscription {
     this.setState(this.connection.state);
   }
 
-  retryCatchUp(error) {
-    if (this.closed) return;
+  /** After a failed read of its state: gives up, or reads again later. */
+  readFailed(error, reading) {
+    if (this.closed || reading !== this.reading) return;
     const status = error?.status;
     if (status === 400 || status === 401 || status === 403 || status === 404) return this.fail(error);
     this.failures += 1;
-    const delay = error?.retryAfterMs ?? backoff(this.failures);
     this.setState({ state: 'reconnecting', transport: this.connection.state.transport, error });
-    this.timer = setTimeout(() => this.catchUp(), delay);
+    this.timer = setTimeout(() => this.catchUp(), retryDelay(error, this.failures));
   }
 
   /** Reads this job's state by itself (the user's open jobs did not include it). */
-  async readAlone() {
-    if (this.closed) return;
+  async readAlone(reading) {
+    if (this.closed || reading !== this.reading) return;
     try {
       const { events } = await this.tools.readJson(this.job.pollPath, this.options);
-      this.caughtUp(events, null);
+      this.caughtUp(events, null, reading);
     } catch (error) {
-      this.retryCatchUp(error);
+      this.readFailed(error, reading);
     }
   }
 
   /** An event of the user's stream; this subscription takes those of its job. */
   receive(event, id) {
     if (this.closed) return;
-    if (this.job && event.jobId !== this.jobId) {
-      // History no longer reaches back: the job may have ended in the lost
-      // part, so read its state again.
-      if (event.type === 'reset' && !event.jobId) this.catchUp();
+    if (event.type === 'reset' && !event.jobId) {
+      // History no longer reaches back: a job may have ended in the lost
+      // part, so a job's subscription reads its state again.
+      if (this.job) return this.catchUp();
+    } else if (this.job && event.jobId !== this.jobId) {
       return;
     }
     if (this.catchingUp) {
-      if (this.held.length >= MAX_HELD_EVENTS) return this.catchUp();
+      if (this.held.length >= MAX_HELD_EVENTS) {
+        // Too much to hold: read the state again, and say so on `/my`.
+        this.held = this.job ? [] : [[LOST, null]];
+        return this.catchUp();
+      }
       this.held.push([event, id]);
       return;
     }
@@ -181,10 +209,10 @@ export class SharedSubscription {
       this.lastId = id;
     }
     const o = this.options;
-    o.onEvent?.(event, id);
-    if (typeof event.progress === 'number' && event.jobId) o.onProgress?.(event.progress, event);
+    callSafely(o.onEvent, event, id);
+    if (typeof event.progress === 'number' && event.jobId) callSafely(o.onProgress, event.progress, event);
     if (stateful && this.tools.isTerminal(event.status)) {
-      o.onComplete?.(event);
+      callSafely(o.onComplete, event);
       if (this.job) {
         this.close();
         return true;
@@ -198,6 +226,12 @@ export class SharedSubscription {
   }
 }
 
+/** What a `/my` subscription is told when the client could not read what it missed. */
+const LOST = Object.freeze({
+  type: 'reset',
+  message: 'events were missed and could not be read again; the open jobs follow',
+});
+
 /** One stream of the user's events for this page, led by this tab or another. */
 class SharedConnection {
   constructor(key, options, tools) {
@@ -205,6 +239,7 @@ class SharedConnection {
     this.options = pick(options, STREAM_OPTIONS);
     this.tools = tools;
     this.members = new Set();
+    this.waiting = new Map(); // member -> the read it waits for
     this.lastId = null; // the newest id of the user's stream this tab has seen
     this.ready = false; // events after lastId all reach this tab
     this.state = { state: 'connecting', transport: null };
@@ -212,8 +247,11 @@ class SharedConnection {
     this.stream = null;
     this.failures = 0;
     this.timer = null;
-    // Tabs share only what names its user: never a channel named by a token.
-    const crossTab = !key.includes('|token:') && typeof BroadcastChannel === 'function' && globalThis.navigator?.locks;
+    this.readTimer = null;
+    // Tabs share only what names its user: never a channel named by a token,
+    // and not a cookie's (the tabs may be signed in as different users).
+    const named = key.includes('|user:');
+    const crossTab = named && typeof BroadcastChannel === 'function' && globalThis.navigator?.locks;
     this.role = crossTab ? 'follower' : 'alone';
     if (crossTab) this.joinTabs();
     else this.lead();
@@ -221,11 +259,18 @@ class SharedConnection {
 
   add(member) {
     this.members.add(member);
+    // The newest token a subscription brings is the one the stream uses next.
+    const token = member.options.token;
+    if (token && token !== this.options.token) {
+      this.options.token = token;
+      if (this.stream) this.stream.token = token;
+    }
     if (this.ready) member.catchUp();
   }
 
   remove(member) {
     this.members.delete(member);
+    this.waiting.delete(member);
     if (this.members.size === 0) this.close();
   }
 
@@ -234,6 +279,8 @@ class SharedConnection {
     this.closed = true;
     if (connections.get(this.key) === this) connections.delete(this.key);
     this.stopStream();
+    clearTimeout(this.readTimer);
+    clearTimeout(this.missedTimer);
     clearInterval(this.ticker);
     this.releaseLock?.();
     this.lockRequest?.abort();
@@ -244,19 +291,24 @@ class SharedConnection {
 
   // -- leading: this tab holds the stream ------------------------------------
 
+  get leading() {
+    return this.role === 'leader' || this.role === 'alone';
+  }
+
   async lead() {
-    if (this.closed) return;
-    if (this.role !== 'alone') this.role = 'leader';
+    if (this.closed || !this.leading) return;
+    this.stopStream();
     if (!this.lastId) {
       // Where the stream starts: the user's newest event now. Starting from a
       // cursor, not from a snapshot, is what lets a later leader resume.
+      let cursor;
       try {
-        this.advance((await this.tools.readJson(MY_POLL, this.options)).cursor);
-        if (isSnapshotPosition(this.lastId)) this.lastId = snapshotHead(this.lastId);
+        cursor = (await this.tools.readJson(MY_POLL, this.options)).cursor;
       } catch (error) {
         return this.retryLead(error);
       }
       if (this.closed || !this.leading) return;
+      this.advance(isSnapshotPosition(cursor) ? snapshotHead(cursor) : cursor);
     }
     this.failures = 0;
     this.stream = this.tools.openStream({
@@ -264,7 +316,7 @@ class SharedConnection {
       lastEventId: this.lastId,
       onEvent: (event, id) => this.fromStream(event, id),
       onState: (state) => this.streamState(state),
-      onError: (error) => this.fatal(error),
+      onError: (error) => this.streamFailed(error),
     });
     // A long-poll from a cursor answers only when something happens: the
     // read above has just shown the hub answering.
@@ -273,17 +325,13 @@ class SharedConnection {
     this.tell({ t: 'ready', state: this.state });
   }
 
-  get leading() {
-    return this.role === 'leader' || this.role === 'alone';
-  }
-
   retryLead(error) {
-    if (this.closed) return;
+    if (this.closed || !this.leading) return;
     const status = error?.status;
-    if (status === 400 || status === 401 || status === 403) return this.fatal(error);
+    if (status === 400 || status === 401 || status === 403) return this.streamFailed(error);
     this.failures += 1;
     this.streamState({ state: 'reconnecting', transport: this.state.transport, error });
-    this.timer = setTimeout(() => this.lead(), error?.retryAfterMs ?? backoff(this.failures));
+    this.timer = setTimeout(() => this.lead(), retryDelay(error, this.failures));
   }
 
   stopStream() {
@@ -294,55 +342,72 @@ class SharedConnection {
   }
 
   fromStream(event, id) {
+    const before = this.lastId;
     this.advance(id);
-    this.tell({ t: 'event', event, id });
+    this.tell({ t: 'event', event, id, before });
     this.receive(event, id);
   }
 
   streamState({ state, transport, error }) {
-    if (this.closed || state === 'closed') return; // closed by this page, or failed: see fatal()
+    if (this.closed || state === 'closed') return; // closed by this page, or failed: see streamFailed()
     this.setState({ state, transport, error });
     this.tell({ t: 'state', state: { state, transport } });
   }
 
-  fatal(error) {
+  /** The stream gave up (a refused token, after one refresh): this tab's
+   *  subscriptions end with the error, and another tab, with credentials of
+   *  its own, takes the lead. */
+  streamFailed(error) {
     if (this.closed) return;
-    this.tell({ t: 'fatal', error: { message: error?.message, status: error?.status, body: error?.body } });
-    this.failAll(error);
+    const members = [...this.members];
+    this.close();
+    for (const member of members) member.fail(error);
   }
 
   // -- what every tab does ---------------------------------------------------
 
   /** Reads the state of `member`'s job, with every other member's that
    *  waits: one read of the user's open jobs serves them all; only a job it
-   *  lacks (ended, or not the user's) is read by itself, a few at a time, as
-   *  each read counts against the user's connections at the hub. */
-  readStateOf(member) {
-    this.waiting ||= new Set();
-    this.waiting.add(member);
-    if (this.waiting.size === 1) queueMicrotask(() => this.readWaiting());
+   *  lacks (ended, not the user's, or of another type) is read by itself, a
+   *  few at a time, as each read counts against the user's connections at
+   *  the hub. */
+  readStateOf(member, reading) {
+    this.waiting.set(member, reading);
+    if (this.waiting.size === 1 && !this.readTimer) queueMicrotask(() => this.readWaiting());
   }
 
   async readWaiting() {
-    const members = [...this.waiting].filter((member) => !member.closed);
+    this.readTimer = null;
+    const waiting = [...this.waiting].filter(([member]) => !member.closed);
     this.waiting.clear();
-    if (!members.length || this.closed) return;
+    if (!waiting.length || this.closed) return;
     let snapshot;
     try {
       snapshot = await readOpenJobs(this.tools, this.options);
     } catch (error) {
-      for (const member of members) member.retryCatchUp(error);
+      const status = error?.status;
+      if (status === 400 || status === 401 || status === 403) {
+        for (const [member, reading] of waiting) member.readFailed(error, reading);
+        return;
+      }
+      // All of them again, later, in one read.
+      for (const [member, reading] of waiting) if (!this.waiting.has(member)) this.waiting.set(member, reading);
+      this.failures += 1;
+      this.setState({ state: 'reconnecting', transport: this.state.transport, error });
+      this.readTimer = setTimeout(() => this.readWaiting(), retryDelay(error, this.failures));
       return;
     }
-    const open = new Map(snapshot.events.filter((e) => e.type === 'initial_status').map((e) => [e.jobId, e]));
+    const open = new Map();
+    for (const event of snapshot.events) if (event.type === 'initial_status') open.set(event.jobId, event);
     const alone = [];
-    for (const member of members) {
-      if (!member.job) member.caughtUp(snapshot.events, snapshot.cursor);
-      else if (open.has(member.jobId)) member.caughtUp([open.get(member.jobId)], null);
-      else alone.push(member);
+    for (const [member, reading] of waiting) {
+      const state = member.job && open.get(member.jobId);
+      if (!member.job) member.caughtUp(snapshot.events, snapshot.cursor, reading);
+      else if (state && state.jobType === member.job.type) member.caughtUp([state], null, reading);
+      else alone.push([member, reading]);
     }
     const next = async () => {
-      for (let member = alone.shift(); member; member = alone.shift()) await member.readAlone();
+      for (let item = alone.shift(); item; item = alone.shift()) await item[0].readAlone(item[1]);
     };
     await Promise.all(Array.from({ length: PARALLEL_READS }, next));
   }
@@ -363,12 +428,6 @@ class SharedConnection {
     for (const member of [...this.members]) if (!member.catchingUp) member.setState(state);
   }
 
-  failAll(error) {
-    const members = [...this.members];
-    this.close();
-    for (const member of members) member.fail(error);
-  }
-
   advance(id) {
     if (!id) return;
     if (!this.lastId || this.tools.compareIds(id, this.lastId) > 0) this.lastId = id;
@@ -376,27 +435,47 @@ class SharedConnection {
 
   // -- across tabs -----------------------------------------------------------
   //
-  // Everything the leader tells the others carries the newest id it has seen
-  // (its head), and it beats every BEAT_MS. A tab whose own newest id is
-  // behind the head has missed events (it was frozen, or a new leader took
-  // over past them): it reads them from the user's history, in order, holding
-  // what arrives meanwhile. A visible tab that hears no beat for SILENCE_MS
-  // takes the lead over (the leader is frozen or hung); a hidden one waits,
-  // as a hidden tab's timers run late.
+  // The leader says, with each event, the newest id it had before it, and,
+  // with everything else, the newest id it has; it beats every BEAT_MS. A
+  // tab behind what the leader says has missed events (it was frozen or
+  // busy, or a new leader took over past them): it reads them from the
+  // user's history, in order, holding what the leader says meanwhile. A
+  // visible tab that hears no beat for SILENCE_MS takes the lead over (the
+  // leader is frozen or hung); a hidden one waits, as a hidden tab's timers
+  // run late.
 
   joinTabs() {
     this.lockName = `realtime-hub:${this.key}`;
     this.lastBeat = Date.now();
-    this.held = null; // what the leader said while this tab reads what it missed
+    this.heldMessages = null; // what the leader said while this tab reads what it missed
+    this.epoch = 0; // the latest leader's
+    this.missedFailures = 0;
     this.channel = new BroadcastChannel(this.lockName);
     this.channel.onmessage = (message) => this.heard(message.data);
     this.requestLead();
     this.channel.postMessage({ t: 'hello' }); // the leader answers when it is ready
     this.ticker = setInterval(() => this.tick(), BEAT_MS);
-    // A tab about to be frozen or put away hands the stream over first.
-    const away = (event) => (event.type !== 'pagehide' || event.persisted) && this.stepDown();
-    this.documentHandlers = [['freeze', away]];
-    this.pageHandlers = [['pagehide', away]];
+    // A tab about to be frozen or put away hands the stream over first, and
+    // asks for it again when it is back.
+    const away = (event) => {
+      if (event.type === 'pagehide' && !event.persisted) return;
+      this.stepDown();
+      this.lockRequest?.abort();
+      this.lockRequest = null;
+    };
+    const back = (event) => {
+      if (event.type === 'pageshow' && !event.persisted) return;
+      this.lastBeat = Date.now();
+      if (!this.lockRequest && this.role === 'follower') this.requestLead();
+    };
+    this.documentHandlers = [
+      ['freeze', away],
+      ['resume', back],
+    ];
+    this.pageHandlers = [
+      ['pagehide', away],
+      ['pageshow', back],
+    ];
     for (const [event, handler] of this.documentHandlers) globalThis.document?.addEventListener(event, handler);
     for (const [event, handler] of this.pageHandlers) globalThis.addEventListener?.(event, handler);
   }
@@ -422,6 +501,10 @@ class SharedConnection {
         if (this.closed) return undefined;
         held = true;
         this.lockRequest = null;
+        this.role = 'leader';
+        // Later leaders have later epochs: a tab that led before, and runs
+        // again, learns from them that it no longer does.
+        this.epoch = Date.now() + Math.random();
         // Held until released: when this tab closes, the browser releases it.
         return new Promise((release) => {
           this.releaseLock = () => {
@@ -445,7 +528,7 @@ class SharedConnection {
     this.stopStream();
     if (release) this.releaseLock?.();
     this.releaseLock = null;
-    this.requestLead();
+    if (!this.lockRequest) this.requestLead();
   }
 
   tick() {
@@ -455,14 +538,15 @@ class SharedConnection {
       return;
     }
     const visible = globalThis.document?.visibilityState !== 'hidden';
-    if (visible && this.ready && Date.now() - this.lastBeat > SILENCE_MS) {
+    if (visible && Date.now() - this.lastBeat > SILENCE_MS) {
       this.lastBeat = Date.now(); // one attempt per silence
       this.steal();
     }
   }
 
   tell(message) {
-    if (this.role === 'leader' && this.channel) this.channel.postMessage({ ...message, head: this.lastId });
+    if (this.role !== 'leader' || !this.channel) return;
+    this.channel.postMessage({ head: this.lastId, epoch: this.epoch, ...message });
   }
 
   heard(message) {
@@ -471,38 +555,44 @@ class SharedConnection {
       if (this.role === 'leader' && this.ready) this.tell({ t: 'ready', state: this.state });
       return;
     }
+    // What a tab that led before says, late, is not news.
+    if (message.epoch < this.epoch) return;
+    this.epoch = message.epoch;
+    // A later leader: this tab's lock was taken while it did not run.
+    if (this.role === 'leader') this.stepDown(false);
     if (this.role !== 'follower') return;
     this.lastBeat = Date.now();
-    if (message.t === 'fatal') {
-      const { message: text, status, body } = message.error || {};
-      return this.failAll(Object.assign(new Error(text || 'the shared stream failed'), { status, body }));
-    }
     if (message.t === 'state') return this.setState(message.state);
-    if (this.held) {
-      // Too much to hold: what is let go is in history, behind a later head.
-      if (this.held.length >= MAX_HELD_EVENTS) this.held.length = 0;
-      this.held.push(message);
+    if (this.heldMessages) {
+      // Too much to hold: what is let go is in history, and the next
+      // message says how far this tab is behind.
+      if (this.heldMessages.length >= MAX_HELD_EVENTS) this.heldMessages.length = 0;
+      this.heldMessages.push(message);
       return;
     }
     this.act(message);
   }
 
   act(message) {
-    if (message.t === 'event') this.receive(message.event, message.id);
     if (message.t === 'ready') this.setState(message.state);
-    const head = message.head;
-    if (!head) return;
-    if (!this.lastId) this.lastId = head; // just joined: the leader's stream goes on from there
-    if (this.tools.compareIds(this.lastId, head) < 0) this.readMissed(head);
-    else if (message.t === 'ready') this.becomeReady();
+    // How far this tab must be for the message to follow on: the id before
+    // an event, the leader's newest id for anything else.
+    const upTo = message.t === 'event' ? message.before : message.head;
+    if (upTo && this.lastId && this.tools.compareIds(this.lastId, upTo) < 0) {
+      this.heldMessages = [message];
+      this.readMissed(upTo);
+      return;
+    }
+    if (!this.lastId && message.head) this.lastId = message.head; // just joined: the stream goes on from there
+    if (message.t === 'event') this.receive(message.event, message.id);
+    this.becomeReady();
   }
 
-  /** Reads the user's events from this tab's newest id up to `head`, in
-   *  order; what the leader says meanwhile waits, then follows. */
-  async readMissed(head) {
-    this.held = [];
+  /** Reads the user's events from this tab's newest id up to `upTo`, in
+   *  order, then what the leader said meanwhile. */
+  async readMissed(upTo) {
     try {
-      while (!this.closed && this.tools.compareIds(this.lastId, head) < 0) {
+      while (!this.closed && this.tools.compareIds(this.lastId, upTo) < 0) {
         const path = `${MY_POLL}?cursor=${encodeURIComponent(this.lastId)}`;
         const page = await this.tools.readJson(path, this.options);
         if (this.closed) return;
@@ -510,18 +600,34 @@ class SharedConnection {
         this.advance(page.cursor);
         if (!page.events.length) break;
       }
-    } catch {
-      // Not read: each subscription reads its state instead, below.
-      this.lastId = head;
-      for (const member of [...this.members]) if (this.ready) member.catchUp();
-    }
-    this.becomeReady();
-    const held = this.held || [];
-    this.held = null;
-    for (const message of held) {
+      this.missedFailures = 0;
+    } catch (error) {
       if (this.closed) return;
-      if (this.held) this.held.push(message); // another read began: behind it
-      else this.act(message);
+      this.missedFailures += 1;
+      if (this.missedFailures < MISSED_ATTEMPTS) {
+        this.missedTimer = setTimeout(() => this.readMissed(upTo), retryDelay(error, this.missedFailures));
+        return;
+      }
+      // Not to be had: `/my` subscriptions are told, and every
+      // subscription reads its state instead.
+      this.missedFailures = 0;
+      this.lastId = upTo;
+      for (const member of [...this.members]) {
+        if (!member.job) member.receive(LOST, null);
+        if (this.ready) member.catchUp();
+      }
+    }
+    if (this.closed) return;
+    this.becomeReady();
+    const held = this.heldMessages || [];
+    this.heldMessages = null;
+    for (let i = 0; i < held.length; i += 1) {
+      if (this.closed) return;
+      if (this.heldMessages) {
+        this.heldMessages.push(...held.slice(i)); // another read began: they wait behind it
+        return;
+      }
+      this.act(held[i]);
     }
   }
 }
@@ -581,6 +687,13 @@ function pick(options, names) {
   const picked = {};
   for (const name of names) if (options[name] !== undefined) picked[name] = options[name];
   return picked;
+}
+
+/** How long to wait before trying again: what the hub asked for (with a
+ *  little spread, so that tabs do not come back together), or a backoff. */
+function retryDelay(error, failures) {
+  if (error?.retryAfterMs != null) return error.retryAfterMs * (1 + Math.random() * 0.2);
+  return backoff(failures);
 }
 
 function backoff(failures) {
