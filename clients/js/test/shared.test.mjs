@@ -121,3 +121,35 @@ test('subscribeMyJobs shares the stream: the open jobs first, then every update'
   const ids = events.filter((e) => e.id && e.type === 'job_update').map((e) => e.id);
   assert.equal(new Set(ids).size, ids.length, 'no event twice');
 });
+
+test('the shared stream outlives its token: at expiry it asks getToken for a fresh one and goes on', async () => {
+  const user = uniqueUser('shared-refresh');
+  let asked = 0;
+  const getToken = async () => {
+    asked += 1;
+    return token(user, 2); // expires while the job runs
+  };
+  const jobId = await createExternalJob(user);
+  const followed = follow(jobId, { baseUrl: HUB_URL, getToken, share: true, transport: 'fetch' });
+  await within(10000, (resolve) => {
+    const check = () => (followed.events.length > 0 ? resolve() : setTimeout(check, 20));
+    check();
+  });
+  // The hub ends the stream when the token expires; the client comes back with a new one.
+  await within(15000, (resolve) => {
+    const check = () => (asked >= 2 ? resolve() : setTimeout(check, 50));
+    check();
+  });
+  await publish(jobId, { status: 'active', progress: 40 });
+  await publish(jobId, { status: 'completed', result: {} });
+  await followed.done;
+  assert.deepEqual(followed.errors, []);
+  assert.deepEqual(
+    followed.events.filter((e) => e.jobId === jobId).map((e) => [e.type, e.status]),
+    [
+      ['initial_status', 'queued'],
+      ['job_update', 'active'],
+      ['job_update', 'completed'],
+    ],
+  );
+});
