@@ -297,7 +297,6 @@ class SharedConnection {
 
   async lead() {
     if (this.closed || !this.leading) return;
-    this.stopStream();
     if (!this.lastId) {
       // Where the stream starts: the user's newest event now. Starting from a
       // cursor, not from a snapshot, is what lets a later leader resume.
@@ -311,6 +310,7 @@ class SharedConnection {
       this.advance(isSnapshotPosition(cursor) ? snapshotHead(cursor) : cursor);
     }
     this.failures = 0;
+    this.stopStream(); // one stream, whichever lead() got here last
     this.stream = this.tools.openStream({
       ...this.options,
       lastEventId: this.lastId,
