@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -124,6 +125,8 @@ class Deliveries(Collector):
         self.delivered = dict.fromkeys(TRANSPORTS, 0)
         self.replayed = dict.fromkeys(TRANSPORTS, 0)
         self.coalesced = dict.fromkeys(TRANSPORTS, 0)
+        #: `collapsed` for each transport, one function shared by all its clients.
+        self.collapse_counters = {transport: functools.partial(self.collapsed, transport) for transport in TRANSPORTS}
         #: Deliveries by latency bucket (the last one: beyond the largest bound).
         self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0

@@ -111,7 +111,7 @@ class SubscriptionHandler(BaseHandler):
     def on_collapsed(self) -> Callable[[], None] | None:
         """What counts the queued progress updates a newer one replaced
         (None: the transport's answers carry every event)."""
-        return functools.partial(self.streams.metrics.deliveries.collapsed, self.transport)
+        return self.streams.metrics.deliveries.collapse_counters[self.transport]
 
     def on_connection_close(self) -> None:
         # Before a stream's connection is taken over, or while a poll is held.
