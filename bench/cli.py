@@ -19,12 +19,24 @@ from typing import Any
 from bench import plots, profile, report, targets
 from bench.cluster import MIN_PRIMARIES
 from bench.params import Params, redacted
-from bench.scenarios import broadcast, churn, fanout, idle, longpoll, peer, polling, redis_cost, streams100k
+from bench.scenarios import (
+    broadcast,
+    churn,
+    fanout,
+    idle,
+    longpoll,
+    peer,
+    polling,
+    redis_cost,
+    slowclient,
+    streams100k,
+)
 from bench.stack import PROCESSES_ENV, PROFILE_DIR_ENV
 from bench.system import cpu_sets, load_average, machine, pin, raise_open_files, source_version
 
 SCENARIOS: dict[str, ModuleType] = {
-    module.NAME: module for module in (idle, fanout, broadcast, longpoll, polling, churn, peer, streams100k, redis_cost)
+    module.NAME: module
+    for module in (idle, fanout, broadcast, longpoll, polling, churn, peer, streams100k, redis_cost, slowclient)
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

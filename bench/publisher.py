@@ -52,13 +52,15 @@ class Batch(Protocol):
 
 @dataclass(frozen=True)
 class JournalSink:
-    """The hub's store: the Journal, one Redis pipeline per batch."""
+    """The hub's store: the Journal, one Redis pipeline per batch. A `note`
+    goes in every event, to make them as large as an application's."""
 
     redis_url: str
     namespace: str
+    note: str = ""
 
     def open(self) -> Batch:
-        return _JournalBatch(self.redis_url, self.namespace)
+        return _JournalBatch(self.redis_url, self.namespace, self.note)
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ Sink = JournalSink | NchanSink
 
 
 class _JournalBatch:
-    def __init__(self, redis_url: str, namespace: str) -> None:
+    def __init__(self, redis_url: str, namespace: str, note: str = "") -> None:
         from bench.stack import JOB_TYPE
         from hub.store.journal import Journal
         from hub.store.scripts import load_script
@@ -83,6 +85,7 @@ class _JournalBatch:
         from hub.store.topology import is_cluster_client, sync_client
 
         self.job_type = JOB_TYPE
+        self.extra: dict[str, Any] = {"note": note} if note else {}
         self.client = sync_client(redis_url)  # a server's URL, a sentinel set's, or a cluster node's
         self.pipeline: Any = self.client.pipeline(transaction=False)
         if is_cluster_client(self.client):
@@ -91,7 +94,7 @@ class _JournalBatch:
         self.journal = Journal(self.pipeline, Settings(redis_url=redis_url, namespace=namespace))
 
     def add(self, job_id: str, owner: str, step: str) -> None:
-        self.journal.update(job_id, owner, self.job_type, status="active", step=step)
+        self.journal.update(job_id, owner, self.job_type, status="active", step=step, **self.extra)
 
     def send(self) -> int:
         return sum(1 for result in self.pipeline.execute() if not result)

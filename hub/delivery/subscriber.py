@@ -9,23 +9,26 @@ twice and sent once.
 Live events go to the writer from the bus's own call: no task is woken per
 event. While the writer is busy (a replay page on its way, or a socket the
 kernel will not take more from), events wait in one bounded queue and go
-out together when it drains. The slow-client rule is this module's alone:
-a client whose queue fills, or whose writer stays busy past the write
-timeout, is dropped. Dropping it is safe: it resumes from its cursor.
-Letting it grow is not: one stuck client would hold the hub's memory.
+out together when it drains; there a job's newer progress replaces its
+older progress (see PendingEvents), so a client that falls behind catches
+up with each job's latest state. The slow-client rule is this module's
+alone: a client whose queue fills anyway, or whose writer stays busy past
+the write timeout, is dropped. Dropping it is safe: it resumes from its
+cursor. Letting it grow is not: one stuck client would hold the hub's
+memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from hub.delivery.backlog import Backlog
 from hub.delivery.bus import EventBus
 from hub.delivery.clock import Clock
+from hub.delivery.pending import PendingEvents
 from hub.delivery.reasons import CloseReason
 from hub.delivery.sources import Source
 from hub.store.events import BEGINNING, Cursor, Event, format_cursor
@@ -62,9 +65,11 @@ class Subscriber:
         "_backlog",
         "_bus",
         "_clock",
+        "_full_reason",
         "_in_flight",
         "_live",
         "_on_close",
+        "_on_collapsed",
         "_on_sent",
         "_queue",
         "_subscribed",
@@ -93,7 +98,14 @@ class Subscriber:
         expires_at: float,
         on_sent: OnSent,
         on_close: Callable[[str], None],
+        on_collapsed: Callable[[], None] | None = None,
+        full_reason: str = CloseReason.SLOW,
     ) -> None:
+        """`on_collapsed` is called for each queued progress update a newer
+        one replaced; None: nothing is replaced (a long-poll answer carries
+        every event). `full_reason` is why a full queue closes the
+        subscriber: a stream's client is too slow; a long-poll's answer is
+        complete, and its next poll reads the rest from history."""
         self.source = source
         self._bus = bus
         self._backlog = Backlog(history, source, start)
@@ -103,10 +115,12 @@ class Subscriber:
         self.expires_at = expires_at
         self._on_sent = on_sent
         self._on_close = on_close
+        self._on_collapsed = on_collapsed
+        self._full_reason = full_reason
         self._subscribed = False
         self._writer: Writer | None = None
         self._clock: Clock | None = None
-        self._queue: deque[Event] | None = None
+        self._queue: PendingEvents | None = None
         self._live = False
         #: The live events the writer is busy with.
         self._in_flight: Sequence[Event] | None = None
@@ -137,9 +151,7 @@ class Subscriber:
         if self._queue and self._backlog.position is not None:
             # What the backlog supplied need not wait in the queue as well,
             # where a long replay would fill it and drop a client keeping up.
-            position = self._backlog.position
-            while self._queue and self._queue[0].cursor is not None and self._queue[0].cursor <= position:
-                self._queue.popleft()
+            self._queue.drop_through(self._backlog.position)
         return page
 
     async def read_ahead(self, limit: int) -> None:
@@ -187,12 +199,11 @@ class Subscriber:
             else:
                 self._write((event,))
             return
-        if self._queue is None:
-            self._queue = deque()
-        elif len(self._queue) >= self.max_queued:
-            self.close(CloseReason.SLOW)
-            return
-        self._queue.append(event)
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = PendingEvents(self.max_queued, self._on_collapsed)
+        if not queue.append(event):
+            self.close(self._full_reason)
 
     def drained(self) -> None:
         """The writer's call: what it was busy with is sent."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hub.errors import BadRequest
-from hub.store.wire import Message
+from hub.store.wire import ACTIVE, Message
 
 # Redis stream ids: "<milliseconds>-<sequence>", two unsigned 64-bit numbers
 # in ASCII digits (\d would take any Unicode digit).
@@ -21,6 +21,8 @@ Cursor = tuple[int, int]
 BEGINNING: Cursor = (0, 0)
 
 KEEPALIVE_FRAME = b": keepalive\n\n"
+#: How "active" reads in an event's JSON.
+_ACTIVE_JSON = json.dumps(ACTIVE)
 
 
 def parse_cursor(raw: str) -> Cursor:
@@ -51,6 +53,8 @@ class Event:
     #: The SSE frame, encoded once for every subscriber that gets the event.
     frame: bytes = field(init=False, compare=False, repr=False)
     _chunk: bytes | None = field(default=None, init=False, compare=False, repr=False)
+    #: `progress_job`, once asked: "" for an event that is not progress.
+    _progress_job: str | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "frame", encode_frame(self.data, self.id))
@@ -79,9 +83,35 @@ class Event:
             object.__setattr__(self, "_chunk", chunk)
         return chunk
 
+    @property
+    def progress_job(self) -> str | None:
+        """The job whose progress this event reports (an `active` job_update
+        with an id), else None: a newer one of the same job may replace it
+        in a slow client's queue. Read from `data` when first asked, once
+        for every subscriber: only a client that has fallen behind asks."""
+        job = self._progress_job
+        if job is None:
+            job = _progress_job_of(self)
+            object.__setattr__(self, "_progress_job", job)
+        return job or None
+
     def payload(self) -> dict[str, Any]:
         value: dict[str, Any] = json.loads(self.data)
         return value
+
+
+def _progress_job_of(event: Event) -> str:
+    # A cheap look first: JSON that never says "active" is not progress.
+    if event.terminal or event.id is None or event.cursor is None or _ACTIVE_JSON not in event.data:
+        return ""
+    try:
+        payload = json.loads(event.data)
+    except ValueError:
+        return ""
+    if not isinstance(payload, dict) or payload.get("type") != "job_update" or payload.get("status") != ACTIVE:
+        return ""
+    job = payload.get("jobId")
+    return job if isinstance(job, str) else ""
 
 
 def encode_frame(data: str, event_id: str | None = None) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,7 @@ TRANSPORTS = ("sse", "longpoll")
 REJECT_REASONS = ("unauthorized", "forbidden", "not_found", "user_limit", "server_limit")
 #: Where a job event came from: `http` is a service publishing an external job's.
 EVENT_SOURCES = ("http",)
+COALESCED_HELP = "Queued progress updates a newer update of the same job replaced before a slow client got them."
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -113,14 +115,18 @@ class HubMetrics:
 
 
 class Deliveries(Collector):
-    """Every event written to a client, counted in plain numbers that
-    Prometheus reads when it collects: a broadcast is thousands of
-    deliveries at once, and a metric call with its lock for each was a
-    quarter of the broadcast's time. Only the event loop's thread counts."""
+    """Every event written to a client (and every one a slow client was
+    spared: see `collapsed`), counted in plain numbers that Prometheus reads
+    when it collects: a broadcast is thousands of deliveries at once, and a
+    metric call with its lock for each was a quarter of the broadcast's
+    time. Only the event loop's thread counts."""
 
     def __init__(self) -> None:
         self.delivered = dict.fromkeys(TRANSPORTS, 0)
         self.replayed = dict.fromkeys(TRANSPORTS, 0)
+        self.coalesced = dict.fromkeys(TRANSPORTS, 0)
+        #: `collapsed` for each transport, one function shared by all its clients.
+        self.collapse_counters = {transport: functools.partial(self.collapsed, transport) for transport in TRANSPORTS}
         #: Deliveries by latency bucket (the last one: beyond the largest bound).
         self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self._latency_sum = 0.0
@@ -144,6 +150,13 @@ class Deliveries(Collector):
         if not self._write_scheduled:
             self._schedule_write()
 
+    def collapsed(self, transport: str) -> None:
+        """Counts one queued progress update that a newer one of the same
+        job replaced before the client was sent it."""
+        self.coalesced[transport] += 1
+        if not self._write_scheduled:
+            self._schedule_write()
+
     def _schedule_write(self) -> None:
         """Has the counts written out soon, where they are read from."""
 
@@ -152,15 +165,18 @@ class Deliveries(Collector):
         replayed = CounterMetricFamily(
             "hub_events_replayed", "Events sent from history on resume.", labels=["transport"]
         )
+        coalesced = CounterMetricFamily("hub_events_coalesced", COALESCED_HELP, labels=["transport"])
         for transport in TRANSPORTS:
             delivered.add_metric([transport], self.delivered[transport])
             replayed.add_metric([transport], self.replayed[transport])
+            coalesced.add_metric([transport], self.coalesced[transport])
         cumulative, total = [], 0
         for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self._buckets, strict=True):
             total += count
             cumulative.append((bound, total))
         yield delivered
         yield replayed
+        yield coalesced
         yield HistogramMetricFamily(
             "hub_event_delivery_seconds",
             "Time from the actor's publish to the write on the socket.",
@@ -180,6 +196,7 @@ class SharedDeliveries(Deliveries):
         self._replayed = Counter(
             "hub_events_replayed", "Events sent from history on resume.", ["transport"], registry=None
         )
+        self._coalesced = Counter("hub_events_coalesced", COALESCED_HELP, ["transport"], registry=None)
         self._latency = BatchedHistogram(
             "hub_event_delivery_seconds",
             "Time from the actor's publish to the write on the socket.",
@@ -189,9 +206,11 @@ class SharedDeliveries(Deliveries):
         for transport in TRANSPORTS:
             self._delivered.labels(transport)
             self._replayed.labels(transport)
+            self._coalesced.labels(transport)
         #: What the files hold already.
         self._written_delivered = dict.fromkeys(TRANSPORTS, 0)
         self._written_replayed = dict.fromkeys(TRANSPORTS, 0)
+        self._written_coalesced = dict.fromkeys(TRANSPORTS, 0)
         self._written_buckets = [0] * len(self._buckets)
         self._written_sum = 0.0
         self._write_scheduled = False
@@ -215,6 +234,10 @@ class SharedDeliveries(Deliveries):
             if replayed:
                 self._replayed.labels(transport).inc(replayed)
                 self._written_replayed[transport] += replayed
+            coalesced = self.coalesced[transport] - self._written_coalesced[transport]
+            if coalesced:
+                self._coalesced.labels(transport).inc(coalesced)
+                self._written_coalesced[transport] += coalesced
         counts = [now - before for now, before in zip(self._buckets, self._written_buckets, strict=True)]
         if any(counts):
             self._latency.observe_counts(counts, self._latency_sum - self._written_sum)

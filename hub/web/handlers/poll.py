@@ -5,6 +5,12 @@ MAX_BATCH: the answer's cursor then continues the snapshot). With one, the
 answer comes as soon as anything follows the cursor, or after
 HUB_LONGPOLL_TIMEOUT_SECONDS with no events and the same cursor. A held
 poll counts against the user's connection limit like a stream does.
+
+A long-poll client is never dropped for being slow: nothing waits for it
+between polls (its subscriber ends with each answer), an answer reads at
+most MAX_BATCH events of history, and events that arrive while a poll is
+held but do not fit its answer are left in history for the next poll. Its
+answers carry every event: progress is not collapsed as for a stream.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ MAX_BATCH = 500
 class PollHandler(SubscriptionHandler):
     transport = "longpoll"
     max_batch = MAX_BATCH
+    # A full queue: the answer is complete, the next poll reads on from history.
+    full_reason = CloseReason.ANSWERED
 
     def requested_cursor(self) -> str | None:
         return self.get_query_argument("cursor", None)
@@ -53,6 +61,9 @@ class PollHandler(SubscriptionHandler):
 
     def on_sent(self, resumed: bool) -> OnSent:
         return _not_yet  # counted once answered: a client gone meanwhile was sent nothing
+
+    def on_collapsed(self) -> None:
+        return None  # every event is answered
 
 
 def _not_yet(events: Sequence[Event], live: bool) -> None:

@@ -5,6 +5,7 @@ The two transports differ only in their writer."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hub.delivery.bus import EventBus
@@ -45,6 +46,8 @@ class SubscriptionHandler(BaseHandler):
     transport = ""
     #: The most events one write to the client carries.
     max_batch: int | None = None
+    #: Why a full queue closes the subscriber (see Subscriber).
+    full_reason = CloseReason.SLOW
     subscriber: Subscriber | None = None
 
     def initialize(self, gate: Gate, streams: Streams) -> None:
@@ -80,6 +83,8 @@ class SubscriptionHandler(BaseHandler):
             # Neither callback holds the handler: a stream outlives it.
             on_sent=self.on_sent(resumed=cursor is not None),
             on_close=functools.partial(on_closed, streams.metrics, lease),
+            on_collapsed=self.on_collapsed(),
+            full_reason=self.full_reason,
         )
         if self.abandoned:
             subscriber.close(CloseReason.CLIENT_GONE)
@@ -102,6 +107,11 @@ class SubscriptionHandler(BaseHandler):
     def on_sent(self, resumed: bool) -> OnSent:
         """What counts the events the client has been sent."""
         return functools.partial(self.streams.metrics.deliveries.sent, self.transport, resumed=resumed)
+
+    def on_collapsed(self) -> Callable[[], None] | None:
+        """What counts the queued progress updates a newer one replaced
+        (None: the transport's answers carry every event)."""
+        return self.streams.metrics.deliveries.collapse_counters[self.transport]
 
     def on_connection_close(self) -> None:
         # Before a stream's connection is taken over, or while a poll is held.
