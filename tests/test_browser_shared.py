@@ -92,9 +92,8 @@ def tabs_of(browser: Any, hub_url: str, count: int) -> tuple[Any, list[Any], lis
     """`count` tabs of one browser on the hub's origin, and what went wrong in them."""
     context = browser.new_context()
     # A blank page of the hub's origin: the client is imported from the hub.
-    context.route(
-        hub_url + "/blank", lambda route: route.fulfill(body="<!doctype html><title>tab</title>", content_type="text/html")
-    )
+    blank = "<!doctype html><title>tab</title>"
+    context.route(hub_url + "/blank", lambda route: route.fulfill(body=blank, content_type="text/html"))
     problems: list[str] = []
     pages = []
     for _ in range(count):
@@ -137,9 +136,9 @@ def test_three_tabs_follow_ten_jobs_each_over_one_connection(hub_process, browse
     context, pages, problems = tabs_of(browser, hub.url, 3)
     try:
         groups = [jobs.ids[10 * n : 10 * n + 10] for n in range(3)]
-        for page, group in zip(pages, groups):
+        for page, group in zip(pages, groups, strict=True):
             follow(page, token, group)
-        for page, group in zip(pages, groups):
+        for page, group in zip(pages, groups, strict=True):
             page.wait_for_function(CAUGHT_UP, arg=group, timeout=WAIT_MS)
         roles = sorted(page.evaluate(ROLE) for page in pages)
         assert roles == ["follower:open", "follower:open", "leader:open"], (roles, problems)
@@ -148,7 +147,7 @@ def test_three_tabs_follow_ten_jobs_each_over_one_connection(hub_process, browse
         jobs.progress(jobs.ids, STEPS)
         wait_for(lambda: hub.metric("hub_connections", transport="sse") == 1)
         jobs.finish(jobs.ids)
-        for page, group in zip(pages, groups):
+        for page, group in zip(pages, groups, strict=True):
             page.wait_for_function(ENDED, arg=group, timeout=WAIT_MS)
             check_every_event(page, group, failed_of(jobs.ids) & set(group))
         # Closed once no tab follows a job (on the way, as a tab's last job
@@ -221,9 +220,7 @@ def test_when_the_leading_tab_goes_another_takes_over_with_nothing_lost(hub_proc
         context.close()
 
 
-def test_a_page_following_twenty_jobs_is_not_held_up_by_the_browsers_connection_limit(
-    hub_process, browser, settings
-):
+def test_a_page_following_twenty_jobs_is_not_held_up_by_the_browsers_connection_limit(hub_process, browser, settings):
     """HTTP/1.1 allows six connections per origin: twenty streams would hold
     the fourteen others, and every other request of the page, forever."""
     hub = hub_process(HUB_EXTERNAL_JOB_TYPES=EXTERNAL)
