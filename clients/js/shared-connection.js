@@ -16,7 +16,6 @@
 // This module knows no transport: hub-client.js passes it `tools`, the
 // functions it needs ({ openStream, readJson, compareIds, isTerminal }).
 
-const MY_STREAM = '/api/v1/sse/jobs/my';
 const MY_POLL = '/api/v1/poll/jobs/my';
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 30000;
