@@ -23,7 +23,7 @@ from hub.web.app import build_context, connect_redis, make_app
 from hub.web.auth import issue_token
 from hub.web.context import HubContext
 from hub.web.dispatch import JobDispatcher
-from tests.support.environment import CHROMIUM, CHROMIUM_ARGS, need
+from tests.support.environment import CHROMIUM, CHROMIUM_ARGS, need, need_redis_server
 from tests.support.http import Api
 from tests.support.processes import HubProcess, serve_env, spawn, wait_ready, worker_env
 from tests.support.redis_cluster import LocalCluster, have_cluster_binaries
@@ -41,13 +41,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if external:
         yield external
         return
-    try:
-        from hub.runtime.embedded import EmbeddedRedis, server_binary
+    need_redis_server()
+    from hub.runtime.embedded import EmbeddedRedis
 
-        server_binary()
-    except Exception as exc:  # ConfigError or ImportError
-        need(False, f"no Redis-compatible server: {exc}")
-        return
     server = EmbeddedRedis(str(tmp_path_factory.mktemp("redis"))).start()
     yield server
     server.stop()

@@ -118,6 +118,15 @@ async def check_streaming(cluster: LocalCluster, members: dict[str, Recorder], e
     assert all(member.closed is None for member in members.values())
 
 
+def every_channel(channels: dict[str, list[str]]) -> list[str]:
+    return [channel for found in channels.values() for channel in found]
+
+
+def apart(members: dict[str, Recorder], channel: str) -> dict[str, Recorder]:
+    """`members` but `channel`'s: those a fault on its node must not touch."""
+    return {other: member for other, member in members.items() if other != channel}
+
+
 def with_replica(cluster: LocalCluster) -> Node:
     """A primary that has a live replica to take over from it."""
     for node in cluster.primaries():
@@ -162,10 +171,10 @@ async def test_a_cluster_url_is_detected_and_channels_on_every_primary_get_their
 async def test_a_failover_closes_the_channels_of_that_primary_only_and_they_follow_it(cluster, namespace):
     channels = channels_by_primary(cluster, namespace)
     async with cluster_bus(cluster) as bus:
-        members = await subscribe_all(bus, [channel for found in channels.values() for channel in found])
+        members = await subscribe_all(bus, every_channel(channels))
         old = with_replica(cluster)
         (moved,) = channels[old.id]
-        others = {channel: member for channel, member in members.items() if channel != moved}
+        others = apart(members, moved)
 
         promoted = await asyncio.to_thread(cluster.failover, old)
 
@@ -183,10 +192,10 @@ async def test_a_failover_closes_the_channels_of_that_primary_only_and_they_foll
 async def test_a_killed_primary_closes_its_channels_only_and_its_replica_takes_them(cluster, namespace):
     channels = channels_by_primary(cluster, namespace)
     async with cluster_bus(cluster) as bus:
-        members = await subscribe_all(bus, [channel for found in channels.values() for channel in found])
+        members = await subscribe_all(bus, every_channel(channels))
         victim = with_replica(cluster)
         (lost,) = channels[victim.id]
-        others = {channel: member for channel, member in members.items() if channel != lost}
+        others = apart(members, lost)
 
         promoted = await asyncio.to_thread(cluster.kill, victim)
 
@@ -212,7 +221,7 @@ async def test_a_migrated_slot_closes_its_channel_only_and_a_stale_map_is_correc
         await asyncio.to_thread(cluster.migrate, [key_slot(moving.encode())], target)
 
         await eventually(lambda: members[moving].closed == CloseReason.BUS_RESET, timeout=20)
-        others = {channel: member for channel, member in members.items() if channel != moving}
+        others = apart(members, moving)
         await check_streaming(cluster, others, "2-0")
         again = Recorder()
         await bus.subscribe(moving, again)
@@ -234,7 +243,7 @@ async def test_unsubscribing_everything_closes_every_node_connection(cluster, na
     channels = channels_by_primary(cluster, namespace)
     primaries = cluster.primaries()
     async with cluster_bus(cluster) as bus:
-        members = await subscribe_all(bus, [channel for found in channels.values() for channel in found])
+        members = await subscribe_all(bus, every_channel(channels))
         await eventually(lambda: all(bus_connections(cluster, node) == 1 for node in primaries))
         for channel, member in members.items():
             bus.unsubscribe(channel, member)

@@ -31,7 +31,7 @@ from hub.runtime.supervisor import _print_banner
 from hub.store.keys import KeySpace
 from hub.store.registry import Registry
 from hub.store.settings import Settings
-from tests.support.environment import ROOT, need
+from tests.support.environment import ROOT, need_redis_server
 from tests.support.process_tree import alive
 from tests.support.tokens import SECRET
 
@@ -72,15 +72,6 @@ def wait_until(check: Callable[[], Any], timeout: float, what: Callable[[], str]
     return result
 
 
-def need_embedded_server() -> None:
-    try:
-        from hub.runtime.embedded import server_binary
-
-        server_binary()
-    except Exception as exc:
-        need(False, f"no embedded Redis server: {exc}")
-
-
 @dataclass
 class HubUp:
     process: subprocess.Popen[bytes]
@@ -114,7 +105,7 @@ class HubUp:
 def hub_up(tmp_path: Path) -> Iterator[Callable[..., HubUp]]:
     """Starts `hub up` in its own session, as a terminal runs a foreground
     command: a signal to its process group reaches whatever is in that group."""
-    need_embedded_server()
+    need_redis_server()
     started: list[HubUp] = []
 
     def start(*args: str, **env_overrides: str) -> HubUp:
@@ -248,7 +239,7 @@ def test_ctrl_c_in_a_terminal_stops_web_then_worker_then_redis_and_the_running_j
 
 
 def test_hub_up_on_a_busy_port_fails_at_once_naming_HUB_PORT(hub_process, tmp_path):
-    need_embedded_server()
+    need_redis_server()
     other = hub_process()  # another hub already answers on the port
     data = tmp_path / "data"
     started = time.monotonic()

