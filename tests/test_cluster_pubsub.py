@@ -127,6 +127,18 @@ def apart(members: dict[str, Recorder], channel: str) -> dict[str, Recorder]:
     return {other: member for other, member in members.items() if other != channel}
 
 
+async def one_primary_apart(
+    cluster: LocalCluster, namespace: str, bus: EventBus
+) -> tuple[dict[str, Recorder], Node, str, dict[str, Recorder]]:
+    """A channel of each primary, subscribed; a primary with a replica to
+    take over from it, its channel, and the members of the others."""
+    channels = channels_by_primary(cluster, namespace)
+    members = await subscribe_all(bus, every_channel(channels))
+    node = with_replica(cluster)
+    (channel,) = channels[node.id]
+    return members, node, channel, apart(members, channel)
+
+
 def with_replica(cluster: LocalCluster) -> Node:
     """A primary that has a live replica to take over from it."""
     for node in cluster.primaries():
@@ -169,12 +181,8 @@ async def test_a_cluster_url_is_detected_and_channels_on_every_primary_get_their
 
 
 async def test_a_failover_closes_the_channels_of_that_primary_only_and_they_follow_it(cluster, namespace):
-    channels = channels_by_primary(cluster, namespace)
     async with cluster_bus(cluster) as bus:
-        members = await subscribe_all(bus, every_channel(channels))
-        old = with_replica(cluster)
-        (moved,) = channels[old.id]
-        others = apart(members, moved)
+        members, old, moved, others = await one_primary_apart(cluster, namespace, bus)
 
         promoted = await asyncio.to_thread(cluster.failover, old)
 
@@ -190,12 +198,8 @@ async def test_a_failover_closes_the_channels_of_that_primary_only_and_they_foll
 
 
 async def test_a_killed_primary_closes_its_channels_only_and_its_replica_takes_them(cluster, namespace):
-    channels = channels_by_primary(cluster, namespace)
     async with cluster_bus(cluster) as bus:
-        members = await subscribe_all(bus, every_channel(channels))
-        victim = with_replica(cluster)
-        (lost,) = channels[victim.id]
-        others = apart(members, lost)
+        members, victim, lost, others = await one_primary_apart(cluster, namespace, bus)
 
         promoted = await asyncio.to_thread(cluster.kill, victim)
 

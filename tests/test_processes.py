@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -35,7 +36,7 @@ from tests.support.process_tree import (
     listens,
     live_children,
 )
-from tests.support.processes import serve_env
+from tests.support.processes import HubProcess, serve_env
 from tests.support.resuming import follow
 from tests.support.waiting import eventually
 
@@ -109,12 +110,17 @@ async def events_until(stream: Response, progress: int) -> int:
             return events
 
 
-def create_jobs(journal: Journal, count: int) -> list[tuple[str, str]]:
-    """`count` jobs, each of a user of its own: (job id, owner)."""
+async def two_processes_with_jobs(
+    hub_process: Callable[..., HubProcess], journal: Journal, count: int
+) -> tuple[HubProcess, list[int], Journal, list[tuple[str, str]]]:
+    """A server of two processes, both listening, and `count` jobs, each of
+    a user of its own: the hub, its children, the journal, (job id, owner)."""
+    hub = hub_process(**TWO)
+    children = await both_listening(hub)
     jobs = [(f"job{i}", f"user{i}") for i in range(count)]
     for job_id, owner in jobs:
         journal.create(job_id, owner, JOB_TYPE)
-    return jobs
+    return hub, children, journal, jobs
 
 
 def client_port(stream: Response) -> int:
@@ -125,10 +131,7 @@ async def test_connections_spread_over_the_processes_and_metrics_show_them_all(
     hub_process, settings, sync_redis, token
 ):
     # Given a server of two processes and 24 clients, each following a job
-    hub = hub_process(**TWO)
-    children = await both_listening(hub)
-    journal = Journal(sync_redis, settings)
-    jobs = create_jobs(journal, 24)
+    hub, children, journal, jobs = await two_processes_with_jobs(hub_process, Journal(sync_redis, settings), 24)
     streams = await asyncio.gather(*(open_job_stream(hub, job_id, token(owner)) for job_id, owner in jobs))
 
     # Then the kernel spread them over both processes
@@ -167,10 +170,7 @@ async def test_a_killed_process_comes_back_and_its_clients_resume_without_loss(
 ):
     # Given a server of two processes and 8 clients following a job each,
     # resuming from their last event id whenever their stream drops
-    hub = hub_process(**TWO)
-    children = await both_listening(hub)
-    journal = Journal(sync_redis, settings)
-    jobs = create_jobs(journal, 8)
+    hub, children, journal, jobs = await two_processes_with_jobs(hub_process, Journal(sync_redis, settings), 8)
     followers = [
         asyncio.create_task(follow([hub.url], f"/api/v1/sse/jobs/{JOB_TYPE}/{job_id}", token(owner), timeout=60))
         for job_id, owner in jobs
