@@ -24,18 +24,20 @@ from redis.crc import key_slot
 
 from hub.store.keys import KeySpace
 from hub.store.settings import Settings
-from tests.support.continuity import Entry, Watch, check
+from tests.support.continuity import Entry, Watch
 from tests.support.environment import ROOT, need
 from tests.support.feeds import (
     Clients,
     Feed,
     create_character,
-    final_history,
-    finish,
+    final_histories,
+    follow_new_character,
     publish,
     publish_outage,
-    reached,
     steps_of,
+    until_every_end,
+    verdicts_of,
+    wind_down,
 )
 from tests.support.http import Api
 from tests.support.jobs import TERMINAL
@@ -116,26 +118,17 @@ async def test_a_cluster_fault_costs_a_client_a_reconnect_never_an_event_silentl
         await asyncio.to_thread(fault_on, cluster, fault, keys.user_events(USERS[0]))
         ended = time.monotonic()
         await eventually(lambda: all(f.acknowledged_since(ended) >= EVENTS_AFTER for f in feeds), timeout=60)
-        characters.append(await create_character(urls[0], token(USERS[0])))
-        clients.jobs.append(Watch(urls[0], f"/api/v1/sse/jobs/character/{characters[1]}", token(USERS[0])))
-        clients.follow(clients.jobs[-1])
-        clients.stop_publishing()
-        await asyncio.gather(*publishing)
-        published_until = time.monotonic()
-        await asyncio.gather(*(finish(feed, urls, service) for feed in feeds))
+        characters.append(await follow_new_character(clients, urls[0], token(USERS[0])))
+        published_until = await wind_down(clients, publishing, feeds, urls, service)
 
         # Then every client of a job reaches its end, and every /my client
         # the end of its user's history
-        await eventually(lambda: all(watch.ended for watch in clients.jobs), timeout=60)
-        histories = read_histories(cluster, keys, clients)
-        await eventually(lambda: all(reached(w, histories[f"/my of {user}"][-1].id) for user, w in clients.mine), 30)
+        histories = await until_every_end(clients, lambda: read_histories(cluster, keys, clients))
     finally:
         await clients.cancel()
 
     # and what every client got obeys the rule
-    verdicts = {f"{w.hub}{w.path}": check(w.frames, histories[w.path]) for w in clients.jobs}
-    for user, w in clients.mine:
-        verdicts[f"{w.hub}{w.path} of {user}"] = check(w.frames, histories[f"/my of {user}"])
+    verdicts = verdicts_of(clients, histories)
     violations = {name: v.violations + v.unreset for name, v in verdicts.items() if v.violations or v.unreset}
     assert not violations, violations
 
@@ -166,10 +159,7 @@ async def test_a_cluster_fault_costs_a_client_a_reconnect_never_an_event_silentl
 def read_histories(cluster: LocalCluster, keys: KeySpace, clients: Clients) -> dict[str, list[Entry]]:
     """Each followed stream's final history, by path (`/my of USER` for a user's)."""
     with redis.RedisCluster.from_url(cluster.url) as client:
-        histories = {w.path: final_history(client, keys.job_events(w.path.rsplit("/", 1)[1])) for w in clients.jobs}
-        for user, _ in clients.mine:
-            histories[f"/my of {user}"] = final_history(client, keys.user_events(user))
-    return histories
+        return final_histories(client, keys, clients)
 
 
 def record(fault: str, figures: dict[str, Any]) -> None:

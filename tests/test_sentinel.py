@@ -57,12 +57,15 @@ from tests.support.feeds import (
     Clients,
     Feed,
     create_character,
+    final_histories,
     final_history,
-    finish,
+    follow_new_character,
     publish,
     publish_outage,
-    reached,
     steps_of,
+    until_every_end,
+    verdicts_of,
+    wind_down,
 )
 from tests.support.http import Api
 from tests.support.jobs import TERMINAL
@@ -314,26 +317,18 @@ async def test_a_failover_under_load_costs_a_client_a_reconnect_never_an_event_s
             )
             clients.publishing.set()
         await eventually(lambda: all(f.acknowledged_since(promoted_at) >= EVENTS_AFTER for f in feeds), timeout=30)
-        characters.append(await create_character(urls[0], token("cid")))
-        clients.jobs.append(Watch(urls[0], f"/api/v1/sse/jobs/character/{characters[1]}", token("cid")))
-        clients.follow(clients.jobs[-1])
-        clients.stop_publishing()
-        await asyncio.gather(*publishing)
-        published_until = time.monotonic()
-        await asyncio.gather(*(finish(feed, urls, service) for feed in feeds))
+        characters.append(await follow_new_character(clients, urls[0], token("cid")))
+        published_until = await wind_down(clients, publishing, feeds, urls, service)
 
         # Then every client of a job reaches its end, and every /my client
         # the end of its user's history
-        await eventually(lambda: all(watch.ended for watch in clients.jobs), timeout=60)
-        histories = read_histories(sentinels, KeySpace(settings.namespace), clients)
-        await eventually(lambda: all(reached(w, histories[f"/my of {user}"][-1].id) for user, w in clients.mine), 30)
+        keys = KeySpace(settings.namespace)
+        histories = await until_every_end(clients, lambda: read_histories(sentinels, keys, clients))
     finally:
         await clients.cancel()
 
     # and what every client got obeys the rule (see the module's docstring)
-    verdicts = {f"{w.hub}{w.path}": check(w.frames, histories[w.path]) for w in clients.jobs}
-    for user, w in clients.mine:
-        verdicts[f"{w.hub}{w.path} of {user}"] = check(w.frames, histories[f"/my of {user}"])
+    verdicts = verdicts_of(clients, histories)
     violations = {name: v.violations for name, v in verdicts.items() if v.violations}
     assert not violations, violations
 
@@ -376,7 +371,4 @@ def read_histories(sentinels: SentinelSet, keys: KeySpace, clients: Clients) -> 
     """Each followed stream's final history, from the new primary, by path
     (`/my of USER` for a user's)."""
     with sentinels.primary_client() as client:
-        histories = {w.path: final_history(client, keys.job_events(w.path.rsplit("/", 1)[1])) for w in clients.jobs}
-        for user, _ in clients.mine:
-            histories[f"/my of {user}"] = final_history(client, keys.user_events(user))
-    return histories
+        return final_histories(client, keys, clients)

@@ -13,8 +13,9 @@ from typing import Any
 
 import redis
 
+from hub.store.keys import KeySpace
 from hub.store.wire import FIELD_DATA
-from tests.support.continuity import Entry, Watch, cursor, follow
+from tests.support.continuity import Entry, Verdict, Watch, check, cursor, follow
 from tests.support.http import Api
 from tests.support.waiting import eventually
 
@@ -135,3 +136,51 @@ def publish_outage(feed: Feed, killed_at: float) -> float:
     before = [at for at in feed.acknowledged.values() if at < killed_at]
     after = [at for at in feed.acknowledged.values() if at >= killed_at]
     return min(after) - max(before) if before and after else float("nan")
+
+
+async def follow_new_character(clients: Clients, hub: str, token: str) -> str:
+    """Starts a character job through `hub`, and a client that follows it:
+    whether the worker followed the fault."""
+    job_id = await create_character(hub, token)
+    clients.jobs.append(Watch(hub, f"/api/v1/sse/jobs/character/{job_id}", token))
+    clients.follow(clients.jobs[-1])
+    return job_id
+
+
+async def wind_down(
+    clients: Clients, publishing: list[asyncio.Task[None]], feeds: list[Feed], hubs: list[str], token: str
+) -> float:
+    """Stops the publishers, then ends each feed's job; returns when the
+    publishing stopped (time.monotonic())."""
+    clients.stop_publishing()
+    await asyncio.gather(*publishing)
+    stopped = time.monotonic()
+    await asyncio.gather(*(finish(feed, hubs, token) for feed in feeds))
+    return stopped
+
+
+def final_histories(client: Any, keys: KeySpace, clients: Clients) -> dict[str, list[Entry]]:
+    """Each followed stream's final history, by path (`/my of USER` for a
+    user's), read with `client` (one that reaches the keys' node)."""
+    histories = {w.path: final_history(client, keys.job_events(w.path.rsplit("/", 1)[1])) for w in clients.jobs}
+    for user, _ in clients.mine:
+        histories[f"/my of {user}"] = final_history(client, keys.user_events(user))
+    return histories
+
+
+async def until_every_end(clients: Clients, read: Any) -> dict[str, list[Entry]]:
+    """Waits for every job's client to reach its end, reads the final
+    histories (`read()`), and waits for every /my client to reach the end of
+    its user's; returns the histories."""
+    await eventually(lambda: all(watch.ended for watch in clients.jobs), timeout=60)
+    histories: dict[str, list[Entry]] = read()
+    await eventually(lambda: all(reached(w, histories[f"/my of {user}"][-1].id) for user, w in clients.mine), 30)
+    return histories
+
+
+def verdicts_of(clients: Clients, histories: dict[str, list[Entry]]) -> dict[str, Verdict]:
+    """What each client got, judged by the rule (tests.support.continuity)."""
+    verdicts = {f"{w.hub}{w.path}": check(w.frames, histories[w.path]) for w in clients.jobs}
+    for user, w in clients.mine:
+        verdicts[f"{w.hub}{w.path} of {user}"] = check(w.frames, histories[f"/my of {user}"])
+    return verdicts
